@@ -1,0 +1,34 @@
+"""Shared pytest setup: the `slow` gate and a private local Ray for integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Slow tests are opt-in so the default suite stays within CI's budget on 2 cores.
+    if os.environ.get("HTSWEEP_SLOW", "0") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="slow: set HTSWEEP_SLOW=1 (or `make test-slow`) to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray (2 CPUs) in a temp dir of its own, shared by the whole test session."""
+    ray = pytest.importorskip("ray")
+    # Short path: Ray's unix sockets live under the temp dir and have a ~107 char limit.
+    temp_dir = tempfile.mkdtemp(prefix="htsr-", dir="/tmp")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
