@@ -2,3 +2,55 @@
 
 Knows nothing of Ray or MLflow: a trial plugs its monitor and reporters in as callbacks.
 """
+
+from trainers.callbacks import Callback, EarlyStopping, MetricsHistory
+from trainers.data import DATASETS, Batcher, DataBundle, load_dataset
+from trainers.models import MLP3, MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
+from trainers.monitor import (
+    InProcessAnalyzer,
+    SpectralMonitor,
+    SpectralSnapshot,
+    model_phase,
+    spectral_aggregates,
+)
+from trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from trainers.train import (
+    TrainConfig,
+    Trainer,
+    kernel_target_alignment,
+    resolve_device,
+    ridge_readout_losses,
+    teacher_alignment,
+)
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "MLP3",
+    "Batcher",
+    "Callback",
+    "CharGPT",
+    "DataBundle",
+    "EarlyStopping",
+    "InProcessAnalyzer",
+    "LeNet5",
+    "MetricsHistory",
+    "MiniAlexNet",
+    "SpectralMonitor",
+    "SpectralSnapshot",
+    "TrainConfig",
+    "Trainer",
+    "TwoLayerStudent",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "kernel_target_alignment",
+    "load_dataset",
+    "model_phase",
+    "resolve_device",
+    "ridge_readout_losses",
+    "spectral_aggregates",
+    "teacher_alignment",
+]
