@@ -2,4 +2,46 @@
 
 Pure numerics (numpy, scipy, torch, powerlaw); never imports ray or mlflow, so it works on any
 torch model or matrix on its own.
+
+Examples
+--------
+>>> import numpy as np
+>>> import analysis
+>>> W = np.random.default_rng(0).standard_normal((300, 100))
+>>> analysis.esd(W, device="cpu").shape
+(100,)
 """
+
+from analysis import synthetic
+from analysis.analyze import analyze_eigs, analyze_layers, analyze_matrix, analyze_model
+from analysis.esd import esd, esd_batch
+from analysis.layers import LayerMatrix, extract_layers, load_matrices
+from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur, mp_density, mp_edges, shuffle_baseline
+from analysis.phases import PHASE_CODES, PHASES, PhaseResult, classify_phase
+from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator
+
+__all__ = [
+    "PHASES",
+    "PHASE_CODES",
+    "LayerMatrix",
+    "MPFit",
+    "PhaseResult",
+    "PowerLawFit",
+    "analyze_eigs",
+    "analyze_layers",
+    "analyze_matrix",
+    "analyze_model",
+    "classify_phase",
+    "compare_tails",
+    "esd",
+    "esd_batch",
+    "extract_layers",
+    "fit_marchenko_pastur",
+    "fit_power_law",
+    "hill_estimator",
+    "load_matrices",
+    "mp_density",
+    "mp_edges",
+    "shuffle_baseline",
+    "synthetic",
+]

@@ -1,0 +1,156 @@
+"""The `htsweep` command line: parses flags and hands off to the module that does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="htsweep",
+    help="Hyperparameter sweeps that map how training shapes the spectra of neural-network weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: Exception) -> None:
+    """Print a user error (bad spec, not a sweep dir ...) on one block and exit with code 2."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {exc}", markup=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def analyze(
+    path: Path = typer.Argument(..., help="A .pt state dict / checkpoint, or a .npy / .npz matrix file."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per layer instead of a table."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write one ESD figure per layer into this folder."),
+    conv: str = typer.Option("reshape", help="Conv layers: 'reshape' (out, in*kh*kw) or 'kernel' (per position)."),
+    localization: bool = typer.Option(False, help="Also compute eigenvector localization metrics."),
+) -> None:
+    """Analyze the weight matrices in PATH: alpha, MP fit, metrics and phase per layer."""
+    from sweeps.analyze_cmd import run_analyze
+
+    run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization)
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Sweep spec (YAML), e.g. sweeps/examples/quickstart.yaml."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address ('auto', 'HOST:PORT'); "
+                                       "default: a local Ray."),
+    target_alpha: float | None = typer.Option(None, "--target-alpha", help="Override objective.target_alpha."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Sweep directory (default runs/<name>)."),
+    smoke_test: bool = typer.Option(False, "--smoke-test", help="Run a tiny version (2 trials, 40 steps)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report at the end."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print trial starts/ends only, not every report."),
+) -> None:
+    """Launch a sweep: Ray Tune trials, Optuna toward the target alpha, MLflow tracking."""
+    from sweeps.run_cmd import run_command
+    from sweeps.spec import SpecError
+
+    try:
+        code = run_command(spec, address=address, workdir=workdir, target_alpha=target_alpha,
+                           smoke_test=smoke_test, report=report, quiet=quiet)
+    except SpecError as exc:
+        _fail(exc)
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def resume(
+    workdir: Path = typer.Argument(..., help="The sweep directory of an interrupted sweep."),
+    address: str | None = typer.Option(None, "--address", help="Ray address (default: the one used by run)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report at the end."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print trial starts/ends only, not every report."),
+) -> None:
+    """Continue an interrupted sweep (same Ray Tune state, same Optuna study)."""
+    from sweeps.run_cmd import resume_command
+    from sweeps.spec import SpecError
+
+    try:
+        code = resume_command(workdir, address=address, report=report, quiet=quiet)
+    except SpecError as exc:
+        _fail(exc)
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def status(
+    workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+) -> None:
+    """Table of trials: hyperparameters, alpha, phase, test accuracy, objective, state."""
+    from sweeps.spec import SpecError
+    from sweeps.status import print_status
+
+    try:
+        print_status(workdir)
+    except SpecError as exc:
+        _fail(exc)
+
+
+@app.command()
+def best(
+    workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+) -> None:
+    """The feasible trial with alpha closest to the target: configuration, alpha, phase, accuracy."""
+    from sweeps.spec import SpecError
+    from sweeps.status import print_best
+
+    try:
+        found = print_best(workdir)
+    except SpecError as exc:
+        _fail(exc)
+    if found is None:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def ui(
+    workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the UI in a web browser."),
+) -> None:
+    """Serve the MLflow UI for a sweep's store on 127.0.0.1 until Ctrl-C."""
+    from services.mlflow_server import serve_ui
+    from sweeps.spec import SpecError
+    from sweeps.workdir import SweepMeta, find_workdir
+
+    try:
+        path = find_workdir(workdir)
+        meta = SweepMeta.load(path)
+    except SpecError as exc:
+        _fail(exc)
+    if not meta.tracking_uri.startswith("sqlite:"):
+        typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead.")
+        raise typer.Exit(code=0)
+    serve_ui(path, port=port, open_browser=open_browser)
+
+
+@app.command()
+def report(
+    workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default <workdir>/report)."),
+) -> None:
+    """Write an HTML report with PNGs: ESD grids, alpha and phase vs hyperparameters, Optuna plots."""
+    from sweeps.report import make_report
+    from sweeps.spec import SpecError
+    from sweeps.workdir import find_workdir
+
+    try:
+        index = make_report(find_workdir(workdir), outdir=out)
+    except SpecError as exc:
+        _fail(exc)
+    typer.echo(f"Report: {index}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

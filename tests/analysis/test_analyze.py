@@ -1,0 +1,112 @@
+"""Tests for analysis.analyze: the metrics row, batching, degenerate inputs and the DataFrame."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+from torch import nn
+
+from analysis import PHASES, analyze_eigs, analyze_layers, analyze_matrix, analyze_model, synthetic
+from analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
+from analysis.esd import esd
+from analysis.layers import extract_layers
+from analysis.metrics import spectral_metrics
+from analysis.powerlaw_fit import fit_power_law
+
+
+@pytest.fixture(scope="module")
+def gaussian() -> np.ndarray:
+    return np.random.default_rng(1234).standard_normal((600, 300))
+
+
+def test_row_keys_types_and_mp_closed_form(gaussian):
+    row = analyze_matrix(gaussian, name="g", device="cpu")
+    assert tuple(row) == ROW_KEYS
+    assert (row["name"], row["kind"], row["n"], row["m"], row["q"]) == ("g", "matrix", 600, 300, 2.0)
+    # iid N(0,1): σ² = 1 and λ+ = (1 + 1/√2)² (MP closed form); finite-size error ~ 1%
+    assert_allclose(row["sigma2"], 1.0, rtol=0.03)
+    assert_allclose(row["lambda_plus"], (1 + 1 / math.sqrt(2)) ** 2, rtol=0.03)
+    assert row["n_spikes"] == 0 and row["phase"] == "random_like" and row["warning"] == ""
+    eigs = esd(gaussian, device="cpu")
+    ref = spectral_metrics(eigs, alpha=fit_power_law(eigs).alpha)
+    for key, value in ref.items():
+        assert_allclose(row[key], value, rtol=1e-12)
+    json.dumps(row)  # JSON-serializable: only str/int/float values
+    assert all(type(v) in (str, int, float) for v in row.values())
+
+
+def test_spiked_matrix_counts_spikes():
+    W = synthetic.make("bulk_plus_spikes", 800, 400, seed=3, k=2)
+    row = analyze_matrix(W, device="cpu")
+    assert row["n_spikes"] == 2
+    assert row["mp_soft_rank"] < 0.5
+    assert row["phase"] in PHASES
+
+
+def test_localization_flag_adds_keys(gaussian):
+    row = analyze_matrix(gaussian[:200, :50], localization=True, device="cpu")
+    assert tuple(row) == ROW_KEYS + LOCALIZATION_KEYS
+    # a Gaussian-like eigenvector is delocalized: participation ratio near (M/3)^(1/4) (= 2.02 for
+    # Gaussian components, E v⁴ = 3), far from the fully localized value 1
+    assert 1.6 < row["participation_ratio"] < 2.2
+
+
+def test_small_matrix_gets_nan_fits_and_warning():
+    W = np.random.default_rng(0).standard_normal((20, 8))
+    row = analyze_matrix(W, device="cpu")
+    assert row["warning"] == "too small for a power-law fit (M=8)"
+    for key in ("alpha", "alpha_hill", "D", "xmin", "alpha_sigma", "alpha_weighted", "log_alpha_norm"):
+        assert math.isnan(row[key]), key
+    assert row["stable_rank"] > 1  # eigenvalue-only metrics are still computed
+    assert row["phase"] in PHASES
+
+
+def test_degenerate_matrices_never_crash():
+    zero = analyze_matrix(np.zeros((40, 20)), device="cpu")
+    assert math.isnan(zero["alpha"]) and zero["warning"]
+    const = analyze_matrix(np.ones((40, 20)), device="cpu")  # rank one
+    assert const["numerical_rank"] == 1 and const["phase"] in PHASES
+
+
+def test_bad_input_errors():
+    W = np.ones((30, 20))
+    W[3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"layer 'fc2': weights contain 1 NaN/Inf"):
+        analyze_matrix(W, name="fc2", device="cpu")
+    with pytest.raises(ValueError, match="expected a 2-D matrix"):
+        analyze_matrix(np.ones((2, 3, 4)), device="cpu")
+    with pytest.raises(ValueError, match="expected n >= m"):
+        analyze_eigs(np.ones(5), n=3, m=5)
+    with pytest.raises(ValueError, match="parameter 'n'"):
+        analyze_eigs(np.ones(5), n=0, m=5)
+
+
+def test_analyze_layers_matches_analyze_matrix():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 16))
+    layers = extract_layers(model)
+    rows = analyze_layers(layers, device="cpu")
+    assert [r["name"] for r in rows] == ["0", "2", "3"] and all(r["kind"] == "linear" for r in rows)
+    for row, layer in zip(rows, layers, strict=True):
+        single = analyze_matrix(layer.matrix, name=layer.name, device="cpu")
+        assert_allclose(row["eigs"], esd(layer.matrix, device="cpu"), rtol=1e-12, atol=1e-15)
+        for key in ("alpha", "stable_rank", "sigma2", "n_spikes", "phase"):
+            assert row[key] == single[key] or (isinstance(row[key], float) and math.isnan(row[key]))
+
+
+def test_analyze_model_dataframe():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(40, 20))
+    df = analyze_model(model, device="cpu")
+    assert list(df.columns) == list(ROW_KEYS)
+    assert list(df["name"]) == ["0", "2"] and list(df["kind"]) == ["conv2d", "linear"]
+    assert "eigs" not in df.columns
+    kernel = analyze_model(model, conv="kernel", device="cpu")
+    assert len(kernel) == 9 + 1  # one row per 3x3 kernel position + the Linear
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        analyze_model(model, bogus=1)

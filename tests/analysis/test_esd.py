@@ -1,0 +1,105 @@
+"""Tests for analysis.esd: eigenvalues of WᵀW/N against closed forms and numpy."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from analysis.esd import esd, esd_batch, gram_eigh
+from analysis.layers import LayerMatrix
+
+
+def test_diagonal_matrix_closed_form():
+    # W = diag(d) padded to 5x3: eigenvalues of WᵀW/N are d²/5 (closed form)
+    W = np.zeros((5, 3))
+    W[[0, 1, 2], [0, 1, 2]] = [3.0, 1.0, 2.0]
+    assert_allclose(esd(W, device="cpu"), np.array([1.0, 4.0, 9.0]) / 5.0, rtol=1e-14)
+
+
+def test_matches_numpy_svd_and_transposes():
+    rng = np.random.default_rng(1234)
+    W = rng.standard_normal((40, 90)).astype(np.float32)  # wide: transposed so N = 90, M = 40
+    eigs = esd(W, device="cpu")
+    # reference: squared singular values / N from numpy's SVD in float64
+    ref = np.sort(np.linalg.svd(W.astype(np.float64), compute_uv=False) ** 2 / 90.0)
+    assert eigs.shape == (40,) and eigs.dtype == np.float64
+    assert_allclose(eigs, ref, rtol=1e-10, atol=1e-12)
+    assert np.all(np.diff(eigs) >= 0)
+    # trace identity: Σλ = ‖W‖²_F / N
+    assert_allclose(eigs.sum(), np.sum(W.astype(np.float64) ** 2) / 90.0, rtol=1e-12)
+    assert_allclose(esd(torch.from_numpy(W.T.copy()), device="cpu"), eigs, rtol=1e-12)
+
+
+def test_rank_deficient_eigenvalues_are_clipped_nonnegative():
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((50, 3)) @ rng.standard_normal((3, 20))  # rank 3
+    eigs = esd(W, device="cpu")
+    assert np.all(eigs >= 0.0)
+    assert np.count_nonzero(eigs > 1e-10 * eigs.max()) == 3
+
+
+def test_batch_groups_shapes_and_keeps_order():
+    rng = np.random.default_rng(5)
+    mats = [rng.standard_normal(s) for s in [(30, 10), (10, 30), (25, 25), (30, 10)]]
+    layers = [LayerMatrix.from_tensor(f"l{i}", "linear", torch.from_numpy(m)) for i, m in enumerate(mats)]
+    out = esd_batch(layers, device="cpu")
+    assert [o.shape for o in out] == [(10,), (10,), (25,), (10,)]
+    for o, m in zip(out, mats, strict=True):
+        assert_allclose(o, esd(m, device="cpu"), rtol=1e-12, atol=1e-14)
+    assert esd_batch([], device="cpu") == []
+
+
+def test_batch_splits_large_groups(monkeypatch):
+    # the package re-exports the function `esd`, which shadows the submodule attribute
+    esd_mod = importlib.import_module("analysis.esd")
+    monkeypatch.setattr(esd_mod, "_BATCH_BYTES", 1)  # force one matrix per eigvalsh call
+    rng = np.random.default_rng(6)
+    mats = [rng.standard_normal((12, 6)) for _ in range(3)]
+    out = esd_batch(mats, device="cpu")
+    for o, m in zip(out, mats, strict=True):
+        assert_allclose(o, np.sort(np.linalg.eigvalsh(m.T @ m / 12)), rtol=1e-12, atol=1e-14)
+
+
+def test_errors_name_the_layer():
+    bad = np.ones((4, 3))
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"layer 'fc1': weights contain 1 NaN/Inf"):
+        esd(bad, device="cpu", name="fc1")
+    layer = LayerMatrix.from_tensor("block.attn.q", "attn_q", torch.tensor([[1.0, float("inf")], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"'block.attn.q'"):
+        esd_batch([np.eye(3), layer], device="cpu")
+    with pytest.raises(ValueError, match=r"mats\[0\].*expected a 2-D matrix, got shape \(3, 2, 2\)"):
+        esd_batch([np.ones((3, 2, 2))], device="cpu")
+    with pytest.raises(ValueError, match="expected a 2-D matrix"):
+        esd(np.ones(5), device="cpu")
+
+
+def test_gram_eigh_eigenvectors():
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((30, 12))
+    eigs, vecs = gram_eigh(W, device="cpu")
+    X = W.T @ W / 30
+    assert_allclose(X @ vecs, vecs * eigs, atol=1e-10)
+    assert_allclose(eigs, esd(W, device="cpu"), rtol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal((300, 100))
+    assert_allclose(esd(W, device="cuda"), esd(W, device="cpu"), rtol=1e-10, atol=1e-12)
+
+
+def test_read_only_arrays_are_accepted_silently():
+    # arrays from Ray's object store are read-only; they must not trigger torch's copy warning
+    W = np.random.default_rng(10).standard_normal((20, 10))
+    W.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eigs = esd(W, device="cpu")
+    assert_allclose(eigs, np.linalg.eigvalsh(W.T @ W / 20), rtol=1e-10, atol=1e-14)
