@@ -113,8 +113,10 @@ def _as_float(value: Any) -> float:
 def model_phase(rows: Sequence[dict[str, Any]]) -> str:
     """The model's phase: the most common phase among its dense (``kind == "linear"``) layers.
 
-    Ties go to the later phase in ``analysis.phases.PHASES`` order. Without linear layers, all
-    layers vote. Returns ``""`` when no row has a phase.
+    Layers whose row carries a ``warning`` (too small or degenerate to fit, e.g. a 2-class head)
+    do not vote while any fitted layer can. Ties go to the later phase in
+    ``analysis.phases.PHASES`` order. Without linear layers, all layers vote. Returns ``""`` when
+    no row has a phase.
 
     Parameters
     ----------
@@ -122,8 +124,9 @@ def model_phase(rows: Sequence[dict[str, Any]]) -> str:
         Metrics rows with ``"kind"`` and ``"phase"``.
     """
     order = _phase_order()
-    dense = [r for r in rows if r.get("kind") == "linear" and r.get("phase")]
-    voters = dense or [r for r in rows if r.get("phase")]
+    phased = [r for r in rows if r.get("phase")]
+    phased = [r for r in phased if not r.get("warning")] or phased
+    voters = [r for r in phased if r.get("kind") == "linear"] or phased
     if not voters:
         return ""
     counts = Counter(str(r["phase"]) for r in voters)
@@ -143,19 +146,19 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     -------
     dict of str to float
         ``alpha_mean``, ``alpha_median``, ``alpha_weighted_mean``, ``alpha_last`` (the last linear
-        layer, NaN if none), ``frac_heavy_tailed`` (share of layers in phase ``heavy_tailed``),
+        layer with a finite alpha, NaN if none), ``frac_heavy_tailed`` (share of layers in phase ``heavy_tailed``),
         ``stable_rank_mean``, ``mp_soft_rank_mean``, ``phase_code`` (of ``model_phase``; NaN if no
         phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``, ``stable_rank/<name>``,
         ``mp_soft_rank/<name>``, ``n_spikes/<name>``, ``phase_code/<name>``. Means skip NaNs.
     """
     rows = list(rows)
     codes = _phase_codes() if rows else {}
-    dense = [r for r in rows if r.get("kind") == "linear"]
+    dense_alphas = [a for r in rows if r.get("kind") == "linear" and math.isfinite(a := _as_float(r.get("alpha")))]
     out: dict[str, float] = {
         "alpha_mean": _finite_mean([_as_float(r.get("alpha")) for r in rows]),
         "alpha_median": _finite_median([_as_float(r.get("alpha")) for r in rows]),
         "alpha_weighted_mean": _finite_mean([_as_float(r.get("alpha_weighted")) for r in rows]),
-        "alpha_last": _as_float(dense[-1].get("alpha")) if dense else math.nan,
+        "alpha_last": dense_alphas[-1] if dense_alphas else math.nan,
         "frac_heavy_tailed": (sum(r.get("phase") == "heavy_tailed" for r in rows) / len(rows)) if rows else math.nan,
         "stable_rank_mean": _finite_mean([_as_float(r.get("stable_rank")) for r in rows]),
         "mp_soft_rank_mean": _finite_mean([_as_float(r.get("mp_soft_rank")) for r in rows]),

@@ -36,6 +36,16 @@ def test_model_phase_without_linear_layers_uses_all():
     assert model_phase([]) == ""
 
 
+def test_layers_too_small_to_fit_do_not_vote():
+    rows = [_row("fc1", "linear", "heavy_tailed", 3.0), _row("fc2", "linear", "random_like", math.nan,
+            warning="too small for a power-law fit (M=2)"), _row("fc3", "linear", "random_like", math.nan,
+            warning="too small for a power-law fit (M=2)")]
+    assert model_phase(rows) == "heavy_tailed"
+    only_small = [dict(r, kind="linear") for r in rows[1:]]
+    assert model_phase(only_small) == "random_like"  # with nothing fitted, the small layers still decide
+    assert math.isnan(spectral_aggregates(only_small)["alpha_last"])
+
+
 def test_spectral_aggregates():
     from analysis.phases import PHASE_CODES
 
@@ -45,7 +55,7 @@ def test_spectral_aggregates():
     assert agg["alpha_mean"] == pytest.approx(3.0)  # NaN skipped
     assert agg["alpha_median"] == pytest.approx(3.0)
     assert agg["alpha_weighted_mean"] == pytest.approx(6.0)
-    assert math.isnan(agg["alpha_last"])  # the last linear layer (fc2) has no fit
+    assert agg["alpha_last"] == 4.0  # fc2 (the last linear layer) has no fit, so fc1 stands in
     assert agg["frac_heavy_tailed"] == pytest.approx(1 / 3)
     assert agg["phase_code"] == PHASE_CODES["bulk_decay"]
     assert agg["alpha/fc1"] == 4.0 and agg["alpha_hill/conv1"] == 2.5 and agg["n_spikes/fc2"] == 1.0
