@@ -1,0 +1,347 @@
+"""A write-ahead buffer in front of :class:`mlflow.MlflowClient` for unreachable tracking servers.
+
+Every write (create-or-reopen a run, ``log_batch``, ``log_artifact``, ``set_terminated``) is an
+*operation*: a small JSON-safe dict. :class:`BufferedClient` sends operations in order; when the
+server is unreachable it appends them to a JSON-lines journal on local disk and sends them when
+the server answers again, oldest first. Nothing is dropped silently: an operation the server
+rejects for good (e.g. a parameter that changed value) goes to ``<journal>.rejected.jsonl``.
+
+A run created while the server is down has no id yet; operations refer to it by a local reference
+(``"local:<trial_id>"``) that the create operation resolves. Replaying is idempotent: the create
+operation first looks the run up by its ``trial_id`` tag, MLflow ignores a metric logged twice with
+the same key, step, timestamp and value, and tags and artifacts overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import BAD_REQUEST, RESOURCE_DOES_NOT_EXIST
+except ImportError:  # pragma: no cover - mlflow is a dependency, but keep the import soft
+    mlflow = None
+    MlflowException = None  # type: ignore[assignment,misc]
+
+__all__ = ["BufferedClient", "ensure_experiment", "ensure_run", "is_transient"]
+
+log = logging.getLogger(__name__)
+
+# Error codes that mean "this request will never succeed": replaying it cannot help.
+_PERMANENT_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "INVALID_STATE",
+    "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "MALFORMED_REQUEST",
+})
+LOCAL_PREFIX = "local:"
+# MLflow's per-request limits for log_batch.
+MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
+
+
+def _require_mlflow() -> None:
+    if mlflow is None:
+        raise ImportError("MLflow tracking needs mlflow: pip install 'mlflow>=2.16'")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed tracking call may succeed later (server down, hung, busy, restarting).
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception a client call raised.
+
+    Returns
+    -------
+    bool
+        False only for errors that replaying cannot fix (MLflow's invalid-parameter, missing
+        resource and permission errors, or a local file that is gone).
+    """
+    if isinstance(exc, FileNotFoundError):
+        return False
+    if MlflowException is not None and isinstance(exc, MlflowException):
+        return exc.error_code not in _PERMANENT_CODES
+    return True  # connection errors, timeouts, OSError, sqlite "database is locked", ...
+
+
+def _chunks(op: dict) -> list[dict]:
+    """Split a log_batch operation to respect MLflow's per-request limits."""
+    metrics, params, tags = op.get("metrics", []), op.get("params", []), op.get("tags", [])
+    if len(metrics) <= MAX_METRICS and len(params) <= MAX_PARAMS and len(tags) <= MAX_TAGS and (
+            len(metrics) + len(params) + len(tags) <= MAX_ENTITIES):
+        return [op]
+    out = []
+    for i in range(0, len(params), MAX_PARAMS):
+        out.append({"op": "log_batch", "run": op["run"], "params": params[i:i + MAX_PARAMS]})
+    for i in range(0, len(tags), MAX_TAGS):
+        out.append({"op": "log_batch", "run": op["run"], "tags": tags[i:i + MAX_TAGS]})
+    for i in range(0, len(metrics), MAX_METRICS):
+        out.append({"op": "log_batch", "run": op["run"], "metrics": metrics[i:i + MAX_METRICS]})
+    return out
+
+
+class BufferedClient:
+    """Ordered, disk-buffered MLflow writes.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        Any MLflow tracking URI (``sqlite:///…``, ``http://…``, ``postgresql://…``).
+    journal : path-like
+        JSON-lines file holding operations not yet sent (created on first need). An existing
+        journal is loaded, so a restarted process sends what its predecessor could not.
+    retry_interval : float, default=5.0
+        After a failed send, new operations go straight to the journal for this many seconds
+        instead of paying a failed request (a connection timeout) each. The wait doubles with
+        every consecutive failure, up to ``max_retry_interval``, and resets on success.
+    max_retry_interval : float, default=60.0
+
+    Attributes
+    ----------
+    run_ids : dict of str to str
+        Local run references resolved to MLflow run ids.
+    n_sent, n_buffered, n_rejected : int
+        Operations sent, written to the journal, and rejected for good.
+    """
+
+    def __init__(self, tracking_uri: str, *, journal: str | Path, retry_interval: float = 5.0,
+                 max_retry_interval: float = 60.0) -> None:
+        _require_mlflow()
+        self.tracking_uri = tracking_uri
+        self.journal = Path(journal)
+        self.rejected_path = self.journal.with_suffix(".rejected.jsonl")
+        self.retry_interval = float(retry_interval)
+        self.max_retry_interval = max(float(max_retry_interval), self.retry_interval)
+        self._failures = 0
+        self.run_ids: dict[str, str] = {}
+        self.n_sent = self.n_buffered = self.n_rejected = 0
+        self._client = mlflow.MlflowClient(tracking_uri)
+        self._lock = threading.RLock()
+        self._retry_at = 0.0
+        self._pending: list[dict] = self._load()
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Number of operations waiting in the journal."""
+        return len(self._pending)
+
+    @property
+    def client(self) -> Any:
+        """The underlying :class:`mlflow.MlflowClient` (for reads)."""
+        return self._client
+
+    def resolve(self, run: str) -> str | None:
+        """The MLflow run id for a run reference, or None while it is not created yet."""
+        if run.startswith(LOCAL_PREFIX):
+            return self.run_ids.get(run)
+        return run
+
+    def submit(self, op: dict) -> bool:
+        """Send ``op`` after everything still pending, or journal it.
+
+        Returns
+        -------
+        bool
+            True when ``op`` (and everything before it) reached the server.
+        """
+        with self._lock:
+            new = _chunks(op) if op["op"] == "log_batch" else [op]
+            self._pending.extend(new)
+            if time.monotonic() < self._retry_at:
+                self._append(new)
+                self.n_buffered += 1
+                return False
+            ok = self._drain()
+            if not ok:
+                self.n_buffered += 1
+            return ok
+
+    def flush(self, *, timeout: float = 0.0, interval: float = 1.0) -> bool:
+        """Try to send everything pending, retrying for up to ``timeout`` seconds.
+
+        Returns
+        -------
+        bool
+            True when the journal is empty.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._drain():
+                    return True
+            if time.monotonic() + interval > deadline:
+                return False
+            time.sleep(interval)
+
+    # -- internals --------------------------------------------------------------------------
+    def _load(self) -> list[dict]:
+        if not self.journal.exists():
+            return []
+        ops = []
+        for line in self.journal.read_text().splitlines():
+            if line.strip():
+                try:
+                    ops.append(json.loads(line))
+                except json.JSONDecodeError:  # a torn last line after a crash
+                    log.warning("skipping a torn line in %s", self.journal)
+        return ops
+
+    def _persist(self) -> None:
+        """Rewrite the journal to hold exactly the pending operations (atomic replace)."""
+        if not self._pending:
+            self.journal.unlink(missing_ok=True)
+            return
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            for op in self._pending:
+                fh.write(json.dumps(self._substitute(op)) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.journal)
+
+    def _append(self, ops: list[dict]) -> None:
+        """Append ops to the journal (which mirrors the pending list while it exists)."""
+        if not self.journal.exists():
+            self._persist()
+            return
+        with open(self.journal, "a") as fh:
+            for op in ops:
+                fh.write(json.dumps(self._substitute(op)) + "\n")
+
+    def _substitute(self, op: dict) -> dict:
+        run = op.get("run")
+        if run is not None and run in self.run_ids:
+            return {**op, "run": self.run_ids[run]}
+        return op
+
+    def _drain(self) -> bool:
+        sent_any = False
+        while self._pending:
+            op = self._pending[0]
+            try:
+                self._execute(op)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if is_transient(exc):
+                    self._failures += 1
+                    wait = min(self.retry_interval * 2 ** min(self._failures - 1, 30), self.max_retry_interval)
+                    self._retry_at = time.monotonic() + wait
+                    self._persist()
+                    log.info("tracking server unreachable (%s); %d operation(s) buffered in %s",
+                             type(exc).__name__, len(self._pending), self.journal)
+                    return False
+                self._reject(op, exc)
+            else:
+                self.n_sent += 1
+                self._failures = 0
+            self._pending.pop(0)
+            sent_any = True
+        if sent_any or self.journal.exists():
+            self._persist()
+        return True
+
+    def _reject(self, op: dict, exc: BaseException) -> None:
+        self.n_rejected += 1
+        log.warning("MLflow rejected %s for good: %s", op["op"], exc)
+        self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.rejected_path, "a") as fh:
+            fh.write(json.dumps({"op": self._substitute(op), "error": str(exc)[:2000]}) + "\n")
+
+    def _run_id(self, op: dict) -> str:
+        run = op["run"]
+        run_id = self.resolve(run)
+        if run_id is None:  # its create operation was rejected: nothing to attach to
+            raise MlflowException(f"run {run} was never created", error_code=RESOURCE_DOES_NOT_EXIST)
+        return run_id
+
+    def _execute(self, op: dict) -> None:
+        kind = op["op"]
+        c = self._client
+        if kind == "ensure_run":
+            self.run_ids[op["ref"]] = ensure_run(
+                c, experiment=op["experiment"], match=tuple(op["match"]),
+                artifact_location=op.get("artifact_location"), tags=op.get("tags"),
+                run_name=op.get("run_name"), start_time=op.get("start_time"))
+        elif kind == "log_batch":
+            c.log_batch(
+                self._run_id(op),
+                metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in op.get("metrics", [])],
+                params=[Param(k, str(v)) for k, v in op.get("params", [])],
+                tags=[RunTag(k, str(v)) for k, v in op.get("tags", [])],
+                synchronous=True,
+            )
+        elif kind == "log_artifact":
+            path = Path(op["path"])
+            if not path.exists():
+                raise FileNotFoundError(f"artifact file {path} is gone")
+            c.log_artifact(self._run_id(op), str(path), op.get("artifact_path"))
+            if op.get("delete_after"):
+                path.unlink(missing_ok=True)
+        elif kind == "set_terminated":
+            c.set_terminated(self._run_id(op), status=op["status"], end_time=op.get("end_time"))
+        else:
+            raise MlflowException(f"unknown buffered operation {kind!r}", error_code=BAD_REQUEST)
+
+
+def ensure_experiment(client: Any, name: str, *, artifact_location: str | None = None) -> str:
+    """Id of the experiment ``name``, created (with ``artifact_location``) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # another process created it between our two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def ensure_run(
+    client: Any,
+    *,
+    experiment: str,
+    match: tuple[str, str],
+    artifact_location: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+    start_time: int | None = None,
+) -> str:
+    """Re-open the run of ``experiment`` whose tag ``match[0]`` equals ``match[1]``, or create it.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+        Connected client.
+    experiment : str
+        Experiment name; created if missing, with ``artifact_location``.
+    match : (str, str)
+        Tag key and value identifying the run (e.g. ``("trial_id", "a1b2_00003")``).
+    artifact_location, tags, run_name, start_time
+        Used only when something is created; ``tags`` always receives ``match``.
+
+    Returns
+    -------
+    str
+        The run id; the run's status is RUNNING.
+    """
+    exp_id = ensure_experiment(client, experiment, artifact_location=artifact_location)
+    key, value = match
+    found = client.search_runs([exp_id], filter_string=f"tags.`{key}` = '{value}'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        if found[0].info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
+        return run_id
+    all_tags = dict(tags or {})
+    all_tags[key] = value
+    run = client.create_run(exp_id, start_time=start_time, tags=all_tags, run_name=run_name)
+    return run.info.run_id

@@ -1,0 +1,506 @@
+"""The shared ESD service: one named Ray actor per sweep that analyzes every trial's weights.
+
+Trials send their layer matrices (through the object store, one ``ray.put`` per matrix) to the
+actor; it queues the matrices of all concurrent requests, and a single worker drains the queue,
+diagonalizes equally shaped matrices from different requests in one batched ``eigvalsh``
+(:func:`analysis.esd.esd_batch`) and computes each layer's metrics and phase
+(:func:`analysis.analyze.analyze_eigs`). While a batch computes, new requests pile up and form
+the next batch, so batches grow with the load. The queue is bounded: a request waits for room.
+
+Fault tolerance: the actor restarts forever (``max_restarts=-1``); :class:`ActorAnalyzer`, the
+``analyzer`` a trial hands to :class:`trainers.monitor.SpectralMonitor`, retries a call that
+failed because the actor died or is restarting (``RayActorError``) with a bounded exponential
+backoff, and as a last resort analyzes in-process, so a trial never dies because the actor did.
+
+Examples
+--------
+Driver (once per sweep, before the trials start, so the driver owns the actor)::
+
+    handle = get_esd_service("esd", namespace="sweep-42", num_gpus=0.25)
+
+Trial::
+
+    monitor = SpectralMonitor(ActorAnalyzer(handle))            # or ActorAnalyzer.by_name(...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+try:
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+except ImportError:  # pragma: no cover - soft optional dependency
+    ray = None
+    GetTimeoutError = RayActorError = None  # type: ignore[assignment,misc]
+
+__all__ = [
+    "DEFAULT_NAME",
+    "DEFAULT_NAMESPACE",
+    "ActorAnalyzer",
+    "ESDService",
+    "LayerPayload",
+    "analyze_payloads",
+    "get_esd_service",
+    "shutdown_esd_service",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "htsweep-esd"
+DEFAULT_NAMESPACE = "htsweep"
+
+
+def _require_ray() -> None:
+    if ray is None:
+        raise ImportError("the shared ESD service needs Ray: pip install 'ray[tune]>=2.40'")
+
+
+@dataclass(frozen=True)
+class LayerPayload:
+    """One layer as it travels to the actor: metadata plus the weights as a numpy array.
+
+    Numpy arrays are stored zero-copy in Ray's object store (torch tensors would be pickled).
+    ``name`` and ``matrix`` are what :func:`analysis.esd.esd_batch` reads from a layer.
+
+    Attributes
+    ----------
+    name, kind : str
+        As in :class:`analysis.layers.LayerMatrix`.
+    n, m : int
+        N ≥ M, the matrix's larger and smaller side.
+    matrix : ndarray of shape (rows, cols)
+        The weights (CPU, dtype kept: float32 travels at half the size of float64).
+    """
+
+    name: str
+    kind: str
+    n: int
+    m: int
+    matrix: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_layer(cls, layer: Any) -> LayerPayload:
+        """From a :class:`~analysis.layers.LayerMatrix` (or anything with name/kind/matrix)."""
+        if isinstance(layer, cls):
+            return layer
+        mat = layer.matrix
+        if hasattr(mat, "detach"):  # torch.Tensor, possibly on a GPU, possibly half precision
+            import torch
+
+            mat = mat.detach().cpu()
+            if mat.dtype not in (torch.float32, torch.float64):
+                mat = mat.to(torch.float32)  # numpy has no bfloat16; ints become floats
+            mat = mat.numpy()
+        mat = np.asarray(mat)
+        rows, cols = (int(mat.shape[0]), int(mat.shape[1])) if mat.ndim == 2 else (0, 0)
+        return cls(name=str(layer.name), kind=str(getattr(layer, "kind", "matrix")),
+                   n=int(getattr(layer, "n", max(rows, cols))), m=int(getattr(layer, "m", min(rows, cols))),
+                   matrix=mat)
+
+
+def analyze_payloads(layers: Sequence[Any], *, device: str | None = None) -> list[dict[str, Any]]:
+    """Metrics rows for many layers: one batched ESD per shape, then per-layer fits and phase.
+
+    The same computation as :func:`analysis.analyze.analyze_layers`; the actor calls it on the
+    matrices of many requests at once.
+
+    Parameters
+    ----------
+    layers : sequence of LayerPayload or LayerMatrix
+    device : str, optional
+        Where to diagonalize; None: CUDA when available.
+
+    Returns
+    -------
+    list of dict
+        One row per layer, in order, with ``"kind"`` and ``"eigs"`` (ndarray of shape (m,)).
+    """
+    from analysis.analyze import analyze_eigs
+    from analysis.esd import esd_batch
+
+    eig_list = esd_batch(list(layers), device=device)
+    rows = []
+    for layer, eigs in zip(layers, eig_list, strict=True):
+        row = dict(analyze_eigs(eigs, n=int(layer.n), m=int(layer.m), name=str(layer.name)))
+        row["kind"] = str(layer.kind)
+        row["eigs"] = eigs
+        rows.append(row)
+    return rows
+
+
+class ESDService:
+    """The actor's body (use :func:`get_esd_service` to get the Ray actor).
+
+    Parameters
+    ----------
+    device : str, optional
+        ``"cuda"``/``"cpu"``; None: CUDA when the actor was given a GPU, else CPU.
+    max_batch : int, default=1024
+        Most matrices diagonalized + analyzed in one batch; 1 turns batching off.
+    max_queue : int, default=8192
+        Most matrices waiting; a request with more waits for room (back-pressure).
+    batch_window_s : float, default=0.002
+        After the first matrix arrives, wait this long for others before computing.
+    """
+
+    def __init__(self, *, device: str | None = None, max_batch: int = 1024, max_queue: int = 8192,
+                 batch_window_s: float = 0.002) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError(f"max_batch and max_queue must be >= 1, got {max_batch}, {max_queue}")
+        self.device = device
+        self.max_batch, self.max_queue, self.batch_window_s = int(max_batch), int(max_queue), float(batch_window_s)
+        self._queue: list[tuple[LayerPayload, asyncio.Future]] = []
+        self._have_work: asyncio.Event | None = None
+        self._room: asyncio.Semaphore | None = None
+        self._worker: asyncio.Task | None = None
+        # Import the analysis stack now: fails at creation if it is missing, and keeps the
+        # import time out of the first request and out of time_per_matrix_s.
+        import analysis.analyze  # noqa: F401
+        import analysis.esd  # noqa: F401
+
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esd")
+        self._started = time.time()
+        self._requests = self._matrices = self._batches = self._errors = 0
+        self._batch_sizes: Counter[int] = Counter()
+        self._max_batch_seen = self._max_depth = self._in_flight = 0
+        self._compute_s = self._latency_s = 0.0
+        self._restarted = False
+        if ray is not None and ray.is_initialized():
+            try:
+                self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+            except Exception:  # noqa: BLE001 - not inside an actor (plain use of the class)
+                self._restarted = False
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._have_work = self._have_work or asyncio.Event()
+            self._room = self._room or asyncio.Semaphore(self.max_queue)
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def analyze(self, layers: Sequence[Any], *, step: int | None = None) -> list[dict[str, Any]]:
+        """Metrics rows (with ``"eigs"``) for ``layers``, in order.
+
+        Parameters
+        ----------
+        layers : ObjectRef or sequence of ObjectRef, LayerPayload or LayerMatrix
+            ObjectRefs (from ``ray.put``; each of one layer or of a list of layers) are fetched
+            here from the object store.
+        step : int, optional
+            The caller's training step (informational).
+        """
+        t0 = time.perf_counter()
+        self._ensure_worker()
+        self._in_flight += 1
+        try:
+            if ray is not None and isinstance(layers, ray.ObjectRef):
+                layers = await layers
+            items: list[Any] = []
+            for x in layers:
+                if ray is not None and isinstance(x, ray.ObjectRef):
+                    x = await x
+                items.extend(x if isinstance(x, list | tuple) else [x])
+            payloads = [LayerPayload.from_layer(x) for x in items]
+            loop = asyncio.get_running_loop()
+            futures = []
+            for p in payloads:
+                await self._room.acquire()
+                fut = loop.create_future()
+                self._queue.append((p, fut))
+                self._max_depth = max(self._max_depth, len(self._queue))
+                self._have_work.set()
+                futures.append(fut)
+            rows = await asyncio.gather(*futures)
+        finally:
+            self._in_flight -= 1
+        self._requests += 1
+        self._latency_s += time.perf_counter() - t0
+        return list(rows)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._have_work.wait()
+            if self.batch_window_s > 0:
+                await asyncio.sleep(self.batch_window_s)
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            if not self._queue:
+                self._have_work.clear()
+            for _ in batch:
+                self._room.release()
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._compute, [p for p, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - delivered to the callers
+                results = [exc] * len(batch)
+            self._compute_s += time.perf_counter() - t0
+            self._batches += 1
+            self._matrices += len(batch)
+            self._batch_sizes[len(batch)] += 1
+            self._max_batch_seen = max(self._max_batch_seen, len(batch))
+            for (_, fut), res in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    self._errors += 1
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+    def _compute(self, payloads: list[LayerPayload]) -> list[Any]:
+        """Batched analysis; if it fails, analyze one by one so one bad layer fails only itself."""
+        try:
+            rows: list[Any] = analyze_payloads(payloads, device=self.device)
+        except Exception:  # noqa: BLE001
+            if len(payloads) == 1:
+                raise
+            rows = []
+            for p in payloads:
+                try:
+                    rows.extend(analyze_payloads([p], device=self.device))
+                except Exception as exc:  # noqa: BLE001
+                    rows.append(exc)
+        return rows
+
+    def ping(self) -> int:
+        """The actor's process id (a cheap liveness check)."""
+        return os.getpid()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the actor (re)started.
+
+        Returns
+        -------
+        dict
+            ``requests`` served, ``matrices`` analyzed, ``batches``, ``batch_size_mean``,
+            ``batch_size_max``, ``batch_sizes`` (size → count), ``queue_depth`` (now),
+            ``queue_depth_max``, ``in_flight`` requests, ``time_per_matrix_s`` (compute time per
+            matrix; ``compute_s`` in all), ``latency_mean_s`` (per request, queueing included), ``errors``,
+            ``uptime_s``, ``device``, ``pid``, ``restarted`` (this instance is a restart).
+        """
+        return {
+            "requests": self._requests,
+            "matrices": self._matrices,
+            "batches": self._batches,
+            "batch_size_mean": self._matrices / self._batches if self._batches else 0.0,
+            "batch_size_max": self._max_batch_seen,
+            "batch_sizes": dict(sorted(self._batch_sizes.items())),
+            "queue_depth": len(self._queue),
+            "queue_depth_max": self._max_depth,
+            "in_flight": self._in_flight,
+            "time_per_matrix_s": self._compute_s / self._matrices if self._matrices else 0.0,
+            "compute_s": self._compute_s,
+            "latency_mean_s": self._latency_s / self._requests if self._requests else 0.0,
+            "errors": self._errors,
+            "uptime_s": time.time() - self._started,
+            "device": self.device or _default_device_name(),
+            "pid": os.getpid(),
+            "restarted": self._restarted,
+        }
+
+
+def _default_device_name() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+def get_esd_service(
+    name: str = DEFAULT_NAME,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    num_gpus: float = 0.0,
+    num_cpus: float = 1.0,
+    detached: bool = False,
+    max_task_retries: int = 0,
+    device: str | None = None,
+    max_batch: int = 1024,
+    max_queue: int = 8192,
+    batch_window_s: float = 0.002,
+) -> Any:
+    """Get the sweep's ESD actor by name, creating it if it does not exist.
+
+    Call it once in the driver before the trials start: a non-detached actor belongs to the
+    process that created it and dies with it. Options other than ``name``/``namespace`` apply
+    only when the actor is created.
+
+    Parameters
+    ----------
+    name : str, default='htsweep-esd'
+    namespace : str, default='htsweep'
+        Ray namespace (one per sweep keeps sweeps apart).
+    num_gpus : float, default=0.0
+        GPU fraction for the actor (e.g. 0.25 on a GPU cluster); 0 runs on CPU.
+    num_cpus : float, default=1.0
+        CPUs reserved for the actor.
+    detached : bool, default=False
+        Outlive the driver; then end it with :func:`shutdown_esd_service`.
+    max_task_retries : int, default=0
+        Ray-level retries of a call interrupted by a crash. 0 hands the failure to the caller
+        (:class:`ActorAnalyzer` retries with backoff and can fall back to in-process); -1 retries
+        transparently forever (a request that crashes the actor would then crash it forever).
+    device : str, optional
+        Torch device inside the actor; None: ``"cuda"`` when ``num_gpus > 0``, else ``"cpu"``.
+    max_batch, max_queue, batch_window_s
+        Batching parameters of :class:`ESDService`.
+
+    Returns
+    -------
+    ray.actor.ActorHandle
+        Methods ``analyze.remote(layer_refs, step=None)``, ``stats.remote()``, ``ping.remote()``.
+    """
+    _require_ray()
+    if not ray.is_initialized():
+        raise RuntimeError("get_esd_service needs a running Ray: call ray.init() first")
+    if device is None:
+        device = "cuda" if num_gpus > 0 else "cpu"
+    opts: dict[str, Any] = dict(
+        name=name, namespace=namespace, get_if_exists=True, max_restarts=-1,
+        max_task_retries=max_task_retries, num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=1000,
+    )
+    if detached:
+        opts["lifetime"] = "detached"
+    actor_cls = ray.remote(ESDService)
+    return actor_cls.options(**opts).remote(
+        device=device, max_batch=max_batch, max_queue=max_queue, batch_window_s=batch_window_s)
+
+
+def shutdown_esd_service(name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_NAMESPACE) -> bool:
+    """Kill the named ESD actor for good (no restart). Returns False if it did not exist."""
+    _require_ray()
+    try:
+        handle = ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return False
+    ray.kill(handle, no_restart=True)
+    return True
+
+
+class ActorAnalyzer:
+    """``analyzer(layers, step) -> list[dict]`` for :class:`trainers.monitor.SpectralMonitor`.
+
+    Puts every matrix into the object store once, calls the shared actor, retries on
+    ``RayActorError`` (dead or restarting actor) with exponential backoff, and falls back to
+    in-process :func:`analysis.analyze.analyze_layers` when the retries are spent or the call
+    times out.
+
+    Parameters
+    ----------
+    handle : ActorHandle, optional
+        From :func:`get_esd_service`; None looks the actor up by ``name``/``namespace``.
+    retries : int, default=5
+        Retries after the first failed attempt.
+    backoff : float, default=0.5
+        First wait in seconds; doubled each retry up to ``max_backoff``.
+    max_backoff : float, default=4.0
+    timeout : float, default=600.0
+        Seconds to wait for one call before falling back.
+    fallback : bool, default=True
+        Analyze in-process when the actor cannot answer; False raises the last error.
+    name, namespace : str
+        The actor's name when ``handle`` is None (and for re-lookups after failures).
+    device : str, optional
+        Device for the in-process fallback.
+
+    Attributes
+    ----------
+    n_calls, n_retries, n_fallbacks : int
+        Calls made, failed attempts retried, calls answered in-process.
+    """
+
+    def __init__(self, handle: Any = None, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 4.0,
+                 timeout: float = 600.0, fallback: bool = True, name: str = DEFAULT_NAME,
+                 namespace: str = DEFAULT_NAMESPACE, device: str | None = None) -> None:
+        if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
+            raise ValueError("retries, backoff and max_backoff must be >= 0 and timeout > 0")
+        self.handle = handle
+        self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
+        self.timeout, self.fallback = float(timeout), bool(fallback)
+        self.name, self.namespace, self.device = name, namespace, device
+        self.n_calls = self.n_retries = self.n_fallbacks = 0
+
+    @classmethod
+    def by_name(cls, name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_NAMESPACE, **kwargs: Any) -> ActorAnalyzer:
+        """An analyzer that finds the actor by name (e.g. inside a trial)."""
+        return cls(None, name=name, namespace=namespace, **kwargs)
+
+    def _handle(self) -> Any:
+        if self.handle is None:
+            self.handle = ray.get_actor(self.name, namespace=self.namespace)
+        return self.handle
+
+    def _relookup(self) -> None:
+        """After a failure, pick up a replacement actor registered under the same name, if any."""
+        try:
+            self.handle = ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError:
+            pass
+
+    def __call__(self, layers: list[Any], step: int) -> list[dict[str, Any]]:
+        """Metrics rows (with ``"eigs"``) for ``layers``, computed by the shared actor."""
+        _require_ray()
+        self.n_calls += 1
+        layers = list(layers)
+        if not layers:
+            return []
+        if not ray.is_initialized():  # ray.put would silently start a private Ray with no actor
+            return self._in_process(layers, step, RuntimeError("Ray is not initialized in this process"))
+        # One object for the request: numpy buffers are stored zero-copy, and a retry re-sends
+        # only the reference, never the weights.
+        refs = [ray.put([LayerPayload.from_layer(layer) for layer in layers])]
+        delay, last_exc = self.backoff, None
+        for attempt in range(self.retries + 1):
+            try:
+                ref = self._handle().analyze.remote(refs, step=int(step))
+            except ValueError as exc:  # not found by name (yet): the driver has not created it
+                last_exc = exc
+            else:
+                try:
+                    return ray.get(ref, timeout=self.timeout)
+                except GetTimeoutError as exc:
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # noqa: BLE001 - best effort
+                        pass
+                    last_exc = exc
+                    break  # an overloaded actor gets no extra load from us
+                except RayActorError as exc:
+                    last_exc = exc
+                    self._relookup()
+            if attempt < self.retries:
+                self.n_retries += 1
+                log.info("ESD actor unavailable (%s); retry %d/%d in %.1f s",
+                         type(last_exc).__name__, attempt + 1, self.retries, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_backoff)
+        return self._in_process(layers, step, last_exc)
+
+    def _in_process(self, layers: list[Any], step: int, exc: BaseException | None) -> list[dict[str, Any]]:
+        """The last resort: analyze here (or raise ``exc`` when ``fallback`` is off)."""
+        if not self.fallback:
+            raise exc  # type: ignore[misc]
+        self.n_fallbacks += 1
+        log.warning("ESD actor unavailable (%s); analyzing step %s in-process", exc, step)
+        from analysis.analyze import analyze_layers
+
+        return analyze_layers(layers, device=self.device)
+
+    def stats(self) -> dict[str, int]:
+        """Caller-side counters: calls, retries, fallbacks."""
+        return {"calls": self.n_calls, "retries": self.n_retries, "fallbacks": self.n_fallbacks}

@@ -1,0 +1,563 @@
+"""MLflow tracking for sweeps: the store, the sweep's parent run, and a per-trial logger callback.
+
+Layout in MLflow: one experiment per sweep, one parent run for the sweep
+(:func:`start_sweep_run`), one nested run per trial (:class:`MlflowTrialLogger`, tagged
+``trial_id`` so a resumed trial re-opens its run) with every hyperparameter as a param.
+
+Per monitoring step the trial run gets, in one ``log_batch``: train/test metrics, the spectral
+aggregates (``alpha_mean``, ``alpha_weighted_mean``, ``frac_heavy_tailed``, ``phase_code``, ...),
+per-layer ``alpha/<layer>``, ``alpha_hill/<layer>``, ``stable_rank/<layer>``,
+``mp_soft_rank/<layer>``, ``n_spikes/<layer>``, ``phase_code/<layer>``, all with an explicit step;
+tags ``phase.<layer>`` and ``phase`` (the model phase by :func:`trainers.monitor.model_phase`:
+the most common phase of the dense layers), so
+``mlflow.search_runs(filter_string="tags.phase = 'heavy_tailed'")`` finds trials by phase;
+artifacts ``esd/step_<k>.npz`` (every layer's eigenvalues), ESD figures every ``figure_every``
+monitoring steps and at the end (``esd/final/<layer>.png``), and ``spectral_summary.json``.
+
+Writes go through :class:`services.buffer.BufferedClient`: if the tracking server is unreachable
+they are journaled on local disk and sent when it answers again; :func:`flush_buffers` sends what
+trials left behind.
+
+Examples
+--------
+Driver side, before the trials start::
+
+    cfg = TrackingConfig.for_workdir("runs/quickstart", experiment="quickstart")
+    init_store(cfg.tracking_uri)                 # migrations, once
+    parent = start_sweep_run(cfg, params=spec_dict)
+
+Trial side::
+
+    logger = MlflowTrialLogger(cfg, trial_id=trial_id, params=config, parent_run_id=parent)
+    Trainer(train_config, callbacks=[monitor, logger]).fit()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.buffer import LOCAL_PREFIX, BufferedClient, ensure_run
+
+try:
+    import mlflow
+except ImportError:  # pragma: no cover - soft optional dependency
+    mlflow = None
+
+from trainers.callbacks import Callback
+
+__all__ = [
+    "MlflowTrialLogger",
+    "TrackingConfig",
+    "default_tracking_uri",
+    "end_sweep_run",
+    "flush_buffers",
+    "init_store",
+    "start_sweep_run",
+]
+
+log = logging.getLogger(__name__)
+
+TRIAL_TAG = "trial_id"
+SWEEP_TAG = "htsweep.sweep"  # on every run of the sweep (parent and trials)
+SWEEP_RUN_TAG = "htsweep.sweep_run"  # only on the parent run: how a resumed sweep finds it
+ROLE_TAG = "htsweep.role"  # "sweep" or "trial"
+#: Per-layer row fields logged as ``<field>/<layer>`` when the aggregates lack them.
+LAYER_FIELDS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "n_spikes")
+_KEY_BAD = re.compile(r"[^\w\-./ :]")
+_REMOTE_SCHEMES = ("http://", "https://", "databricks")
+_initialized: set[str] = set()
+
+
+def _require_mlflow() -> None:
+    if mlflow is None:
+        raise ImportError("MLflow tracking needs mlflow: pip install 'mlflow>=2.16'")
+
+
+def default_tracking_uri(workdir: str | Path) -> str:
+    """The tracking URI for a sweep directory.
+
+    ``$HTSWEEP_TRACKING_URI``, else ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<workdir>/mlflow.db`` (absolute).
+    """
+    for var in ("HTSWEEP_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    """Where and how a sweep is tracked (picklable: it travels to every trial).
+
+    Parameters
+    ----------
+    tracking_uri : str
+        Any MLflow tracking URI: ``sqlite:///…`` (default, via :meth:`for_workdir`), an
+        ``http://`` server, ``postgresql://…``.
+    experiment : str, default='htsweep'
+        Experiment name; one per sweep.
+    artifacts : str or None, default=None
+        Artifact root for experiments created on a local database store
+        (``<artifacts>/<experiment>``); a tracking server chooses its own. None: ``mlartifacts``
+        next to a sqlite database (MLflow's own default would be ``./mlruns`` in the cwd).
+    buffer_dir : str or None, default=None
+        Directory for the outage journal and staged artifact files; None: a temp directory.
+    figure_every : int, default=0
+        Save ESD figures every this many monitoring steps; 0: only at the end.
+    npz_every : int, default=1
+        Save ``esd/step_<k>.npz`` every this many monitoring steps (the last is always saved).
+    http_max_retries : int, default=1
+        ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` for trial processes (MLflow's default 7 blocks
+        ~4 minutes per call when the server is down); an explicit environment value wins.
+    http_timeout : float, default=5.0
+        ``MLFLOW_HTTP_REQUEST_TIMEOUT`` in seconds (guards against a hung server).
+    retry_interval : float, default=5.0
+        After a failed send, seconds during which writes go straight to the journal (doubling
+        with each consecutive failure, up to a minute).
+    flush_timeout : float, default=30.0
+        Seconds a finishing trial keeps retrying to flush its journal before leaving it to
+        :func:`flush_buffers`.
+    """
+
+    tracking_uri: str
+    experiment: str = "htsweep"
+    artifacts: str | None = None
+    buffer_dir: str | None = None
+    figure_every: int = 0
+    npz_every: int = 1
+    http_max_retries: int = 1
+    http_timeout: float = 5.0
+    retry_interval: float = 5.0
+    flush_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tracking_uri, str) or not self.tracking_uri:
+            raise ValueError(f"tracking_uri must be a non-empty string, got {self.tracking_uri!r}")
+        if not self.experiment:
+            raise ValueError("experiment must be a non-empty string")
+        for name in ("figure_every", "npz_every", "http_max_retries"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("http_timeout", "retry_interval", "flush_timeout"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def for_workdir(cls, workdir: str | Path, *, experiment: str, tracking_uri: str | None = None,
+                    **kwargs: Any) -> TrackingConfig:
+        """Defaults for a sweep directory.
+
+        ``tracking_uri`` from :func:`default_tracking_uri`, artifacts in ``<workdir>/mlartifacts``,
+        the outage journal in ``<workdir>/mlbuffer``.
+        """
+        work = Path(workdir).resolve()
+        kwargs.setdefault("artifacts", str(work / "mlartifacts"))
+        kwargs.setdefault("buffer_dir", str(work / "mlbuffer"))
+        return cls(tracking_uri or default_tracking_uri(work), experiment=experiment, **kwargs)
+
+    @property
+    def is_remote(self) -> bool:
+        """True for a tracking server (http/https/databricks): it owns the artifact root."""
+        return self.tracking_uri.startswith(_REMOTE_SCHEMES)
+
+    def artifact_location(self) -> str | None:
+        """Artifact location for a new experiment (None lets the server or MLflow decide)."""
+        if self.is_remote:
+            return None
+        artifacts = self.artifacts
+        if artifacts is None:
+            if not self.tracking_uri.startswith("sqlite:///"):
+                return None
+            # Next to the database, never MLflow's default ./mlruns in whatever the cwd is.
+            artifacts = str(Path(self.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts")
+        if "://" in artifacts:
+            return f"{artifacts.rstrip('/')}/{_safe_name(self.experiment)}"
+        return (Path(artifacts).resolve() / _safe_name(self.experiment)).as_uri()
+
+    def resolved_buffer_dir(self) -> Path:
+        """``buffer_dir``, or ``<tmp>/htsweep-mlbuffer/<experiment>``."""
+        if self.buffer_dir is not None:
+            return Path(self.buffer_dir)
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "htsweep-mlbuffer" / _safe_name(self.experiment)
+
+    def configure_http(self) -> None:
+        """Set tight MLflow HTTP retry/timeout variables unless the environment already has them."""
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(self.http_max_retries)))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(math.ceil(self.http_timeout))))
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^\w.\-]", "_", str(name)) or "_"
+
+
+def _key(name: str) -> str:
+    """An MLflow-legal metric/param/tag key."""
+    return _KEY_BAD.sub("_", str(name))[:250]
+
+
+def init_store(tracking_uri: str) -> None:
+    """Prepare a tracking store once, in the driver, before any trial starts.
+
+    A new sqlite store runs its schema migrations here; several trial processes creating the same
+    store at once race on them (``duplicate column name``). Remote stores are left alone. Calling
+    it again in the same process is free.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        The sweep's tracking URI.
+    """
+    _require_mlflow()
+    if tracking_uri in _initialized:
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if not tracking_uri.startswith(_REMOTE_SCHEMES):
+        mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
+    _initialized.add(tracking_uri)
+
+
+def flatten_params(params: Mapping[str, Any], *, prefix: str = "") -> dict[str, str]:
+    """Flatten nested hyperparameters to ``{"a.b": "value"}`` strings MLflow accepts as params."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten_params(v, prefix=f"{key}."))
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out.update(flatten_params(dataclasses.asdict(v), prefix=f"{key}."))
+        else:
+            out[_key(key)] = str(v)[:6000]
+    return out
+
+
+def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None = None,
+                    tags: Mapping[str, str] | None = None, run_name: str | None = None) -> str:
+    """Create (or re-open, on resume) the sweep's parent run; driver side, unbuffered.
+
+    Parameters
+    ----------
+    config : TrackingConfig
+        The sweep's tracking settings; ``config.experiment`` names the sweep.
+    params : mapping, optional
+        Sweep-level settings (the spec), flattened to params.
+    tags : mapping, optional
+        Extra tags.
+    run_name : str, optional
+        Display name; default ``"sweep:<experiment>"``.
+
+    Returns
+    -------
+    str
+        The parent run id; pass it to every :class:`MlflowTrialLogger`.
+    """
+    _require_mlflow()
+    init_store(config.tracking_uri)
+    client = mlflow.MlflowClient(config.tracking_uri)
+    run_id = ensure_run(
+        client, experiment=config.experiment, match=(SWEEP_RUN_TAG, config.experiment),
+        artifact_location=config.artifact_location(),
+        tags={ROLE_TAG: "sweep", SWEEP_TAG: config.experiment, **dict(tags or {})}, run_name=run_name or f"sweep:{config.experiment}",
+    )
+    if params:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten_params(params).items()]
+        for i in range(0, len(items), 100):
+            try:
+                client.log_batch(run_id, params=items[i:i + 100], synchronous=True)
+            except mlflow.exceptions.MlflowException as exc:  # resumed with changed settings
+                log.warning("sweep params not updated: %s", exc)
+    return run_id
+
+
+def end_sweep_run(config: TrackingConfig, run_id: str, *, status: str = "FINISHED",
+                  metrics: Mapping[str, float] | None = None) -> None:
+    """Log final sweep metrics (e.g. the best objective) and end the parent run."""
+    _require_mlflow()
+    client = mlflow.MlflowClient(config.tracking_uri)
+    if metrics:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(_key(k), float(v), ts, 0) for k, v in metrics.items()],
+                         synchronous=True)
+    client.set_terminated(run_id, status=status)
+
+
+def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
+    """Send what trials left in the outage journals of ``config``'s buffer directory.
+
+    Returns
+    -------
+    int
+        Operations still pending (0 when everything arrived).
+    """
+    _require_mlflow()
+    config.configure_http()
+    left = 0
+    for journal in sorted(config.resolved_buffer_dir().glob("*.jsonl")):
+        if journal.name.endswith(".rejected.jsonl"):
+            continue
+        buf = BufferedClient(config.tracking_uri, journal=journal, retry_interval=0.0)
+        buf.flush(timeout=timeout)
+        left += buf.pending
+    return left
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, str)
+
+
+class MlflowTrialLogger(Callback):
+    """A trainers callback that records one trial as a nested MLflow run.
+
+    Connects in ``on_fit_start`` (never in ``__init__``), logs every ``on_report`` with an explicit
+    step in one ``log_batch``, reads ``trainer.spectral`` for per-layer rows and eigenvalues, and
+    ends the run FINISHED (``on_fit_end``) or FAILED (``on_exception``). Put it after the
+    ``SpectralMonitor`` in the callback list.
+
+    Parameters
+    ----------
+    config : TrackingConfig
+        Where to log.
+    trial_id : str
+        Stable id of the trial (Tune's ``trial_id``); a resumed trial re-opens the run tagged with it.
+    params : mapping, optional
+        The trial's hyperparameters (e.g. Tune's ``config``); nested mappings are flattened. The
+        trainer's ``config`` dataclass is logged too, under ``train.``.
+    parent_run_id : str, optional
+        The sweep's run from :func:`start_sweep_run`; the trial run is nested under it.
+    run_name : str, optional
+        Display name; default ``trial_id``.
+    tags : mapping, optional
+        Extra tags for the run.
+
+    Attributes
+    ----------
+    run_id : str or None
+        The MLflow run id (None while the server was unreachable since the start).
+    """
+
+    def __init__(self, config: TrackingConfig, *, trial_id: str, params: Mapping[str, Any] | None = None,
+                 parent_run_id: str | None = None, run_name: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
+        if not isinstance(config, TrackingConfig):
+            raise TypeError(f"config must be a TrackingConfig, got {type(config).__name__}")
+        if not trial_id:
+            raise ValueError("trial_id must be a non-empty string")
+        self.config = config
+        self.trial_id = str(trial_id)
+        self.params = dict(params or {})
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self._buffer: BufferedClient | None = None
+        self._run_ref = f"{LOCAL_PREFIX}{self.trial_id}"
+        self._last_spectral_step: int | None = None
+        self._n_snapshots = 0
+        self._last_rows: list[dict] | None = None
+        self._last_metrics: dict[str, Any] = {}
+        self._ended = False
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        """The MLflow run id, once the run exists on the server."""
+        return self._buffer.resolve(self._run_ref) if self._buffer is not None else None
+
+    @property
+    def pending(self) -> int:
+        """Operations waiting in the outage journal."""
+        return self._buffer.pending if self._buffer is not None else 0
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where artifact files wait until they are uploaded."""
+        return self.config.resolved_buffer_dir() / _safe_name(self.trial_id)
+
+    def flush(self, *, timeout: float = 0.0) -> bool:
+        """Try to send everything buffered; True when nothing is pending."""
+        return self._buffer.flush(timeout=timeout) if self._buffer is not None else True
+
+    def _submit(self, op: dict) -> None:
+        assert self._buffer is not None, "on_fit_start has not run"
+        self._buffer.submit({**op, "run": self._run_ref})
+
+    def _artifact(self, path: Path, artifact_path: str | None) -> None:
+        self._submit({"op": "log_artifact", "path": str(path), "artifact_path": artifact_path,
+                      "delete_after": True})
+
+    def _stage(self, rel: str) -> Path:
+        path = self.staging_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- hooks --------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Any, model: Any) -> None:
+        """Connect, create or re-open the trial's run and log its hyperparameters."""
+        _require_mlflow()
+        self.config.configure_http()
+        buffer_dir = self.config.resolved_buffer_dir()
+        buffer_dir.mkdir(parents=True, exist_ok=True)
+        self._buffer = BufferedClient(self.config.tracking_uri,
+                                      journal=buffer_dir / f"{_safe_name(self.trial_id)}.jsonl",
+                                      retry_interval=self.config.retry_interval)
+        self._ended = False
+        tags = {SWEEP_TAG: self.config.experiment, ROLE_TAG: "trial", **self.tags}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        self._buffer.submit({
+            "op": "ensure_run", "ref": self._run_ref, "experiment": self.config.experiment,
+            "match": [TRIAL_TAG, self.trial_id], "artifact_location": self.config.artifact_location(),
+            "tags": tags, "run_name": self.run_name or self.trial_id,
+            "start_time": int(time.time() * 1000),
+        })
+        params = {}
+        train_config = getattr(trainer, "config", None)
+        if dataclasses.is_dataclass(train_config) and not isinstance(train_config, type):
+            params.update(flatten_params(dataclasses.asdict(train_config), prefix="train."))
+        params.update(flatten_params(self.params))
+        if params:
+            self._submit({"op": "log_batch", "params": sorted(params.items())})
+
+    def on_report(self, trainer: Any, model: Any, step: int, metrics: Mapping[str, Any]) -> None:
+        """Log train/test metrics, spectral aggregates and per-layer metrics for ``step``."""
+        step = int(step)
+        values: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        snapshot = getattr(trainer, "spectral", None)
+        new_snapshot = snapshot is not None and snapshot.step != self._last_spectral_step
+        if new_snapshot:
+            from trainers.monitor import model_phase, spectral_aggregates
+
+            rows = list(snapshot.rows)
+            values.update(spectral_aggregates(rows))
+            for row in rows:
+                name = str(row["name"])
+                for field in LAYER_FIELDS:
+                    if field in row:
+                        values.setdefault(f"{field}/{name}", row[field])
+                tags[_key(f"phase.{name}")] = str(row.get("phase", ""))
+            if rows:
+                tags["phase"] = model_phase(rows)
+                tags["phase_step"] = str(snapshot.step)
+        values.update(metrics)
+        ts = int(time.time() * 1000)
+        rows_out = [[_key(k), float(v), ts, step] for k, v in values.items()
+                    if k != "step" and _is_number(v)]
+        self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
+        self._submit({"op": "log_batch", "metrics": rows_out, "tags": sorted(tags.items())})
+        if new_snapshot:
+            self._on_snapshot(snapshot)
+
+    def _on_snapshot(self, snapshot: Any) -> None:
+        self._last_spectral_step = int(snapshot.step)
+        self._n_snapshots += 1
+        self._last_rows = list(snapshot.rows)
+        if self.config.npz_every and (self._n_snapshots - 1) % self.config.npz_every == 0:
+            self._save_npz(snapshot.step, self._last_rows)
+        if self.config.figure_every and self._n_snapshots % self.config.figure_every == 0:
+            self._save_figures(self._last_rows, f"esd/step_{snapshot.step}")
+
+    def _save_npz(self, step: int, rows: list[dict]) -> None:
+        arrays = {str(r["name"]).replace("/", "|"): np.asarray(r["eigs"], dtype=np.float64)
+                  for r in rows if r.get("eigs") is not None}
+        path = self._stage(f"esd/step_{step}.npz")
+        np.savez_compressed(path, **arrays)
+        self._artifact(path, "esd")
+
+    def _save_figures(self, rows: list[dict], artifact_dir: str) -> None:
+        try:
+            from analysis.plots import plot_layer
+        except ImportError as exc:  # matplotlib missing: figures are optional
+            log.warning("ESD figures skipped: %s", exc)
+            return
+        for row in rows:
+            if row.get("eigs") is None:
+                continue
+            path = self._stage(f"{artifact_dir}/{_safe_name(row['name'])}.png")
+            try:
+                plot_layer(row, path)
+            except Exception as exc:  # noqa: BLE001 - a figure must never fail the trial
+                log.warning("ESD figure for %s failed: %s", row.get("name"), exc)
+                continue
+            self._artifact(path, artifact_dir)
+
+    def _finish(self, trainer: Any, status: str) -> None:
+        if self._buffer is None or self._ended:
+            return
+        self._ended = True
+        snapshot = getattr(trainer, "spectral", None)
+        if snapshot is not None and snapshot.step != self._last_spectral_step:
+            self._on_snapshot(snapshot)  # a snapshot that never reached on_report
+        rows = self._last_rows
+        if rows:
+            if status == "FINISHED":
+                self._save_figures(rows, "esd/final")
+                if self.config.npz_every and (self._n_snapshots - 1) % self.config.npz_every != 0:
+                    self._save_npz(self._last_spectral_step, rows)
+            from trainers.monitor import model_phase
+
+            summary = {
+                "trial_id": self.trial_id, "status": status, "step": self._last_spectral_step,
+                "phase": model_phase(rows), "metrics": self._last_metrics,
+                "layers": [{k: v for k, v in r.items() if k != "eigs"} for r in rows],
+            }
+            path = self._stage("spectral_summary.json")
+            path.write_text(json.dumps(_json_safe(summary), indent=2))
+            self._artifact(path, None)
+        self._submit({"op": "set_terminated", "status": status, "end_time": int(time.time() * 1000)})
+        if self._buffer.flush(timeout=self.config.flush_timeout if status == "FINISHED" else 0.0):
+            shutil.rmtree(self.staging_dir, ignore_errors=True)  # every staged file was uploaded
+        else:
+            log.warning("tracking server unreachable: %d operation(s) of trial %s left in %s "
+                        "(services.tracking.flush_buffers sends them)",
+                        self._buffer.pending, self.trial_id, self._buffer.journal)
+
+    def on_fit_end(self, trainer: Any, model: Any) -> None:
+        """Save final figures and ``spectral_summary.json``, end the run FINISHED, flush."""
+        self._finish(trainer, "FINISHED")
+
+    def on_exception(self, trainer: Any, exc: BaseException) -> None:
+        """End the run FAILED (what was logged so far stays)."""
+        self._finish(trainer, "FAILED")
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Run id and the last monitoring step logged, for resuming."""
+        return {"run_id": self.run_id, "trial_id": self.trial_id,
+                "last_spectral_step": self._last_spectral_step, "n_snapshots": self._n_snapshots}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the counters saved by :meth:`state_dict` (the run itself is found by tag)."""
+        self._last_spectral_step = state.get("last_spectral_step")
+        self._n_snapshots = int(state.get("n_snapshots", 0))

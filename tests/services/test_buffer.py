@@ -1,0 +1,124 @@
+"""The outage journal: ordered replay, idempotent run creation, permanent rejections, chunking.
+
+A tracking URI on a loopback port nobody listens on stands in for a server that is down; the
+journal is then replayed into a real sqlite store, the way a restarted process would flush it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE  # noqa: E402
+
+from services.buffer import BufferedClient, ensure_run, is_transient  # noqa: E402
+from services.mlflow_server import free_port  # noqa: E402
+
+
+@pytest.fixture()
+def sqlite_uri(tmp_path, sqlite_uri):
+    uri = sqlite_uri
+    # Experiments made here get artifacts in tmp_path, not MLflow's default ./mlruns in the cwd.
+    mlflow.MlflowClient(uri).create_experiment("exp", artifact_location=(tmp_path / "art").as_uri())
+    return uri
+
+
+def test_is_transient_classification():
+    assert is_transient(MlflowException("API request failed", error_code=INTERNAL_ERROR))
+    assert is_transient(ConnectionError("refused"))
+    assert not is_transient(MlflowException("changed param", error_code=INVALID_PARAMETER_VALUE))
+    assert not is_transient(FileNotFoundError("gone"))
+
+
+def test_journal_replays_in_order_after_outage(tmp_path, sqlite_uri):
+    journal = tmp_path / "buf" / "t1.jsonl"
+    down = BufferedClient(f"http://127.0.0.1:{free_port()}", journal=journal, retry_interval=60.0)
+    assert not down.submit({"op": "ensure_run", "ref": "local:t1", "experiment": "exp",
+                            "match": ["trial_id", "t1"], "tags": {"k": "v"}, "run_name": "t1"})
+    for step in range(5):
+        down.submit({"op": "log_batch", "run": "local:t1", "metrics": [["loss", 1.0 / (step + 1), 1000 + step, step]]})
+    art = tmp_path / "a.txt"
+    art.write_text("payload")
+    down.submit({"op": "log_artifact", "run": "local:t1", "path": str(art), "artifact_path": "files",
+                 "delete_after": True})
+    down.submit({"op": "set_terminated", "run": "local:t1", "status": "FINISHED"})
+    assert down.pending == 8 and down.run_ids == {}
+    assert len(journal.read_text().splitlines()) == 8
+
+    # A new process (or the driver's flush_buffers) picks the journal up and sends it all.
+    up = BufferedClient(sqlite_uri, journal=journal)
+    assert up.pending == 8
+    assert up.flush()
+    assert up.pending == 0 and not journal.exists()
+    run_id = up.resolve("local:t1")
+    client = mlflow.MlflowClient(sqlite_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trial_id"] == "t1" and run.data.tags["k"] == "v"
+    hist = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+    assert hist == [(s, 1.0 / (s + 1)) for s in range(5)]
+    assert [a.path for a in client.list_artifacts(run_id, "files")] == ["files/a.txt"]
+    assert not art.exists()  # staged file removed once uploaded
+
+    # Replaying again is idempotent: the run is found by its trial_id tag, metrics not duplicated.
+    again = BufferedClient(sqlite_uri, journal=tmp_path / "again.jsonl")
+    again.submit({"op": "ensure_run", "ref": "local:t1", "experiment": "exp", "match": ["trial_id", "t1"]})
+    again.submit({"op": "log_batch", "run": "local:t1", "metrics": [["loss", 1.0, 1000, 0]]})
+    assert again.resolve("local:t1") == run_id
+    assert len(client.get_metric_history(run_id, "loss")) == 5
+
+
+def test_permanent_errors_are_set_aside_not_retried(tmp_path, sqlite_uri):
+    buf = BufferedClient(sqlite_uri, journal=tmp_path / "t.jsonl")
+    buf.submit({"op": "ensure_run", "ref": "local:t", "experiment": "exp", "match": ["trial_id", "t"]})
+    assert buf.submit({"op": "log_batch", "run": "local:t", "params": [["lr", "0.1"]]})
+    # MLflow refuses to change a logged param: rejected for good, recorded, and the queue moves on.
+    assert buf.submit({"op": "log_batch", "run": "local:t", "params": [["lr", "0.2"]]})
+    assert buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["m", 1.0, 1, 0]]})
+    assert buf.n_rejected == 1 and buf.pending == 0
+    rejected = [json.loads(line) for line in buf.rejected_path.read_text().splitlines()]
+    assert rejected[0]["op"]["params"] == [["lr", "0.2"]]
+    run = mlflow.MlflowClient(sqlite_uri).get_run(buf.resolve("local:t"))
+    assert run.data.params["lr"] == "0.1" and run.data.metrics["m"] == 1.0
+
+
+def test_large_batches_are_chunked_to_mlflow_limits(tmp_path, sqlite_uri):
+    buf = BufferedClient(sqlite_uri, journal=tmp_path / "t.jsonl")
+    buf.submit({"op": "ensure_run", "ref": "local:t", "experiment": "exp", "match": ["trial_id", "t"]})
+    metrics = [[f"m{i}", float(i), 1, 3] for i in range(2500)]
+    params = [[f"p{i}", str(i)] for i in range(250)]
+    assert buf.submit({"op": "log_batch", "run": "local:t", "metrics": metrics, "params": params})
+    run = mlflow.MlflowClient(sqlite_uri).get_run(buf.resolve("local:t"))
+    assert len(run.data.metrics) == 2500 and len(run.data.params) == 250
+
+
+def test_ensure_run_reopens_finished_run(tmp_path, sqlite_uri):
+    client = mlflow.MlflowClient(sqlite_uri)
+    rid = ensure_run(client, experiment="exp", match=("trial_id", "x"), run_name="x",
+                     artifact_location=(tmp_path / "art").as_uri())
+    client.set_terminated(rid, status="FAILED")
+    assert ensure_run(client, experiment="exp", match=("trial_id", "x")) == rid
+    assert client.get_run(rid).info.status == "RUNNING"
+
+
+def test_flush_buffers_sends_journals_left_by_finished_trials(tmp_path, sqlite_uri):
+    from services.tracking import TrackingConfig, flush_buffers
+
+    down = TrackingConfig(f"http://127.0.0.1:{free_port()}", experiment="exp", buffer_dir=str(tmp_path / "buf"))
+    for trial in ("a", "b"):
+        buf = BufferedClient(down.tracking_uri, journal=tmp_path / "buf" / f"{trial}.jsonl", retry_interval=60.0)
+        buf.submit({"op": "ensure_run", "ref": f"local:{trial}", "experiment": "exp", "match": ["trial_id", trial]})
+        buf.submit({"op": "log_batch", "run": f"local:{trial}", "metrics": [["m", 1.0, 5, 7]]})
+        buf.submit({"op": "set_terminated", "run": f"local:{trial}", "status": "FINISHED"})
+    assert flush_buffers(down) == 6  # still down: nothing sent, nothing lost
+    up = TrackingConfig(sqlite_uri, experiment="exp", buffer_dir=str(tmp_path / "buf"))
+    assert flush_buffers(up) == 0
+    client = mlflow.MlflowClient(sqlite_uri)
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert sorted(r.data.tags["trial_id"] for r in runs) == ["a", "b"]
+    assert all(r.info.status == "FINISHED" and r.data.metrics["m"] == 1.0 for r in runs)
+    assert list((tmp_path / "buf").glob("*.jsonl")) == []

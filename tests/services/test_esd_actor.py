@@ -1,0 +1,157 @@
+"""The shared ESD actor on a real local Ray: correctness under concurrency, batching, faults.
+
+Reference values come from in-process ``analysis.analyze_layers`` on the same matrices.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+ray = pytest.importorskip("ray")
+mlflow = pytest.importorskip("mlflow")
+
+from analysis.analyze import analyze_layers  # noqa: E402
+from services.esd_actor import ActorAnalyzer, get_esd_service, shutdown_esd_service  # noqa: E402
+from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
+from trainers.callbacks import Callback, MetricsHistory  # noqa: E402
+from trainers.monitor import SpectralMonitor  # noqa: E402
+from trainers.train import Trainer  # noqa: E402
+
+# Metric columns compared with the in-process reference.
+NUMERIC = ("alpha", "alpha_hill", "D", "xmin", "lambda_max", "lambda_plus", "stable_rank", "mp_soft_rank",
+           "n_spikes", "log_spectral_norm", "alpha_weighted")
+
+
+@pytest.fixture()
+def service(ray_local):
+    """A fresh actor in a namespace of its own (half a CPU: the session Ray has 2); killed after."""
+    name, namespace = "esd", f"test-{uuid.uuid4().hex[:8]}"
+    handle = get_esd_service(name, namespace=namespace, num_cpus=0.5, batch_window_s=0.3)
+    ray.get(handle.ping.remote(), timeout=120)
+    yield handle, name, namespace
+    shutdown_esd_service(name, namespace=namespace)
+
+
+def _assert_rows_match(rows, reference):
+    assert [r["name"] for r in rows] == [r["name"] for r in reference]
+    for got, want in zip(rows, reference, strict=True):
+        assert got["phase"] == want["phase"] and got["kind"] == want["kind"]
+        # Same float64 eigvalsh on the same CPU; batched vs unbatched may differ in the last bits.
+        assert_allclose(got["eigs"], want["eigs"], rtol=1e-10, atol=1e-12)
+        for key in NUMERIC:
+            assert_allclose(got[key], want[key], rtol=1e-8, equal_nan=True, err_msg=f"{want['name']}.{key}")
+
+
+def test_two_concurrent_callers_get_correct_metrics_batched_together(service, layer_set):
+    handle, _, _ = service
+    callers = {
+        "a": layer_set(1, [(200, 100), (200, 100), (150, 50), (200, 100)], prefix="a"),
+        "b": layer_set(2, [(200, 100), (80, 40), (200, 100)], prefix="b"),
+    }
+    analyzer = ActorAnalyzer(handle, fallback=False)
+    barrier = threading.Barrier(2)
+
+    def call(key):
+        barrier.wait()
+        return analyzer(callers[key], step=7)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(callers, pool.map(call, callers), strict=True))
+    for key, layers in callers.items():
+        _assert_rows_match(results[key], analyze_layers(layers, device="cpu"))
+    stats = ray.get(handle.stats.remote())
+    assert stats["requests"] == 2 and stats["matrices"] == 7 and stats["errors"] == 0
+    # Both requests landed in one batch (the 0.3 s window): larger than either request alone.
+    assert stats["batch_size_max"] == 7 and stats["batches"] == 1
+    assert stats["queue_depth"] == 0 and stats["time_per_matrix_s"] > 0
+    assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 0}
+
+
+def test_get_or_create_by_name_and_bad_layers_fail_only_their_caller(service, layer_set):
+    handle, name, namespace = service
+    again = get_esd_service(name, namespace=namespace)
+    assert ray.get(again.ping.remote()) == ray.get(handle.ping.remote())  # same actor, not a new one
+    by_name = ActorAnalyzer.by_name(name, namespace=namespace, fallback=False)
+    good = layer_set(3, [(60, 30)], prefix="ok")
+    bad = [type(good[0]).from_tensor("bad", "linear", torch.full((60, 30), float("nan")))]
+    with ThreadPoolExecutor(2) as pool:
+        fut_bad = pool.submit(by_name, bad, 1)
+        fut_good = pool.submit(by_name, good, 1)
+        with pytest.raises(ValueError, match="NaN"):
+            fut_bad.result()
+        _assert_rows_match(fut_good.result(), analyze_layers(good, device="cpu"))
+
+
+class _KillActor(Callback):
+    """Kills the actor (Ray restarts it) right after a given training step."""
+
+    def __init__(self, handle, at_step):
+        self.handle, self.at_step, self.pid = handle, at_step, None
+
+    def on_train_step_end(self, trainer, model, step, loss):
+        if step == self.at_step:
+            self.pid = ray.get(self.handle.ping.remote())
+            ray.kill(self.handle, no_restart=False)
+
+
+def test_killing_the_actor_mid_training_loses_no_monitoring_step(service, tiny_train_config, tmp_path,
+                                                                 sqlite_uri):
+    """A trial monitored by the shared actor and logged to MLflow; the actor is killed at step 12."""
+    handle, _, _ = service
+    analyzer = ActorAnalyzer(handle, retries=20, backoff=0.25, max_backoff=1.0, fallback=False)
+    killer, history = _KillActor(handle, at_step=12), MetricsHistory()
+    logger = MlflowTrialLogger(TrackingConfig(sqlite_uri, experiment="kill", buffer_dir=str(tmp_path / "buf")),
+                               trial_id="trial_k")
+    trainer = Trainer(tiny_train_config(steps=30, spectral_every=5, eval_every=0),
+                      callbacks=[SpectralMonitor(analyzer), killer, history, logger])
+    trainer.fit()
+    monitored = [r["step"] for r in history.history if np.isfinite(r.get("alpha_mean", np.nan))]
+    assert monitored == [5, 10, 15, 20, 25, 30]
+    client = mlflow.MlflowClient(sqlite_uri)
+    assert [m.step for m in client.get_metric_history(logger.run_id, "alpha_mean")] == monitored
+    assert {a.path for a in client.list_artifacts(logger.run_id, "esd")} >= {f"esd/step_{s}.npz" for s in monitored}
+    after = ray.get(handle.stats.remote())
+    assert after["restarted"] and after["pid"] != killer.pid  # served by the restarted actor
+    assert analyzer.n_fallbacks == 0
+    # The restarted actor's answer equals in-process analysis of the final weights.
+    final = SpectralMonitor().extract(trainer.model)
+    _assert_rows_match(trainer.spectral.rows, analyze_layers(final, device="cpu"))
+
+
+def test_dead_actor_falls_back_to_in_process(service, layer_set):
+    handle, name, namespace = service
+    assert shutdown_esd_service(name, namespace=namespace)  # gone for good: no restart
+    analyzer = ActorAnalyzer(handle, retries=2, backoff=0.05, name=name, namespace=namespace)
+    layers = layer_set(4, [(90, 45), (90, 45)], prefix="f")
+    _assert_rows_match(analyzer(layers, step=3), analyze_layers(layers, device="cpu"))
+    assert analyzer.stats() == {"calls": 1, "retries": 2, "fallbacks": 1}
+    with pytest.raises(ray.exceptions.RayActorError):
+        ActorAnalyzer(handle, retries=0, fallback=False)(layers, step=4)
+    assert not shutdown_esd_service(name, namespace=namespace)
+
+
+def test_service_body_batches_under_a_bounded_queue_without_ray(layer_set):
+    """The actor's class used directly: a queue of 2 and batches of 2 still answer every layer."""
+    import asyncio
+
+    from services.esd_actor import ESDService
+
+    svc = ESDService(device="cpu", max_batch=2, max_queue=2, batch_window_s=0.0)
+    layers = layer_set(5, [(50, 25)] * 5, prefix="q")
+
+    async def both():
+        return await asyncio.gather(svc.analyze(layers[:3]), svc.analyze(layers[3:]))
+
+    first, second = asyncio.run(both())
+    _assert_rows_match(first + second, analyze_layers(layers, device="cpu"))
+    stats = svc.stats()
+    assert stats["matrices"] == 5 and stats["batch_size_max"] == 2 and stats["queue_depth_max"] <= 2
+    with pytest.raises(ValueError, match="max_batch and max_queue must be >= 1"):
+        ESDService(max_batch=0)
