@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/htsweep run sweeps/examples/quickstart.yaml --workdir $(WORKDIR)
+	$(VENV)/bin/htsweep run sweeps/examples/quickstart.yaml --workdir $(WORKDIR) --overwrite
 
 test: install
 	$(PY) -m pytest -m "not slow" --timeout=900 --doctest-modules analysis tests $(PYTEST_ARGS)

@@ -18,8 +18,9 @@ app = typer.Typer(
 def _fail(exc: Exception) -> None:
     """Print a user error (bad spec, not a sweep dir ...) on one block and exit with code 2."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {exc}", markup=True)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}")
     raise typer.Exit(code=2)
 
 
@@ -47,6 +48,7 @@ def run(
     smoke_test: bool = typer.Option(False, "--smoke-test", help="Run a tiny version (2 trials, 40 steps)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print trial starts/ends only, not every report."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished/interrupted sweep in --workdir."),
 ) -> None:
     """Launch a sweep: Ray Tune trials, Optuna toward the target alpha, MLflow tracking."""
     from sweeps.run_cmd import run_command
@@ -54,7 +56,7 @@ def run(
 
     try:
         code = run_command(spec, address=address, workdir=workdir, target_alpha=target_alpha,
-                           smoke_test=smoke_test, report=report, quiet=quiet)
+                           smoke_test=smoke_test, report=report, quiet=quiet, overwrite=overwrite)
     except SpecError as exc:
         _fail(exc)
     raise typer.Exit(code=code)
@@ -127,6 +129,12 @@ def ui(
     if not meta.tracking_uri.startswith("sqlite:"):
         typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead.")
         raise typer.Exit(code=0)
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # serve_ui stops the server's process group on Ctrl-C; same for SIGTERM
+
+    signal.signal(signal.SIGTERM, _stop)
     serve_ui(path, port=port, open_browser=open_browser)
 
 

@@ -1,0 +1,202 @@
+"""The Ray Tune trainable: one trial = one ``trainers.Trainer`` run, monitored and tracked.
+
+Thin by design: :func:`train_trial` merges the sweep's fixed settings with the trial's
+hyperparameters into a ``TrainConfig``, plugs in the spectral monitor (backed by the shared ESD
+actor), the MLflow trial logger and a :class:`TuneReporter`, restores from the Tune checkpoint if
+there is one, and calls ``fit``. The reporter turns each ``on_report`` into one flat
+``tune.report(metrics, checkpoint=...)`` with the objective terms added.
+
+Everything large or constant (the fixed settings, tracking config, objective) reaches the trial
+through ``tune.with_parameters`` as one :class:`TrialContext`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sweeps.objective import evaluate
+from sweeps.spec import ObjectiveSpec, SweepSpec
+from trainers.callbacks import Callback
+
+__all__ = ["TrialContext", "TuneReporter", "train_trial", "train_config_dict", "diverged_result",
+           "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+#: Keys of the trainer's metrics forwarded to Tune besides the objective terms.
+_FORWARD_PREFIXES = ("alpha/", "phase_code/")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares (travels through the object store).
+
+    Attributes
+    ----------
+    base : dict
+        Fixed ``TrainConfig`` settings (model, dataset, cadence, seed, ``train`` section).
+    objective : ObjectiveSpec
+    tracking : services.tracking.TrackingConfig or None
+        Where trials log; ``None`` disables MLflow (unit tests).
+    parent_run_id : str or None
+        The sweep's MLflow run.
+    esd_name, esd_namespace : str or None
+        The shared ESD actor; ``esd_name=None`` analyzes inside the trial.
+    conv : str
+        Conv-layer handling for the monitor.
+    """
+
+    base: dict[str, Any]
+    objective: ObjectiveSpec
+    tracking: Any = None
+    parent_run_id: str | None = None
+    esd_name: str | None = None
+    esd_namespace: str | None = None
+    conv: str = "reshape"
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+def train_config_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The fixed part of every trial's ``TrainConfig`` as a plain dict."""
+    base = copy.deepcopy(dict(spec.train))
+    base.update(model=spec.model, dataset=spec.dataset)
+    base.setdefault("eval_every", spec.monitor.eval_every)
+    base.setdefault("spectral_every", spec.monitor.spectral_every)
+    base.setdefault("seed", spec.seed)
+    return base
+
+
+def merge_config(base: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the trial's hyperparameters applied (``model_kwargs.width`` → nested)."""
+    out = copy.deepcopy(base)
+    for key, value in config.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            out[head] = {**out.get(head, {}), tail: value}
+        elif isinstance(value, dict):  # Tune unflattens "a/b" keys into nested dicts
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+class TuneReporter(Callback):
+    """Reports each ``on_report`` to Ray Tune with the objective terms and a checkpoint.
+
+    Parameters
+    ----------
+    objective : ObjectiveSpec
+        How to turn the trainer's metrics into the objective.
+    logger : MlflowTrialLogger, optional
+        Its ``run_id`` is reported as ``mlflow_run_id`` (so the Optuna study links to MLflow).
+    checkpoint : bool, default=True
+        Attach a trainer checkpoint to every report (restored on retries and resume).
+    """
+
+    def __init__(self, objective: ObjectiveSpec, *, logger: Any = None, checkpoint: bool = True) -> None:
+        self.objective = objective
+        self.logger = logger
+        self.checkpoint = checkpoint
+
+    def on_report(self, trainer: Any, model: Any, step: int, metrics: dict[str, Any]) -> None:
+        """Flatten, add objective terms, phase and run id, then ``tune.report`` (+ checkpoint)."""
+        out: dict[str, Any] = {}
+        for key, value in metrics.items():
+            if isinstance(value, bool):
+                out[key] = float(value)
+            elif isinstance(value, int | float):
+                out[key] = float(value) if isinstance(value, float) else value
+            elif hasattr(value, "item") and getattr(value, "size", 2) == 1:
+                out[key] = value.item()
+        out = {k: v for k, v in out.items() if "/" not in k or k.startswith(_FORWARD_PREFIXES)}
+        out["step"] = int(step)
+        out.update(evaluate(metrics, self.objective))
+        snapshot = getattr(trainer, "spectral", None)
+        if snapshot is not None and snapshot.rows:
+            from trainers.monitor import model_phase
+
+            out["phase"] = model_phase(snapshot.rows)
+        node_id = _node_id()
+        if node_id:
+            out["node_id"] = node_id
+        run_id = getattr(self.logger, "run_id", None) if self.logger is not None else None
+        if run_id:
+            out["mlflow_run_id"] = run_id
+        out = {k: v for k, v in out.items() if not (isinstance(v, float) and math.isinf(v))}
+        if not self.checkpoint:
+            tune.report(out)
+            return
+        with tempfile.TemporaryDirectory(prefix="htsweep-ckpt-") as tmp:
+            trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _node_id() -> str | None:
+    """The Ray node this trial runs on (tells the nodes of a one-machine test cluster apart)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
+def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: train one configuration and report to Tune.
+
+    Parameters
+    ----------
+    config : dict
+        The trial's hyperparameters (from the Optuna searcher).
+    ctx : TrialContext
+        Shared sweep settings (bound with ``tune.with_parameters``).
+    """
+    from trainers.monitor import SpectralMonitor
+    from trainers.train import TrainConfig, Trainer
+
+    train_config = TrainConfig.from_dict(merge_config(ctx.base, config))
+    tune_ctx = tune.get_context()
+    trial_id = tune_ctx.get_trial_id() or "local"
+
+    analyzer = None
+    if ctx.esd_name:
+        from services.esd_actor import ActorAnalyzer
+
+        analyzer = ActorAnalyzer.by_name(ctx.esd_name, namespace=ctx.esd_namespace)
+    callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv)]
+    logger = None
+    if ctx.tracking is not None:
+        from services.tracking import MlflowTrialLogger
+
+        logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=config, parent_run_id=ctx.parent_run_id,
+                                   run_name=tune_ctx.get_trial_name() or trial_id,
+                                   tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags})
+        callbacks.append(logger)
+    callbacks.append(TuneReporter(ctx.objective, logger=logger))
+
+    trainer = Trainer(train_config, callbacks=callbacks)
+    checkpoint = tune.get_checkpoint()
+    try:
+        if checkpoint is None:
+            trainer.fit()
+        else:
+            with checkpoint.as_directory() as path:
+                trainer.fit(resume_from=Path(path) / CHECKPOINT_FILE)
+    except FloatingPointError as exc:
+        # Divergence is an outcome of the hyperparameters, not a fault to retry: report it as the
+        # worst feasible-less result so the sampler learns to avoid the region.
+        tune.report(diverged_result(trainer, ctx.objective, str(exc)))
+
+
+def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str) -> dict[str, Any]:
+    """The final result of a trial whose loss became non-finite (objective: twice the penalty)."""
+    terms = evaluate({}, objective)
+    terms.update(objective=2.0 * objective.penalty, alpha_error=2.0 * objective.penalty, feasible=0.0)
+    return {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms}
+

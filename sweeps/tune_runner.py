@@ -1,0 +1,430 @@
+"""Run and resume sweeps: Ray Tune ``Tuner`` + Optuna, wired once in :func:`run_sweep`.
+
+:func:`run_sweep` prepares the sweep directory (persisted spec, ``sweep.json``), initializes the
+MLflow store and the sweep's parent run in the driver (sqlite migrations must not race in the
+trials), starts or joins Ray, creates the shared ESD actor, and runs a ``Tuner`` whose searcher is
+an Optuna study in ``sqlite:///<workdir>/optuna.db``. Ctrl-C (SIGINT) makes Tune save its state and
+return; the sweep is then ``interrupted`` and :func:`resume_sweep` continues it with
+``Tuner.restore`` on the same study.
+
+Resume after a hard kill (``STACK_NOTES.md``): the searcher tolerates results for trials the study
+already finished (:class:`sweeps.search.ResumableOptunaSearch`), and at the end of every complete
+run Optuna trials left RUNNING by a dead driver are marked FAIL. If Tune never saved any state,
+the sweep restarts with only the missing number of trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeps.objective import metric_and_mode
+from sweeps.spec import SpecError, SweepSpec
+from sweeps.workdir import SPEC_FILE, TUNE_NAME, SweepMeta, default_workdir, tracking_uri_for
+
+__all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config"]
+
+log = logging.getLogger(__name__)
+
+ESD_ACTOR_NAME = "htsweep-esd"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a run or resume ended with.
+
+    Attributes
+    ----------
+    workdir : Path
+    status : str
+        ``finished`` or ``interrupted``.
+    n_trials : int
+        Tune trials in the experiment.
+    n_errors : int
+        Trials that ended in an error.
+    elapsed_s : float
+    """
+
+    workdir: Path
+    status: str
+    n_trials: int
+    n_errors: int
+    elapsed_s: float
+
+
+class StopSignals:
+    """Turn SIGINT and SIGTERM into Ray Tune's graceful stop, and remember that one came.
+
+    Tune stops gracefully on SIGUSR1 (saves the experiment state, ``fit()`` returns) but gives no
+    sign afterwards that it was interrupted, and it treats SIGTERM like a hard kill. Inside this
+    context both signals set :attr:`received` and send SIGUSR1 to this process; a second signal
+    aborts at once (``KeyboardInterrupt``). Before Tune has installed its handler there is no
+    state to save, so the first signal aborts at once too.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is ours; Tune keeps SIGUSR1
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def reclaim(self) -> None:
+        """Install the handlers again (``ray.init`` replaces the SIGTERM handler with its own)."""
+        for sig in self._old:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        tune_listening = callable(signal.getsignal(signal.SIGUSR1))
+        if self.received is not None or not tune_listening:
+            self.received = signum
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name}: stopping the sweep and saving its state "
+              "(signal again to abort now) ...", flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+
+
+def smoke_spec(spec: SweepSpec) -> SweepSpec:
+    """A tiny version of ``spec``: 2 trials of at most 40 steps, monitored every 20."""
+    train = dict(spec.train)
+    train.pop("epochs", None)
+    train["steps"] = min(int(train.get("steps", 40)), 40)
+    monitor = spec.monitor.model_dump()
+    monitor.update(eval_every=min(monitor["eval_every"], 20), spectral_every=min(monitor["spectral_every"], 20))
+    n = min(spec.num_samples, 2 if not spec.grid_size > 1 else spec.grid_size)
+    return spec.with_overrides(train=train, monitor=monitor, num_samples=n)
+
+
+def check_train_config(spec: SweepSpec) -> None:
+    """Build one ``TrainConfig`` from the spec (first value of every domain) to fail early.
+
+    Raises
+    ------
+    SpecError
+        Naming the spec and the trainer's complaint (unknown model, bad optimizer ...).
+    """
+    from sweeps.trainable import merge_config, train_config_dict
+    from trainers.train import TrainConfig
+
+    sample: dict[str, Any] = {}
+    for name, dom in spec.search.items():
+        sample[name] = dom.values[0] if hasattr(dom, "values") else dom.low
+    try:
+        TrainConfig.from_dict(merge_config(train_config_dict(spec), sample))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SpecError(f"spec {spec.name!r}: the trainer rejects the settings: {exc}") from None
+
+
+def _ensure_ray(address: str | None) -> bool:
+    """Join ``address``, or start a private local Ray; True if this call connected Ray.
+
+    ``address="local"`` always starts a new instance, so a cluster someone started with
+    ``ray start`` on this machine is only used when asked for (``--address auto``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SpecError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+    else:
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    return True
+
+
+def check_ray_address(address: str | None, *, timeout: float = 5.0) -> None:
+    """Fail fast when a ``HOST:PORT`` Ray address does not accept connections.
+
+    (``ray.init`` would otherwise retry for minutes.) ``auto``, ``local`` and ``ray://`` addresses
+    are left to Ray.
+    """
+    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot reach the Ray head at {address}: {exc} "
+                        "(is `ray start --head --port=PORT` running there?)") from None
+
+
+def _tracking_config(meta: SweepMeta, spec: SweepSpec):
+    from services.tracking import TrackingConfig
+
+    kwargs: dict[str, Any] = {"figure_every": spec.tracking.figure_every}
+    if spec.tracking.artifacts:
+        kwargs["artifacts"] = spec.tracking.artifacts
+    return TrackingConfig.for_workdir(meta.workdir, experiment=meta.experiment, tracking_uri=meta.tracking_uri,
+                                      **kwargs)
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Path | None = None,
+              target_alpha: float | None = None, smoke_test: bool = False, quiet: bool = False,
+              overwrite: bool = False) -> SweepOutcome:
+    """Launch a sweep and block until it finishes or is interrupted (Ctrl-C).
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        The validated spec.
+    address : str, optional
+        Ray cluster address (``"auto"``, ``"127.0.0.1:6379"``); default a local Ray.
+    workdir : str or Path, optional
+        Sweep directory; default ``spec.workdir`` or ``runs/<name>`` (``runs/<name>-2`` ... if taken).
+        A given directory must not hold a sweep yet, unless ``overwrite``.
+    target_alpha : float, optional
+        Overrides ``objective.target_alpha``.
+    smoke_test : bool, default=False
+        Run a tiny version (:func:`smoke_spec`).
+    quiet : bool, default=False
+        Print starts/completions only, not every report.
+    overwrite : bool, default=False
+        Delete a finished or interrupted sweep already in ``workdir`` first.
+
+    Returns
+    -------
+    SweepOutcome
+
+    Raises
+    ------
+    SpecError
+        The workdir already holds a sweep, or the trainer rejects the settings.
+    """
+    if target_alpha is not None:
+        spec = spec.with_overrides(**{"objective.target_alpha": float(target_alpha)})
+    if smoke_test:
+        spec = smoke_spec(spec)
+    check_train_config(spec)
+    check_ray_address(address)
+    if workdir is not None:
+        path = Path(workdir).resolve()
+    else:  # runs/<name>, or runs/<name>-2, -3 ... when earlier sweeps of this spec are there
+        base = path = default_workdir(spec).resolve()
+        n = 1
+        while (path / "sweep.json").exists():
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+    if (path / "sweep.json").exists():
+        status = SweepMeta.load(path).status
+        if overwrite and not SweepMeta.load(path).driver_alive():
+            shutil.rmtree(path)
+        else:
+            hint = ("continue it with `htsweep resume " + str(path) + "`" if status != "finished"
+                    else "choose another --workdir or pass --overwrite")
+            raise SpecError(f"{path} already holds a sweep ({status}); {hint}")
+    path.mkdir(parents=True, exist_ok=True)
+    spec.to_yaml(path / SPEC_FILE)
+    meta = SweepMeta(
+        name=spec.name, workdir=str(path), tracking_uri=tracking_uri_for(spec, path),
+        optuna_storage=spec.optuna_storage or f"sqlite:///{path}/optuna.db",
+        storage_path=spec.storage_path or str(path), experiment=spec.tracking.experiment or spec.name,
+        address=address,
+    )
+    meta.save()
+    return _execute(meta, spec, restore=False, address=address, quiet=quiet)
+
+
+def resume_sweep(workdir: str | Path, *, address: str | None = None, quiet: bool = False) -> SweepOutcome:
+    """Continue an interrupted (or killed) sweep with the same spec, Tune state and Optuna study.
+
+    Parameters
+    ----------
+    workdir : str or Path
+        The sweep directory.
+    address : str, optional
+        Ray address; default the one the sweep was launched with.
+
+    Returns
+    -------
+    SweepOutcome
+    """
+    from ray import tune
+
+    meta = SweepMeta.load(Path(workdir).resolve())
+    spec = meta.spec()
+    address = address if address is not None else meta.address
+    if meta.status == "finished":
+        return SweepOutcome(meta.path, "finished", 0, 0, 0.0)
+    if meta.driver_alive():
+        raise SpecError(f"{meta.path} is still running (driver pid {meta.driver_pid}); stop it first (Ctrl-C)")
+    check_ray_address(address)
+    if tune.Tuner.can_restore(meta.tune_path):
+        return _execute(meta, spec, restore=True, address=address, quiet=quiet)
+    # Killed before Tune saved anything: run only the trials the study is missing.
+    done = _completed_in_study(meta)
+    log.warning("no Ray Tune state in %s; starting the %d missing trial(s) afresh", meta.tune_path,
+                spec.num_samples - done)
+    if done >= spec.num_samples:
+        _finish(meta, spec, interrupted=False)
+        return SweepOutcome(meta.path, "finished", done, 0, 0.0)
+    return _execute(meta, spec.with_overrides(num_samples=spec.num_samples - done), restore=False,
+                    address=address, quiet=quiet)
+
+
+def _completed_in_study(meta: SweepMeta) -> int:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=meta.name, storage=meta.optuna_storage)
+    except KeyError:
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | None, quiet: bool) -> SweepOutcome:
+    """Build the Tuner (or restore it), run it, and record the outcome."""
+    from ray import tune
+
+    from services.tracking import init_store, start_sweep_run
+    from sweeps.trainable import TrialContext, train_config_dict, train_trial
+
+    t0 = time.monotonic()
+    tracking = _tracking_config(meta, spec)
+    init_store(tracking.tracking_uri)  # migrations once, here, never concurrently in the trials
+    meta.parent_run_id = start_sweep_run(tracking, params=spec.model_dump(mode="json"),
+                                         tags={"htsweep.workdir": meta.workdir})
+    meta.status, meta.driver_pid, meta.driver_host = "running", os.getpid(), socket.gethostname()
+    meta.history.append({"event": "resume" if restore else "run", "time": time.time(), "address": address})
+    meta.save()
+
+    esd_namespace = f"htsweep-{spec.name}"
+    started_ray = False
+    stop = StopSignals()
+    try:
+        stop.__enter__()
+        started_ray = _ensure_ray(address)
+        stop.reclaim()
+        esd_name, esd_handle = None, None
+        if spec.monitor.esd_actor:
+            from services.esd_actor import get_esd_service
+
+            # Keep the handle: a non-detached actor dies when the driver drops its last handle.
+            esd_handle = get_esd_service(ESD_ACTOR_NAME, namespace=esd_namespace, num_gpus=spec.esd_actor.gpu,
+                                         num_cpus=spec.esd_actor.cpu)
+            esd_name = ESD_ACTOR_NAME
+        ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
+                           parent_run_id=meta.parent_run_id, esd_name=esd_name, esd_namespace=esd_namespace,
+                           conv=spec.monitor.conv)
+        trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
+                                        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+        if restore:
+            tuner = tune.Tuner.restore(meta.tune_path, trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, tune_config=_tune_config(spec, meta),
+                               run_config=_run_config(spec, meta, quiet=quiet))
+        results = tuner.fit()
+        n_trials, n_errors = len(results), results.num_errors
+        interrupted = stop.received is not None or n_trials < spec.num_samples
+        del esd_handle
+    except KeyboardInterrupt:
+        meta.status = "interrupted"
+        meta.save()
+        raise
+    finally:
+        stop.__exit__()
+        if spec.monitor.esd_actor:
+            try:
+                from services.esd_actor import shutdown_esd_service
+
+                shutdown_esd_service(ESD_ACTOR_NAME, namespace=esd_namespace)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    _finish(meta, spec, interrupted=interrupted)
+    return SweepOutcome(meta.path, meta.status, n_trials, n_errors, time.monotonic() - t0)
+
+
+def _tune_config(spec: SweepSpec, meta: SweepMeta):
+    """The one place metric and mode are stated."""
+    from ray import tune
+
+    from sweeps.search import make_scheduler, make_searcher
+
+    metric, mode = metric_and_mode(spec.objective)
+    searcher = make_searcher(spec, metric=metric, mode=mode, storage_url=meta.optuna_storage)
+    single = isinstance(metric, str)
+    return tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=make_scheduler(spec),
+        metric=metric if single else None,
+        mode=mode if single else None,
+        num_samples=spec.num_samples,
+        reuse_actors=True,
+    )
+
+
+def _run_config(spec: SweepSpec, meta: SweepMeta, *, quiet: bool):
+    from ray import tune
+
+    from sweeps.progress import ProgressCallback
+
+    return tune.RunConfig(
+        name=TUNE_NAME,
+        storage_path=meta.storage_path,
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[ProgressCallback(spec.num_samples, list(spec.search), quiet=quiet)],
+        verbose=0,
+    )
+
+
+def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool) -> None:
+    """Record the outcome: stale Optuna trials FAIL, parent run ended, ``sweep.json`` status."""
+    from services.tracking import end_sweep_run
+    from sweeps.search import fail_stale_trials
+    from sweeps.status import best_trial, load_trials
+
+    if interrupted:
+        meta.status = "interrupted"
+        meta.save()
+        if meta.parent_run_id:
+            try:
+                end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status="KILLED")
+            except Exception as exc:  # noqa: BLE001 - never hide the interruption behind this
+                log.warning("could not end the sweep's MLflow run: %s", exc)
+        return
+    n_stale = fail_stale_trials(meta.optuna_storage, meta.name)
+    if n_stale:
+        log.warning("marked %d Optuna trial(s) left RUNNING by an earlier driver as FAIL", n_stale)
+    meta.status = "finished"
+    meta.save()
+    metrics: dict[str, float] = {}
+    try:
+        _, _, rows = load_trials(meta.path)
+        best = best_trial(rows)
+        metrics["n_complete"] = float(sum(r.complete for r in rows))
+        if best is not None:
+            metrics.update(best_alpha=best.alpha, best_alpha_error=best.alpha_error, best_test_acc=best.test_acc,
+                           best_trial=float(best.number))
+    except Exception as exc:  # noqa: BLE001 - summary metrics are a nicety
+        log.warning("could not summarize the sweep: %s", exc)
+    if meta.parent_run_id:
+        end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status="FINISHED", metrics=metrics)
+
