@@ -337,8 +337,10 @@ def get_esd_service(
     """Get the sweep's ESD actor by name, creating it if it does not exist.
 
     Call it once in the driver before the trials start: a non-detached actor belongs to the
-    process that created it and dies with it. Options other than ``name``/``namespace`` apply
-    only when the actor is created.
+    process that created it and dies with it. Keep the returned handle for the whole sweep, too:
+    Ray ends a non-detached actor as soon as its creator drops its last handle, and trials would
+    then fall back to in-process analysis after their lookup retries. Options other than
+    ``name``/``namespace`` apply only when the actor is created.
 
     Parameters
     ----------
