@@ -30,7 +30,7 @@ import numpy as np
 
 from sweeps.spec import SweepSpec
 from sweeps.status import TrialRow, best_trial, format_params, load_trials, pareto_front
-from sweeps.workdir import SweepMeta
+from sweeps.workdir import SweepMeta, load_optuna_study
 
 __all__ = ["make_report", "TrialSpectra", "fetch_spectra"]
 
@@ -304,7 +304,7 @@ def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path
     if len(spec.search) < 2:
         return None, "parameter importances need at least two searched parameters"
     try:
-        study = optuna.load_study(study_name=meta.name, storage=meta.optuna_storage)
+        study = load_optuna_study(meta.name, meta.optuna_storage)
         target = (lambda t: t.values[0]) if spec.objective.multi_objective else None
         with warnings.catch_warnings():  # PED-ANOVA's reminder that lower targets are better
             warnings.simplefilter("ignore")

@@ -32,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.objective import ALPHA_AGG, FEASIBLE, TEST_ERROR
 from sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
+from sweeps.workdir import load_optuna_study, open_optuna_storage
 
 __all__ = [
     "search_space",
@@ -197,7 +198,7 @@ def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[
     ray.tune.search.ConcurrencyLimiter
         Wrapping a :class:`ResumableOptunaSearch` whose study is ``spec.name``.
     """
-    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=None)
+    storage = open_optuna_storage(storage_url)
     searcher = ResumableOptunaSearch(
         space=search_space(spec),
         metric=metric,
@@ -232,7 +233,7 @@ def fail_stale_trials(storage_url: str, study_name: str) -> int:
     were orphaned by a hard kill of the driver, and Optuna cannot delete them.
     """
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage_url)
+        study = load_optuna_study(study_name, storage_url)
     except KeyError:
         return 0
     storage = study._storage

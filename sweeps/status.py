@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.spec import SweepSpec
-from sweeps.workdir import SweepMeta, find_workdir
+from sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
 __all__ = ["TrialRow", "load_trials", "best_trial", "pareto_front", "trials_table", "print_status",
            "print_best", "format_params", "make_console"]
@@ -111,7 +111,7 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
     meta = SweepMeta.load(workdir)
     spec = meta.spec()
     try:
-        study = optuna.load_study(study_name=meta.name, storage=meta.optuna_storage)
+        study = load_optuna_study(meta.name, meta.optuna_storage)
     except KeyError:
         return meta, spec, []
     target, min_acc = spec.objective.target_alpha, spec.objective.min_test_accuracy

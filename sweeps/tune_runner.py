@@ -28,7 +28,14 @@ from typing import Any
 
 from sweeps.objective import metric_and_mode
 from sweeps.spec import SpecError, SweepSpec
-from sweeps.workdir import SPEC_FILE, TUNE_NAME, SweepMeta, default_workdir, tracking_uri_for
+from sweeps.workdir import (
+    SPEC_FILE,
+    TUNE_NAME,
+    SweepMeta,
+    default_workdir,
+    load_optuna_study,
+    tracking_uri_for,
+)
 
 __all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config"]
 
@@ -289,7 +296,7 @@ def _completed_in_study(meta: SweepMeta) -> int:
     import optuna
 
     try:
-        study = optuna.load_study(study_name=meta.name, storage=meta.optuna_storage)
+        study = load_optuna_study(meta.name, meta.optuna_storage)
     except KeyError:
         return 0
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
@@ -396,11 +403,23 @@ def _run_config(spec: SweepSpec, meta: SweepMeta, *, quiet: bool):
 
 
 def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool) -> None:
-    """Record the outcome: stale Optuna trials FAIL, parent run ended, ``sweep.json`` status."""
-    from services.tracking import end_sweep_run
+    """Record the outcome: stale Optuna trials FAIL, MLflow journals flushed, parent run ended,
+    ``sweep.json`` status."""
+    from services.tracking import end_sweep_run, flush_buffers
     from sweeps.search import fail_stale_trials
     from sweeps.status import best_trial, load_trials
 
+    # No trial runs any more, so the journals that trials left during a tracking outage can be
+    # replayed now; what still cannot be sent stays on disk for the next resume.
+    try:
+        pending = flush_buffers(_tracking_config(meta, spec), timeout=30.0)
+    except Exception as exc:  # noqa: BLE001 - the journals stay on disk either way
+        pending, reason = -1, str(exc)
+    else:
+        reason = "the tracking server is still unreachable"
+    if pending:
+        log.warning("MLflow writes are still journaled under %s (%s); `htsweep resume` retries them",
+                    meta.path, reason)
     if interrupted:
         meta.status = "interrupted"
         meta.save()

@@ -25,7 +25,10 @@ from typing import Any
 
 from sweeps.spec import SpecError, SweepSpec
 
-__all__ = ["SweepMeta", "TUNE_NAME", "find_workdir", "default_workdir", "tracking_uri_for"]
+__all__ = [
+    "SweepMeta", "TUNE_NAME", "default_workdir", "find_workdir", "load_optuna_study", "open_optuna_storage",
+    "tracking_uri_for",
+]
 
 TUNE_NAME = "tune"
 META_FILE = "sweep.json"
@@ -137,3 +140,33 @@ def find_workdir(workdir: str | Path | None) -> Path:
     if not candidates:
         raise SpecError("no sweep found under ./runs; pass the sweep directory (e.g. `htsweep status runs/quickstart`)")
     return candidates[-1].parent
+
+
+def open_optuna_storage(url: str, *, attempts: int = 20, wait_s: float = 0.25) -> Any:
+    """An Optuna ``RDBStorage`` on ``url``, safe to open while another process creates the store.
+
+    Opening an RDB storage creates its tables and stamps the schema version when they are missing,
+    so two processes opening a new sqlite file at once (the driver creating the study, and
+    ``htsweep status`` or a test polling it) can collide on the version row. The loser retries
+    once the winner is done.
+    """
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        except (IntegrityError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def load_optuna_study(name: str, url: str) -> Any:
+    """``optuna.load_study`` through :func:`open_optuna_storage` (``KeyError`` if there is no such study)."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=open_optuna_storage(url))
