@@ -26,8 +26,10 @@ from analysis.powerlaw_fit import fit_power_law, hill_estimator
 
 __all__ = ["MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix", "analyze_model"]
 
-#: Layers with fewer eigenvalues (M) than this get NaN fit metrics and a ``warning``.
-MIN_FIT_EIGS = 10
+#: Layers with fewer eigenvalues (M) than this get NaN fit metrics and a ``warning``. A tail fitted
+#: to a couple of dozen eigenvalues (a 10-class head, say) is noise, and its alpha would drag the
+#: layer averages a sweep optimizes; 32 is also where the phase classifier stops trusting an ESD.
+MIN_FIT_EIGS = 32
 
 #: Keys of a metrics row, in order (localization adds ``LOCALIZATION_KEYS``).
 ROW_KEYS = (
@@ -82,7 +84,7 @@ def analyze_eigs(eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str
     warnings_: list[str] = []
 
     if x.size < MIN_FIT_EIGS:
-        warnings_.append(f"too small for a power-law fit (M={x.size})")
+        warnings_.append(f"too small for a power-law fit (M={x.size} < {MIN_FIT_EIGS})")
         pl = fit_power_law(x, min_tail=MIN_FIT_EIGS)  # fails cleanly: fewer than min_tail values
         alpha_hill = _NAN
     else:

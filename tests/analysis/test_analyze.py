@@ -56,10 +56,11 @@ def test_localization_flag_adds_keys(gaussian):
     assert 1.6 < row["participation_ratio"] < 2.2
 
 
-def test_small_matrix_gets_nan_fits_and_warning():
-    W = np.random.default_rng(0).standard_normal((20, 8))
+@pytest.mark.parametrize("m", [8, 10, 31])
+def test_small_matrix_gets_nan_fits_and_warning(m):
+    W = np.random.default_rng(0).standard_normal((64, m))  # e.g. a classifier head with m classes
     row = analyze_matrix(W, device="cpu")
-    assert row["warning"] == "too small for a power-law fit (M=8)"
+    assert row["warning"] == f"too small for a power-law fit (M={m} < 32)"
     for key in ("alpha", "alpha_hill", "D", "xmin", "alpha_sigma", "alpha_weighted", "log_alpha_norm"):
         assert math.isnan(row[key]), key
     assert row["stable_rank"] > 1  # eigenvalue-only metrics are still computed

@@ -38,8 +38,8 @@ def test_model_phase_without_linear_layers_uses_all():
 
 def test_layers_too_small_to_fit_do_not_vote():
     rows = [_row("fc1", "linear", "heavy_tailed", 3.0), _row("fc2", "linear", "random_like", math.nan,
-            warning="too small for a power-law fit (M=2)"), _row("fc3", "linear", "random_like", math.nan,
-            warning="too small for a power-law fit (M=2)")]
+            warning="too small for a power-law fit (M=2 < 32)"), _row("fc3", "linear", "random_like", math.nan,
+            warning="too small for a power-law fit (M=2 < 32)")]
     assert model_phase(rows) == "heavy_tailed"
     only_small = [dict(r, kind="linear") for r in rows[1:]]
     assert model_phase(only_small) == "random_like"  # with nothing fitted, the small layers still decide
