@@ -43,8 +43,10 @@ def test_setup_installs_project_and_mlflow_server_on_head(cluster):
     head = " ".join(cluster["head_setup_commands"] + cluster["head_start_ray_commands"])
     assert "mlflow server" in head
     assert "--backend-store-uri \"postgresql://" in head
-    assert "--artifacts-destination \"s3://" in head
+    assert "--artifacts-destination ~/mlartifacts" in head  # proxied through the server to every node
     assert "ray start --head" in head
+    assert cluster["file_mounts"]["~/htsweep"] == "."  # the checkout every node installs from
+    assert "cd ~/htsweep" in setup
 
 
 def test_launch_command_documented():
