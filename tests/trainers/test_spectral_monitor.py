@@ -11,8 +11,6 @@ from trainers_testutils import Recorder, boring_data
 from trainers.monitor import SpectralMonitor, SpectralSnapshot, model_phase, spectral_aggregates
 from trainers.train import TrainConfig, Trainer
 
-pytest.importorskip("analysis.phases")
-
 
 def _row(name, kind, phase, alpha, **kw):
     return {"name": name, "kind": kind, "phase": phase, "alpha": alpha, "alpha_hill": alpha + 0.5,
@@ -37,13 +35,26 @@ def test_model_phase_without_linear_layers_uses_all():
 
 
 def test_layers_too_small_to_fit_do_not_vote():
-    rows = [_row("fc1", "linear", "heavy_tailed", 3.0), _row("fc2", "linear", "random_like", math.nan,
-            warning="too small for a power-law fit (M=2 < 32)"), _row("fc3", "linear", "random_like", math.nan,
-            warning="too small for a power-law fit (M=2 < 32)")]
+    rows = [_row("fc1", "linear", "heavy_tailed", 3.0, m=64), _row("fc2", "linear", "random_like", math.nan,
+            m=2, warning="too small for a power-law fit (M=2 < 32)"), _row("fc3", "linear", "random_like",
+            math.nan, m=2, warning="too small for a power-law fit (M=2 < 32)")]
     assert model_phase(rows) == "heavy_tailed"
     only_small = [dict(r, kind="linear") for r in rows[1:]]
     assert model_phase(only_small) == "random_like"  # with nothing fitted, the small layers still decide
     assert math.isnan(spectral_aggregates(only_small)["alpha_last"])
+
+
+def test_rank_collapsed_layers_vote_although_their_fit_failed():
+    # Real rows: two 256x128 dense layers of rank 8 and one random layer. The collapsed layers'
+    # power-law fits fail (a warning), but their phase must still decide the model's phase.
+    from analysis.analyze import analyze_matrix
+
+    rng = np.random.default_rng(0)
+    low_rank = [rng.standard_normal((256, 8)) @ rng.standard_normal((8, 128)) for _ in range(2)]
+    rows = [dict(analyze_matrix(W, name=f"fc{i}", device="cpu"), kind="linear") for i, W in enumerate(low_rank)]
+    rows.append(dict(analyze_matrix(rng.standard_normal((256, 128)), name="fc9", device="cpu"), kind="linear"))
+    assert [r["phase"] for r in rows] == ["rank_collapse", "rank_collapse", "random_like"]
+    assert model_phase(rows) == "rank_collapse"
 
 
 def test_spectral_aggregates():
@@ -84,7 +95,6 @@ class _FakeAnalyzer:
 
 
 def test_monitor_with_a_custom_analyzer_feeds_on_report():
-    pytest.importorskip("analysis.layers")
     fake, rec = _FakeAnalyzer(), Recorder()
     mon = SpectralMonitor(fake)
     cfg = TrainConfig(model="mlp3", dataset="digits", steps=4, batch_size=32, eval_every=2, spectral_every=2,
@@ -105,7 +115,6 @@ def test_monitor_argument_errors():
 
 
 def test_default_in_process_analyzer_on_a_real_model():
-    pytest.importorskip("analysis.analyze")
     mon = SpectralMonitor()
     cfg = TrainConfig(model="lenet5", dataset="digits", steps=3, batch_size=32, eval_every=0, spectral_every=0,
                       data_kwargs={"max_train": 200})
