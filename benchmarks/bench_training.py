@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import Benchmark, best_time  # noqa: E402
 from trainers.data import DataBundle, load_dataset  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import TrainConfig, Trainer  # noqa: E402
@@ -66,7 +67,7 @@ def _trainer(model: str, steps: int, callbacks: list | None = None, spectral_eve
     return Trainer(cfg, callbacks or [], data=data)
 
 
-class TrainStep:
+class TrainStep(Benchmark):
     """Optimizer steps per second (forward + backward + step), no evaluation or monitoring."""
 
     params = [list(CASES)]
@@ -84,7 +85,7 @@ class TrainStep:
             t._train_step(*t.batcher.next()[:2])
 
 
-class MonitorOverhead:
+class MonitorOverhead(Benchmark):
     """One spectral analysis of the whole model (``SpectralMonitor.on_monitor``)."""
 
     params = [list(CASES)]
@@ -98,15 +99,6 @@ class MonitorOverhead:
 
     def time_monitor(self, model: str) -> None:
         self.monitor.on_monitor(self.trainer, self.trainer.model, 0)
-
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _end_to_end(model: str, steps: int, every: int) -> dict[str, float]:
@@ -132,9 +124,9 @@ def main() -> None:
     for model in args.models:
         ts, mo = TrainStep(), MonitorOverhead()
         ts.setup(model)
-        step_s = _best_of(lambda m=model, t=ts: t.time_steps(m), args.repeats) / TrainStep.steps
+        step_s = best_time(lambda m=model, t=ts: t.time_steps(m), repeat=args.repeats) / TrainStep.steps
         mo.setup(model)
-        mon_s = _best_of(lambda m=model, o=mo: o.time_monitor(m), args.repeats)
+        mon_s = best_time(lambda m=model, o=mo: o.time_monitor(m), repeat=args.repeats)
         every = CASES[model][2]
         overhead = 100.0 * mon_s / (mon_s + every * step_s)
         min_every = mon_s / (0.05 / 0.95 * step_s)
