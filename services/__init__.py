@@ -21,7 +21,7 @@ _EXPORTS = {
     "shutdown_esd_service": "services.esd_actor",
     "TrackingConfig": "services.tracking",
     "MlflowTrialLogger": "services.tracking",
-    "default_tracking_uri": "services.tracking",
+    "default_tracking_uri": "services.tracking_uri",
     "end_sweep_run": "services.tracking",
     "flush_buffers": "services.tracking",
     "init_store": "services.tracking",

@@ -39,10 +39,10 @@ import numpy as np
 
 try:
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 except ImportError:  # pragma: no cover - soft optional dependency
     ray = None
-    GetTimeoutError = RayActorError = None  # type: ignore[assignment,misc]
+    ActorDiedError = GetTimeoutError = RayActorError = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "DEFAULT_NAME",
@@ -112,8 +112,9 @@ class LayerPayload:
 def analyze_payloads(layers: Sequence[Any], *, device: str | None = None) -> list[dict[str, Any]]:
     """Metrics rows for many layers: one batched ESD per shape, then per-layer fits and phase.
 
-    The same computation as :func:`analysis.analyze.analyze_layers`; the actor calls it on the
-    matrices of many requests at once.
+    :func:`analysis.analyze.analyze_layers` on payloads (it reads only ``name``, ``kind``, ``n``,
+    ``m`` and ``matrix``); the actor calls it on the matrices of many requests at once, so equal
+    shapes from different requests share one ``eigvalsh``.
 
     Parameters
     ----------
@@ -126,17 +127,9 @@ def analyze_payloads(layers: Sequence[Any], *, device: str | None = None) -> lis
     list of dict
         One row per layer, in order, with ``"kind"`` and ``"eigs"`` (ndarray of shape (m,)).
     """
-    from analysis.analyze import analyze_eigs
-    from analysis.esd import esd_batch
+    from analysis.analyze import analyze_layers
 
-    eig_list = esd_batch(list(layers), device=device)
-    rows = []
-    for layer, eigs in zip(layers, eig_list, strict=True):
-        row = dict(analyze_eigs(eigs, n=int(layer.n), m=int(layer.m), name=str(layer.name)))
-        row["kind"] = str(layer.kind)
-        row["eigs"] = eigs
-        rows.append(row)
-    return rows
+    return analyze_layers(list(layers), device=device)
 
 
 class ESDService:
@@ -424,6 +417,9 @@ class ActorAnalyzer:
     ----------
     n_calls, n_retries, n_fallbacks : int
         Calls made, failed attempts retried, calls answered in-process.
+    gone : bool
+        The actor died and its name is no longer registered (killed for good): later calls go
+        straight to in-process analysis.
     """
 
     def __init__(self, handle: Any = None, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 4.0,
@@ -436,6 +432,7 @@ class ActorAnalyzer:
         self.timeout, self.fallback = float(timeout), bool(fallback)
         self.name, self.namespace, self.device = name, namespace, device
         self.n_calls = self.n_retries = self.n_fallbacks = 0
+        self.gone = False
 
     @classmethod
     def by_name(cls, name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_NAMESPACE, **kwargs: Any) -> ActorAnalyzer:
@@ -447,12 +444,14 @@ class ActorAnalyzer:
             self.handle = ray.get_actor(self.name, namespace=self.namespace)
         return self.handle
 
-    def _relookup(self) -> None:
+    def _relookup(self, exc: BaseException) -> None:
         """After a failure, pick up a replacement actor registered under the same name, if any."""
         try:
             self.handle = ray.get_actor(self.name, namespace=self.namespace)
         except ValueError:
-            pass
+            # Died (not restarting) and no successor under its name: killed for good or its driver
+            # is gone, and retrying every later call would only add the whole backoff each time.
+            self.gone = isinstance(exc, ActorDiedError)
 
     def __call__(self, layers: list[Any], step: int) -> list[dict[str, Any]]:
         """Metrics rows (with ``"eigs"``) for ``layers``, computed by the shared actor."""
@@ -463,6 +462,8 @@ class ActorAnalyzer:
             return []
         if not ray.is_initialized():  # ray.put would silently start a private Ray with no actor
             return self._in_process(layers, step, RuntimeError("Ray is not initialized in this process"))
+        if self.gone:
+            return self._in_process(layers, step, None)
         # One object for the request: numpy buffers are stored zero-copy, and a retry re-sends
         # only the reference, never the weights.
         refs = [ray.put([LayerPayload.from_layer(layer) for layer in layers])]
@@ -484,7 +485,9 @@ class ActorAnalyzer:
                     break  # an overloaded actor gets no extra load from us
                 except RayActorError as exc:
                     last_exc = exc
-                    self._relookup()
+                    self._relookup(exc)
+                    if self.gone:
+                        break
             if attempt < self.retries:
                 self.n_retries += 1
                 log.info("ESD actor unavailable (%s); retry %d/%d in %.1f s",
@@ -496,9 +499,11 @@ class ActorAnalyzer:
     def _in_process(self, layers: list[Any], step: int, exc: BaseException | None) -> list[dict[str, Any]]:
         """The last resort: analyze here (or raise ``exc`` when ``fallback`` is off)."""
         if not self.fallback:
-            raise exc  # type: ignore[misc]
+            raise exc or RuntimeError(f"ESD actor {self.namespace}/{self.name} is gone")
         self.n_fallbacks += 1
-        log.warning("ESD actor unavailable (%s); analyzing step %s in-process", exc, step)
+        if exc is not None or self.n_fallbacks == 1:
+            gone = " (gone for good: later steps too)" if self.gone else ""
+            log.warning("ESD actor unavailable (%s)%s; analyzing step %s in-process", exc, gone, step)
         from analysis.analyze import analyze_layers
 
         return analyze_layers(layers, device=self.device)

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MlflowServer", "free_port", "serve_ui", "start_server", "wait_for_health"]
+__all__ = ["MlflowServer", "check_port_free", "free_port", "serve_ui", "start_server", "wait_for_health"]
 
 LOCALHOST = "127.0.0.1"
 
@@ -34,6 +34,21 @@ def free_port(host: str = LOCALHOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int, host: str = LOCALHOST) -> None:
+    """Raise ``RuntimeError`` if ``host:port`` cannot be bound (0 always can).
+
+    A taken port otherwise shows only as the server exiting before ``/health``, after seconds of
+    startup and with the reason buried in its log.
+    """
+    if not port:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            raise RuntimeError(f"port {port} is in use; try --port 0") from None
 
 
 def wait_for_health(url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -222,22 +237,36 @@ def start_server(
     return server
 
 
-def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False) -> None:
+def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False,
+             backend_store_uri: str | None = None) -> None:
     """Serve the MLflow UI for a sweep's store on 127.0.0.1 until Ctrl-C (``htsweep ui``).
 
     Parameters
     ----------
     workdir : Path
-        The sweep directory holding ``mlflow.db`` and ``mlartifacts/``.
+        The sweep directory (``mlartifacts/``, and ``mlflow.db`` unless ``backend_store_uri``).
     port : int, default=5000
         TCP port; 0 picks a free one.
     open_browser : bool, default=False
         Open the URL in the default web browser once the server is up.
+    backend_store_uri : str, optional
+        The sweep's tracking store (``sweep.json``'s ``tracking_uri``); default
+        ``sqlite:///<workdir>/mlflow.db``.
+
+    Raises
+    ------
+    RuntimeError
+        ``port`` is in use, or the server exited before it answered.
+    TimeoutError
+        The server did not answer in time.
     """
     workdir = Path(workdir)
-    if not (workdir / "mlflow.db").exists():
-        print(f"note: {workdir / 'mlflow.db'} does not exist yet; starting an empty store", file=sys.stderr)
-    server = start_server(workdir, port=port)
+    backend_store_uri = backend_store_uri or f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+    check_port_free(port)
+    if backend_store_uri.startswith("sqlite:///") and not Path(backend_store_uri[len("sqlite:///"):]).exists():
+        print(f"note: {backend_store_uri[len('sqlite:///'):]} does not exist yet; starting an empty store",
+              file=sys.stderr)
+    server = start_server(workdir, backend_store_uri=backend_store_uri, port=port)
     print(f"MLflow UI for {workdir}: {server.url}  (Ctrl-C to stop)", flush=True)
     if open_browser:
         import webbrowser

@@ -48,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from services.buffer import LOCAL_PREFIX, BufferedClient, ensure_run
+from services.buffer import LOCAL_PREFIX, BufferedClient, _require_mlflow, ensure_run
+from services.tracking_uri import default_tracking_uri
 
 try:
     import mlflow
@@ -73,28 +74,9 @@ TRIAL_TAG = "trial_id"
 SWEEP_TAG = "htsweep.sweep"  # on every run of the sweep (parent and trials)
 SWEEP_RUN_TAG = "htsweep.sweep_run"  # only on the parent run: how a resumed sweep finds it
 ROLE_TAG = "htsweep.role"  # "sweep" or "trial"
-#: Per-layer row fields logged as ``<field>/<layer>`` when the aggregates lack them.
-LAYER_FIELDS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "n_spikes")
 _KEY_BAD = re.compile(r"[^\w\-./ :]")
 _REMOTE_SCHEMES = ("http://", "https://", "databricks")
 _initialized: set[str] = set()
-
-
-def _require_mlflow() -> None:
-    if mlflow is None:
-        raise ImportError("MLflow tracking needs mlflow: pip install 'mlflow>=2.16'")
-
-
-def default_tracking_uri(workdir: str | Path) -> str:
-    """The tracking URI for a sweep directory.
-
-    ``$HTSWEEP_TRACKING_URI``, else ``$MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<workdir>/mlflow.db`` (absolute).
-    """
-    for var in ("HTSWEEP_TRACKING_URI", "MLFLOW_TRACKING_URI"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +147,7 @@ class TrackingConfig:
         work = Path(workdir).resolve()
         kwargs.setdefault("artifacts", str(work / "mlartifacts"))
         kwargs.setdefault("buffer_dir", str(work / "mlbuffer"))
-        return cls(tracking_uri or default_tracking_uri(work), experiment=experiment, **kwargs)
+        return cls(default_tracking_uri(work, tracking_uri), experiment=experiment, **kwargs)
 
     @property
     def is_remote(self) -> bool:
@@ -246,7 +228,8 @@ def flatten_params(params: Mapping[str, Any], *, prefix: str = "") -> dict[str, 
 
 
 def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None = None,
-                    tags: Mapping[str, str] | None = None, run_name: str | None = None) -> str:
+                    tags: Mapping[str, str] | None = None, run_name: str | None = None,
+                    sweep_id: str | None = None) -> str:
     """Create (or re-open, on resume) the sweep's parent run; driver side, unbuffered.
 
     Parameters
@@ -259,6 +242,10 @@ def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None 
         Extra tags.
     run_name : str, optional
         Display name; default ``"sweep:<experiment>"``.
+    sweep_id : str, optional
+        Unique id of this sweep (kept in ``sweep.json``): the run tagged ``htsweep.sweep_run`` with
+        it is re-opened on resume. None falls back to the experiment name, which a later sweep
+        of the same spec on a shared server would share.
 
     Returns
     -------
@@ -269,7 +256,7 @@ def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None 
     init_store(config.tracking_uri)
     client = mlflow.MlflowClient(config.tracking_uri)
     run_id = ensure_run(
-        client, experiment=config.experiment, match=(SWEEP_RUN_TAG, config.experiment),
+        client, experiment=config.experiment, match=(SWEEP_RUN_TAG, sweep_id or config.experiment),
         artifact_location=config.artifact_location(),
         tags={ROLE_TAG: "sweep", SWEEP_TAG: config.experiment, **dict(tags or {})}, run_name=run_name or f"sweep:{config.experiment}",
     )
@@ -309,12 +296,14 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
     """
     _require_mlflow()
     config.configure_http()
+    # ``timeout`` bounds the whole call: a sweep with many journals must not wait once per trial.
+    deadline = time.monotonic() + timeout
     left = 0
     for journal in sorted(config.resolved_buffer_dir().glob("*.jsonl")):
         if journal.name.endswith(".rejected.jsonl"):
             continue
         buf = BufferedClient(config.tracking_uri, journal=journal, retry_interval=0.0)
-        buf.flush(timeout=timeout)
+        buf.flush(timeout=max(0.0, deadline - time.monotonic()))
         left += buf.pending
     return left
 
@@ -452,25 +441,19 @@ class MlflowTrialLogger(Callback):
     def on_report(self, trainer: Any, model: Any, step: int, metrics: Mapping[str, Any]) -> None:
         """Log train/test metrics, spectral aggregates and per-layer metrics for ``step``."""
         step = int(step)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(metrics)  # the monitor already merged the spectral aggregates
         tags: dict[str, str] = {}
         snapshot = getattr(trainer, "spectral", None)
         new_snapshot = snapshot is not None and snapshot.step != self._last_spectral_step
         if new_snapshot:
-            from trainers.monitor import model_phase, spectral_aggregates
+            from trainers.monitor import model_phase
 
             rows = list(snapshot.rows)
-            values.update(spectral_aggregates(rows))
             for row in rows:
-                name = str(row["name"])
-                for field in LAYER_FIELDS:
-                    if field in row:
-                        values.setdefault(f"{field}/{name}", row[field])
-                tags[_key(f"phase.{name}")] = str(row.get("phase", ""))
+                tags[_key(f"phase.{row['name']}")] = str(row.get("phase", ""))
             if rows:
                 tags["phase"] = model_phase(rows)
                 tags["phase_step"] = str(snapshot.step)
-        values.update(metrics)
         ts = int(time.time() * 1000)
         rows_out = [[_key(k), float(v), ts, step] for k, v in values.items()
                     if k != "step" and _is_number(v)]

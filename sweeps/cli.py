@@ -126,7 +126,7 @@ def ui(
         meta = SweepMeta.load(path)
     except SpecError as exc:
         _fail(exc)
-    if not meta.tracking_uri.startswith("sqlite:"):
+    if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
         typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead.")
         raise typer.Exit(code=0)
     import signal
@@ -135,7 +135,10 @@ def ui(
         raise KeyboardInterrupt  # serve_ui stops the server's process group on Ctrl-C; same for SIGTERM
 
     signal.signal(signal.SIGTERM, _stop)
-    serve_ui(path, port=port, open_browser=open_browser)
+    try:
+        serve_ui(path, port=port, open_browser=open_browser, backend_store_uri=meta.tracking_uri)
+    except (RuntimeError, TimeoutError) as exc:  # port taken, server died or never answered
+        _fail(exc)
 
 
 @app.command()

@@ -9,12 +9,17 @@ console or other unpicklable object between runs (it re-creates them in ``setup`
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
 from ray import tune
 
-__all__ = ["ProgressCallback"]
+__all__ = ["QUIET_ENV", "ProgressCallback"]
+
+#: ``"1"``/``"0"`` overrides ``quiet`` when the callback is set up; the sweep's driver sets it on
+#: every run and resume, since ``Tuner.restore`` unpickles the callback with its old ``quiet``.
+QUIET_ENV = "HTSWEEP_QUIET"
 
 
 def _f(value: Any, fmt: str = ".3g") -> str:
@@ -33,7 +38,8 @@ class ProgressCallback(tune.Callback):
     param_names : list of str
         Hyperparameters shown when a trial starts.
     quiet : bool, default=False
-        Only starts, completions and errors (no per-report lines).
+        Only starts, completions and errors (no per-report lines); ``$HTSWEEP_QUIET`` overrides it
+        at :meth:`setup`.
     """
 
     def __init__(self, num_samples: int, param_names: list[str], *, quiet: bool = False) -> None:
@@ -51,9 +57,12 @@ class ProgressCallback(tune.Callback):
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
-        """Create the console (also after a restore)."""
+        """Create the console (also after a restore) and read ``$HTSWEEP_QUIET``."""
         from sweeps.status import make_console
 
+        env = os.environ.get(QUIET_ENV)
+        if env is not None:
+            self.quiet = env.strip() not in ("", "0")
         self._console = make_console()
         self._t0 = time.monotonic()
 

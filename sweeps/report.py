@@ -171,11 +171,9 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
     return path
 
 
-def _phase_axis(ax, phases: list[str]) -> dict[str, int]:
-    try:
-        from analysis.phases import PHASES
-    except ImportError:  # pragma: no cover - analysis is a hard dependency of the package
-        PHASES = tuple(sorted(set(phases)))
+def _phase_axis(ax) -> dict[str, int]:
+    from analysis.phases import PHASES
+
     order = {p: i for i, p in enumerate(PHASES)}
     ax.set_yticks(range(len(PHASES)))
     ax.set_yticklabels(PHASES, fontsize=6)
@@ -211,7 +209,7 @@ def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[
         a1.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target")
         a1.set_ylabel(f"alpha ({spec.objective.aggregate})")
         a1.legend(fontsize=7)
-        order = _phase_axis(a2, [r.phase for r in done])
+        order = _phase_axis(a2)
         a2.scatter(x, [order.get(r.phase, -1) for r in done], c=colors, s=28, edgecolor="k", lw=0.4)
         a2.set_ylabel("model phase")
         if cats is not None:

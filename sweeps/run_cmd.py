@@ -72,7 +72,7 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
     spec = SweepSpec.from_yaml(spec_path)
     _quiet_libraries()
     from sweeps.tune_runner import run_sweep
-    from sweeps.workdir import default_workdir
+    from sweeps.workdir import choose_workdir
 
     console = make_console()
     target = target_alpha if target_alpha is not None else spec.objective.target_alpha
@@ -80,11 +80,13 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
                   f"{spec.num_samples if not smoke_test else 'smoke-test'} trials "
                   f"({spec.max_concurrent_trials} at a time), target alpha {target:g}, sampler {spec.sampler_type}"
                   + (f", Ray at {address}" if address else ", local Ray"))
+    # Chosen here, once: the resume hint after an abort must name the directory run_sweep used.
+    workdir = choose_workdir(spec, workdir)
     try:
         outcome = run_sweep(spec, address=address, workdir=workdir, target_alpha=target_alpha,
                             smoke_test=smoke_test, quiet=quiet, overwrite=overwrite)
     except KeyboardInterrupt:
-        return _aborted(console, workdir or default_workdir(spec))
+        return _aborted(console, workdir)
     summarize(outcome.workdir, status=outcome.status, elapsed_s=outcome.elapsed_s, report=report)
     return 0 if outcome.status == "finished" else 130
 

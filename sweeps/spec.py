@@ -214,7 +214,7 @@ class TrackingSpec(_Strict):
     uri: str | None = None
     experiment: str | None = None
     artifacts: str | None = Field(None, description="Artifact root for a new experiment (default <workdir>/mlartifacts).")
-    figure_every: int = Field(0, ge=0, description="Log ESD PNGs every N reports (0: only the final one).")
+    figure_every: int = Field(0, ge=0, description="Log ESD PNGs every N spectral snapshots (0: only the final one).")
 
 
 # --------------------------------------------------------------------------- the spec

@@ -191,12 +191,28 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     except FloatingPointError as exc:
         # Divergence is an outcome of the hyperparameters, not a fault to retry: report it as the
         # worst feasible-less result so the sampler learns to avoid the region.
-        tune.report(diverged_result(trainer, ctx.objective, str(exc)))
+        tune.report(diverged_result(trainer, ctx.objective, str(exc), logger=logger))
 
 
-def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str) -> dict[str, Any]:
-    """The final result of a trial whose loss became non-finite (objective: twice the penalty)."""
+def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str, *, logger: Any = None) -> dict[str, Any]:
+    """The final result of a trial whose loss became non-finite (objective: twice the penalty).
+
+    Carries the same links as every other report (``mlflow_run_id`` from ``logger``, ``node_id``,
+    and ``phase`` of the last spectral snapshot), so status and report still find the trial's run.
+    """
     terms = evaluate({}, objective)
     terms.update(objective=2.0 * objective.penalty, alpha_error=2.0 * objective.penalty, feasible=0.0)
-    return {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms}
+    out = {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms}
+    snapshot = getattr(trainer, "spectral", None)
+    if snapshot is not None and snapshot.rows:
+        from trainers.monitor import model_phase
+
+        out["phase"] = model_phase(snapshot.rows)
+    node_id = _node_id()
+    if node_id:
+        out["node_id"] = node_id
+    run_id = getattr(logger, "run_id", None) if logger is not None else None
+    if run_id:
+        out["mlflow_run_id"] = run_id
+    return out
 

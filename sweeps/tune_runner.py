@@ -7,7 +7,7 @@ an Optuna study in ``sqlite:///<workdir>/optuna.db``. Ctrl-C (SIGINT) makes Tune
 return; the sweep is then ``interrupted`` and :func:`resume_sweep` continues it with
 ``Tuner.restore`` on the same study.
 
-Resume after a hard kill (``STACK_NOTES.md``): the searcher tolerates results for trials the study
+Resume after a hard kill (``shared/STACK_NOTES.md``): the searcher tolerates results for trials the study
 already finished (:class:`sweeps.search.ResumableOptunaSearch`), and at the end of every complete
 run Optuna trials left RUNNING by a dead driver are marked FAIL. If Tune never saved any state,
 the sweep restarts with only the missing number of trials.
@@ -22,26 +22,26 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.tracking_uri import default_tracking_uri
 from sweeps.objective import metric_and_mode
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.workdir import (
     SPEC_FILE,
     TUNE_NAME,
     SweepMeta,
-    default_workdir,
+    choose_workdir,
+    esd_namespace_for,
     load_optuna_study,
-    tracking_uri_for,
 )
 
 __all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config"]
 
 log = logging.getLogger(__name__)
-
-ESD_ACTOR_NAME = "htsweep-esd"
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
     address : str, optional
         Ray cluster address (``"auto"``, ``"127.0.0.1:6379"``); default a local Ray.
     workdir : str or Path, optional
-        Sweep directory; default ``spec.workdir`` or ``runs/<name>`` (``runs/<name>-2`` ... if taken).
+        Sweep directory; default :func:`sweeps.workdir.choose_workdir` (``spec.workdir`` or
+        ``runs/<name>``, ``runs/<name>-2`` ... if taken).
         A given directory must not hold a sweep yet, unless ``overwrite``.
     target_alpha : float, optional
         Overrides ``objective.target_alpha``.
@@ -219,7 +220,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
     Raises
     ------
     SpecError
-        The workdir already holds a sweep, or the trainer rejects the settings.
+        The workdir already holds a sweep, the trainer rejects the settings, or the MLflow
+        tracking server cannot be reached.
     """
     if target_alpha is not None:
         spec = spec.with_overrides(**{"objective.target_alpha": float(target_alpha)})
@@ -227,14 +229,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
         spec = smoke_spec(spec)
     check_train_config(spec)
     check_ray_address(address)
-    if workdir is not None:
-        path = Path(workdir).resolve()
-    else:  # runs/<name>, or runs/<name>-2, -3 ... when earlier sweeps of this spec are there
-        base = path = default_workdir(spec).resolve()
-        n = 1
-        while (path / "sweep.json").exists():
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
+    path = choose_workdir(spec, workdir)
     if (path / "sweep.json").exists():
         status = SweepMeta.load(path).status
         if overwrite and not SweepMeta.load(path).driver_alive():
@@ -245,11 +240,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
             raise SpecError(f"{path} already holds a sweep ({status}); {hint}")
     path.mkdir(parents=True, exist_ok=True)
     spec.to_yaml(path / SPEC_FILE)
+    from sweeps.search import optuna_storage_url
+
     meta = SweepMeta(
-        name=spec.name, workdir=str(path), tracking_uri=tracking_uri_for(spec, path),
-        optuna_storage=spec.optuna_storage or f"sqlite:///{path}/optuna.db",
+        name=spec.name, workdir=str(path), tracking_uri=default_tracking_uri(path, spec.tracking.uri),
+        optuna_storage=optuna_storage_url(spec, str(path)),
         storage_path=spec.storage_path or str(path), experiment=spec.tracking.experiment or spec.name,
-        address=address,
+        address=address, sweep_id=uuid.uuid4().hex, esd_namespace=esd_namespace_for(spec.name, path),
     )
     meta.save()
     return _execute(meta, spec, restore=False, address=address, quiet=quiet)
@@ -302,37 +299,71 @@ def _completed_in_study(meta: SweepMeta) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
+def _open_parent_run(meta: SweepMeta, spec: SweepSpec, tracking: Any) -> str:
+    """Initialize the store and create or re-open the sweep's MLflow run, failing in one line."""
+    from services.tracking import init_store, start_sweep_run
+
+    # MLflow's default HTTP retries block ~4 minutes per call when the server is down.
+    tracking.configure_http()
+    try:
+        init_store(tracking.tracking_uri)  # migrations once, here, never concurrently in the trials
+        return start_sweep_run(tracking, params=spec.model_dump(mode="json"),
+                               tags={"htsweep.workdir": meta.workdir}, sweep_id=meta.sweep_id)
+    except Exception as exc:  # noqa: BLE001 - any failure here means no usable store
+        what = "reach the MLflow tracking server" if tracking.is_remote else "open the MLflow tracking store"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"cannot {what} at {tracking.tracking_uri}: {first[:300]}") from None
+
+
+def _end_parent_run(meta: SweepMeta, spec: SweepSpec, status: str, metrics: dict[str, float] | None = None) -> None:
+    if not meta.parent_run_id:
+        return
+    from services.tracking import end_sweep_run
+
+    try:
+        end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status=status, metrics=metrics)
+    except Exception as exc:  # noqa: BLE001 - the sweep's own outcome is already recorded
+        log.warning("could not end the sweep's MLflow run: %s", exc)
+
+
 def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | None, quiet: bool) -> SweepOutcome:
     """Build the Tuner (or restore it), run it, and record the outcome."""
     from ray import tune
 
-    from services.tracking import init_store, start_sweep_run
+    from services.esd_actor import DEFAULT_NAME as ESD_NAME
+    from sweeps.progress import QUIET_ENV
     from sweeps.trainable import TrialContext, train_config_dict, train_trial
 
     t0 = time.monotonic()
     tracking = _tracking_config(meta, spec)
-    init_store(tracking.tracking_uri)  # migrations once, here, never concurrently in the trials
-    meta.parent_run_id = start_sweep_run(tracking, params=spec.model_dump(mode="json"),
-                                         tags={"htsweep.workdir": meta.workdir})
+    # Sweeps from before these fields get them now, kept in sweep.json for later resumes.
+    meta.sweep_id = meta.sweep_id or uuid.uuid4().hex
+    meta.esd_namespace = meta.esd_namespace or esd_namespace_for(meta.name, meta.workdir)
     meta.status, meta.driver_pid, meta.driver_host = "running", os.getpid(), socket.gethostname()
     meta.history.append({"event": "resume" if restore else "run", "time": time.time(), "address": address})
     meta.save()
 
-    esd_namespace = f"htsweep-{spec.name}"
+    esd_namespace = meta.esd_namespace
+    esd_name: str | None = None
     started_ray = False
     stop = StopSignals()
+    # Tuner.restore brings back the pickled ProgressCallback with the first run's setting.
+    quiet_before = os.environ.get(QUIET_ENV)
+    os.environ[QUIET_ENV] = "1" if quiet else "0"
     try:
+        meta.parent_run_id = _open_parent_run(meta, spec, tracking)
+        meta.save()
         stop.__enter__()
         started_ray = _ensure_ray(address)
         stop.reclaim()
-        esd_name, esd_handle = None, None
+        esd_handle = None
         if spec.monitor.esd_actor:
             from services.esd_actor import get_esd_service
 
             # Keep the handle: a non-detached actor dies when the driver drops its last handle.
-            esd_handle = get_esd_service(ESD_ACTOR_NAME, namespace=esd_namespace, num_gpus=spec.esd_actor.gpu,
+            esd_handle = get_esd_service(ESD_NAME, namespace=esd_namespace, num_gpus=spec.esd_actor.gpu,
                                          num_cpus=spec.esd_actor.cpu)
-            esd_name = ESD_ACTOR_NAME
+            esd_name = ESD_NAME
         ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
                            parent_run_id=meta.parent_run_id, esd_name=esd_name, esd_namespace=esd_namespace,
                            conv=spec.monitor.conv)
@@ -351,21 +382,39 @@ def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | 
         meta.status = "interrupted"
         meta.save()
         raise
+    except Exception:
+        _mark_failed(meta, spec)
+        raise
     finally:
         stop.__exit__()
-        if spec.monitor.esd_actor:
+        if quiet_before is None:
+            os.environ.pop(QUIET_ENV, None)
+        else:
+            os.environ[QUIET_ENV] = quiet_before
+        if esd_name:
             try:
                 from services.esd_actor import shutdown_esd_service
 
-                shutdown_esd_service(ESD_ACTOR_NAME, namespace=esd_namespace)
+                shutdown_esd_service(ESD_NAME, namespace=esd_namespace)
             except Exception:  # noqa: BLE001 - best effort
                 pass
         if started_ray:
             import ray
 
             ray.shutdown()
-    _finish(meta, spec, interrupted=interrupted)
+    try:
+        _finish(meta, spec, interrupted=interrupted)
+    except Exception:
+        _mark_failed(meta, spec)
+        raise
     return SweepOutcome(meta.path, meta.status, n_trials, n_errors, time.monotonic() - t0)
+
+
+def _mark_failed(meta: SweepMeta, spec: SweepSpec) -> None:
+    # Otherwise sweep.json and the parent run would say "running" forever.
+    meta.status = "failed"
+    meta.save()
+    _end_parent_run(meta, spec, "FAILED")
 
 
 def _tune_config(spec: SweepSpec, meta: SweepMeta):
@@ -405,7 +454,7 @@ def _run_config(spec: SweepSpec, meta: SweepMeta, *, quiet: bool):
 def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool) -> None:
     """Record the outcome: stale Optuna trials FAIL, MLflow journals flushed, parent run ended,
     ``sweep.json`` status."""
-    from services.tracking import end_sweep_run, flush_buffers
+    from services.tracking import flush_buffers
     from sweeps.search import fail_stale_trials
     from sweeps.status import best_trial, load_trials
 
@@ -423,11 +472,7 @@ def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool) -> None:
     if interrupted:
         meta.status = "interrupted"
         meta.save()
-        if meta.parent_run_id:
-            try:
-                end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status="KILLED")
-            except Exception as exc:  # noqa: BLE001 - never hide the interruption behind this
-                log.warning("could not end the sweep's MLflow run: %s", exc)
+        _end_parent_run(meta, spec, "KILLED")
         return
     n_stale = fail_stale_trials(meta.optuna_storage, meta.name)
     if n_stale:
@@ -444,6 +489,5 @@ def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool) -> None:
                            best_trial=float(best.number))
     except Exception as exc:  # noqa: BLE001 - summary metrics are a nicety
         log.warning("could not summarize the sweep: %s", exc)
-    if meta.parent_run_id:
-        end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status="FINISHED", metrics=metrics)
+    _end_parent_run(meta, spec, "FINISHED", metrics)
 

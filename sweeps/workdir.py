@@ -16,6 +16,7 @@ Reading these needs neither Ray nor MLflow, so ``status``/``best`` stay quick.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -26,8 +27,8 @@ from typing import Any
 from sweeps.spec import SpecError, SweepSpec
 
 __all__ = [
-    "SweepMeta", "TUNE_NAME", "default_workdir", "find_workdir", "load_optuna_study", "open_optuna_storage",
-    "tracking_uri_for",
+    "SweepMeta", "TUNE_NAME", "choose_workdir", "default_workdir", "esd_namespace_for", "find_workdir",
+    "load_optuna_study", "open_optuna_storage",
 ]
 
 TUNE_NAME = "tune"
@@ -57,6 +58,10 @@ class SweepMeta:
         ``running``, ``interrupted``, ``finished`` or ``failed``.
     driver_pid, driver_host : int, str or None
         The process running the sweep (so a second driver is refused while it lives).
+    sweep_id : str or None
+        Unique id of this sweep; tags its MLflow parent run (``None`` in sweeps older than it).
+    esd_namespace : str or None
+        Ray namespace of the sweep's ESD actor (``None``: older sweeps, see :func:`esd_namespace_for`).
     """
 
     name: str
@@ -70,6 +75,8 @@ class SweepMeta:
     status: str = "running"
     driver_pid: int | None = None
     driver_host: str | None = None
+    sweep_id: str | None = None
+    esd_namespace: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def driver_alive(self) -> bool:
@@ -121,9 +128,30 @@ def default_workdir(spec: SweepSpec) -> Path:
     return Path(spec.workdir) if spec.workdir else Path("runs") / spec.name
 
 
-def tracking_uri_for(spec: SweepSpec, workdir: Path) -> str:
-    """The MLflow tracking URI: the spec's, else ``$MLFLOW_TRACKING_URI``, else sqlite in the workdir."""
-    return spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve()}/mlflow.db"
+def choose_workdir(spec: SweepSpec, workdir: str | Path | None = None) -> Path:
+    """The (absolute) directory a new sweep of ``spec`` goes to.
+
+    ``workdir`` if given; else :func:`default_workdir`, or ``runs/<name>-2``, ``-3`` ... when
+    earlier sweeps of this spec are there.
+    """
+    if workdir is not None:
+        return Path(workdir).resolve()
+    base = path = default_workdir(spec).resolve()
+    n = 1
+    while (path / META_FILE).exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def esd_namespace_for(name: str, workdir: str | Path) -> str:
+    """The Ray namespace of a sweep's ESD actor: ``htsweep-<name>-<hash of the workdir>``.
+
+    The name alone would let two concurrent sweeps of one spec share an actor, and the first to
+    finish would kill it under the other.
+    """
+    digest = hashlib.sha1(str(Path(workdir).resolve()).encode()).hexdigest()[:8]
+    return f"htsweep-{name}-{digest}"
 
 
 def find_workdir(workdir: str | Path | None) -> Path:

@@ -6,6 +6,7 @@ Reference values come from in-process ``analysis.analyze_layers`` on the same ma
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,13 @@ ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
 from analysis.analyze import analyze_layers  # noqa: E402
-from services.esd_actor import ActorAnalyzer, get_esd_service, shutdown_esd_service  # noqa: E402
+from services.esd_actor import (  # noqa: E402
+    ActorAnalyzer,
+    LayerPayload,
+    analyze_payloads,
+    get_esd_service,
+    shutdown_esd_service,
+)
 from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
 from trainers.callbacks import Callback, MetricsHistory  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
@@ -125,13 +132,30 @@ def test_killing_the_actor_mid_training_loses_no_monitoring_step(service, tiny_t
     _assert_rows_match(trainer.spectral.rows, analyze_layers(final, device="cpu"))
 
 
+def _wait_unregistered(name, namespace, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"actor {namespace}/{name} still registered after {timeout} s")
+
+
 def test_dead_actor_falls_back_to_in_process(service, layer_set):
     handle, name, namespace = service
     assert shutdown_esd_service(name, namespace=namespace)  # gone for good: no restart
-    analyzer = ActorAnalyzer(handle, retries=2, backoff=0.05, name=name, namespace=namespace)
+    _wait_unregistered(name, namespace)
+    analyzer = ActorAnalyzer(handle, retries=2, backoff=2.0, name=name, namespace=namespace)
     layers = layer_set(4, [(90, 45), (90, 45)], prefix="f")
+    t0 = time.monotonic()
     _assert_rows_match(analyzer(layers, step=3), analyze_layers(layers, device="cpu"))
-    assert analyzer.stats() == {"calls": 1, "retries": 2, "fallbacks": 1}
+    # Died, and its name is gone: no backoff now, and none on later calls either.
+    assert analyzer.gone and analyzer.stats() == {"calls": 1, "retries": 0, "fallbacks": 1}
+    _assert_rows_match(analyzer(layers, step=4), analyze_layers(layers, device="cpu"))
+    assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 2}
+    assert time.monotonic() - t0 < 2.0  # one backoff step would already take 2 s
     with pytest.raises(ray.exceptions.RayActorError):
         ActorAnalyzer(handle, retries=0, fallback=False)(layers, step=4)
     assert not shutdown_esd_service(name, namespace=namespace)
@@ -155,3 +179,9 @@ def test_service_body_batches_under_a_bounded_queue_without_ray(layer_set):
     assert stats["matrices"] == 5 and stats["batch_size_max"] == 2 and stats["queue_depth_max"] <= 2
     with pytest.raises(ValueError, match="max_batch and max_queue must be >= 1"):
         ESDService(max_batch=0)
+
+
+def test_analyze_payloads_is_analyze_layers_on_payloads(layer_set):
+    layers = layer_set(7, [(80, 40), (60, 30), (80, 40)], prefix="p")
+    rows = analyze_payloads([LayerPayload.from_layer(layer) for layer in layers], device="cpu")
+    _assert_rows_match(rows, analyze_layers(layers, device="cpu"))

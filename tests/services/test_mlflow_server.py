@@ -42,3 +42,71 @@ def test_serve_ui_prints_url_serves_and_stops_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _sweep_dir(tmp_path, tracking_uri):
+    """A sweep directory as `htsweep run` leaves it (spec.yaml + sweep.json), tracking to ``tracking_uri``."""
+    from sweeps.spec import SweepSpec
+    from sweeps.workdir import SweepMeta
+
+    work = tmp_path / "sweep"
+    work.mkdir()
+    SweepSpec.from_dict({"name": "ui", "model": "mlp3", "dataset": "digits", "train": {"steps": 10},
+                         "search": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}}).to_yaml(work / "spec.yaml")
+    SweepMeta(name="ui", workdir=str(work), tracking_uri=tracking_uri, optuna_storage=f"sqlite:///{work}/optuna.db",
+              storage_path=str(work), experiment="ui", status="finished").save()
+    return work
+
+
+def _htsweep(*args):
+    return [sys.executable, "-m", "sweeps.cli", *map(str, args)]
+
+
+def test_ui_on_a_taken_port_fails_in_one_line(tmp_path):
+    work = _sweep_dir(tmp_path, f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(_htsweep("ui", work, "--port", port), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: port {port} is in use; try --port 0"
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_ui_of_a_remote_tracking_server_prints_its_url(tmp_path):
+    work = _sweep_dir(tmp_path, "http://10.0.0.7:5000")
+    done = subprocess.run(_htsweep("ui", work), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "http://10.0.0.7:5000" in done.stdout
+
+
+def test_ui_serves_the_sweeps_own_tracking_store(tmp_path):
+    """sweep.json's tracking_uri, not <workdir>/mlflow.db, is what the UI shows."""
+    import json
+
+    from services.tracking import init_store
+
+    store = f"sqlite:///{tmp_path / 'elsewhere' / 'store.db'}"
+    init_store(store)
+    import mlflow
+
+    mlflow.MlflowClient(store).create_experiment("only-in-elsewhere",
+                                                 artifact_location=(tmp_path / "art").as_uri())
+    work = _sweep_dir(tmp_path, store)
+    proc = subprocess.Popen(_htsweep("ui", work, "--port", 0), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        req = urllib.request.Request(match.group(1) + "/api/2.0/mlflow/experiments/get-by-name"
+                                     "?experiment_name=only-in-elsewhere")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.load(resp)["experiment"]["name"] == "only-in-elsewhere"
+        assert not (work / "mlflow.db").exists()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -56,6 +56,42 @@ def test_default_store_is_sqlite_in_workdir(tmp_path, monkeypatch):
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     assert TrackingConfig.for_workdir(tmp_path, experiment="e").tracking_uri == "http://127.0.0.1:1"
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    """spec.tracking.uri, then $HTSWEEP_TRACKING_URI, then $MLFLOW_TRACKING_URI, then sqlite."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    monkeypatch.setenv("HTSWEEP_TRACKING_URI", "http://127.0.0.1:2")
+    assert default_tracking_uri(tmp_path) == "http://127.0.0.1:2"
+    assert default_tracking_uri(tmp_path, "http://127.0.0.1:3") == "http://127.0.0.1:3"
+    assert TrackingConfig.for_workdir(tmp_path, experiment="e").tracking_uri == "http://127.0.0.1:2"
+
+
+def test_parent_run_is_per_sweep_not_per_experiment(tracking):
+    first = start_sweep_run(tracking, sweep_id="sweep-a")
+    end_sweep_run(tracking, first, status="FINISHED")
+    second = start_sweep_run(tracking, sweep_id="sweep-b")  # same spec again (or --overwrite)
+    assert second != first
+    assert start_sweep_run(tracking, sweep_id="sweep-a") == first  # resume re-opens its own
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    assert client.get_run(second).info.status == "RUNNING"
+
+
+def test_flush_buffers_timeout_bounds_the_whole_call(tmp_path):
+    import time
+
+    from services.buffer import BufferedClient
+    from services.mlflow_server import free_port
+    from services.tracking import flush_buffers
+
+    down = TrackingConfig(f"http://127.0.0.1:{free_port()}", experiment="exp", buffer_dir=str(tmp_path / "buf"))
+    for trial in "abcd":
+        buf = BufferedClient(down.tracking_uri, journal=tmp_path / "buf" / f"{trial}.jsonl", retry_interval=60.0)
+        buf.submit({"op": "ensure_run", "ref": f"local:{trial}", "experiment": "exp", "match": ["trial_id", trial]})
+    t0 = time.monotonic()
+    assert flush_buffers(down, timeout=2.5) == 4
+    # Per journal, 4 journals would take at least 4 x 2 s (a retry every second).
+    assert time.monotonic() - t0 < 6.0
     with pytest.raises(ValueError, match="figure_every must be >= 0"):
         TrackingConfig("sqlite:///x.db", figure_every=-1)
 
