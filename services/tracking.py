@@ -454,10 +454,15 @@ class MlflowTrialLogger(Callback):
             if rows:
                 tags["phase"] = model_phase(rows)
                 tags["phase_step"] = str(snapshot.step)
+        self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
+        if not new_snapshot:
+            # carried over from the last analysis: logging them again would date them wrongly
+            from trainers.monitor import is_spectral_key
+
+            values = {k: v for k, v in values.items() if not is_spectral_key(k)}
         ts = int(time.time() * 1000)
         rows_out = [[_key(k), float(v), ts, step] for k, v in values.items()
                     if k != "step" and _is_number(v)]
-        self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
         self._submit({"op": "log_batch", "metrics": rows_out, "tags": sorted(tags.items())})
         if new_snapshot:
             self._on_snapshot(snapshot)

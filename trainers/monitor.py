@@ -34,6 +34,7 @@ __all__ = [
     "InProcessAnalyzer",
     "SpectralMonitor",
     "SpectralSnapshot",
+    "is_spectral_key",
     "model_phase",
     "spectral_aggregates",
 ]
@@ -42,6 +43,17 @@ Analyzer = Callable[[list, int], list]
 """``analyzer(layers: list[LayerMatrix], step: int) -> list[dict]`` (rows with ``"eigs"``)."""
 
 _PER_LAYER_KEYS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "n_spikes")
+_AGGREGATE_KEYS = ("alpha_mean", "alpha_median", "alpha_weighted_mean", "alpha_last", "frac_heavy_tailed",
+                   "stable_rank_mean", "mp_soft_rank_mean", "phase_code")
+
+
+def is_spectral_key(key: str) -> bool:
+    """Whether ``key`` is one of the metrics :func:`spectral_aggregates` produces.
+
+    Reporters use it to tell values measured at this step from spectral values carried over from
+    the last analysis (``callback_metrics`` keeps them between monitoring steps).
+    """
+    return key in _AGGREGATE_KEYS or key.split("/", 1)[0] in (*_PER_LAYER_KEYS, "phase_code") and "/" in key
 
 
 @dataclass(frozen=True)

@@ -187,3 +187,13 @@ def test_failed_trial_ends_failed_with_what_was_logged(tracking, tiny_train_conf
     assert [m.step for m in client.get_metric_history(logger.run_id, "alpha_mean")] == [10]
     summary = {a.path for a in client.list_artifacts(logger.run_id)}
     assert "spectral_summary.json" in summary
+
+
+def test_spectral_metrics_are_logged_only_at_the_steps_they_were_measured(tracking, fit):
+    # Evaluation every 10 steps, spectra every 20: alpha must not be re-logged at 10 and 30.
+    trainer, logger = fit(tracking, "trial_cadence", steps=40, eval_every=10, spectral_every=20)
+    client = mlflow.MlflowClient(tracking.tracking_uri)
+    name = trainer.spectral.rows[0]["name"]
+    for key in ("alpha_mean", "phase_code", f"alpha/{name}"):
+        assert sorted(m.step for m in client.get_metric_history(logger.run_id, key)) == [20, 40], key
+    assert sorted(m.step for m in client.get_metric_history(logger.run_id, "test_acc")) == [10, 20, 30, 40]

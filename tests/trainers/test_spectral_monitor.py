@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from trainers_testutils import Recorder, boring_data
 
-from trainers.monitor import SpectralMonitor, SpectralSnapshot, model_phase, spectral_aggregates
+from trainers.monitor import (
+    SpectralMonitor,
+    SpectralSnapshot,
+    is_spectral_key,
+    model_phase,
+    spectral_aggregates,
+)
 from trainers.train import TrainConfig, Trainer
 
 
@@ -125,3 +131,10 @@ def test_default_in_process_analyzer_on_a_real_model():
     for key in ("alpha_mean", "phase_code", "alpha/fc1", "phase_code/fc2", "stable_rank_mean"):
         assert key in out, key
     assert 0 <= out["phase_code"] <= 5
+
+
+def test_is_spectral_key_matches_exactly_what_spectral_aggregates_produces():
+    rows = [_row("fc1", "linear", "heavy_tailed", 3.0, m=64), _row("block.0/fc2", "linear", "bulk_decay", 4.0, m=64)]
+    assert all(is_spectral_key(k) for k in spectral_aggregates(rows))
+    for other in ("test_acc", "train_loss", "lr", "step", "sim", "alpha", "stable_rank"):
+        assert not is_spectral_key(other), other
