@@ -24,7 +24,9 @@ from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, hill_estimator
 
-__all__ = ["MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix", "analyze_model"]
+__all__ = [
+    "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix", "analyze_model", "json_safe",
+]
 
 #: Layers with fewer eigenvalues (M) than this get NaN fit metrics and a ``warning``. A tail fitted
 #: to a couple of dozen eigenvalues (a 10-class head, say) is noise, and its alpha would drag the
@@ -266,3 +268,27 @@ def analyze_model(model: torch.nn.Module, **kw: Any) -> Any:
         row.pop("eigs", None)
     columns = list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
     return pd.DataFrame(rows, columns=columns)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (a metrics row, or dicts / lists of them) with only strict-JSON types.
+
+    NaN and ±Inf become ``None``, numpy scalars become Python numbers, anything else unknown
+    becomes its ``str``; dict keys become strings.
+
+    Examples
+    --------
+    >>> json_safe({"alpha": float("nan"), "n": np.int64(3), "eigs": [np.float64(0.5)]})
+    {'alpha': None, 'n': 3, 'eigs': [0.5]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

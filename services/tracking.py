@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.analyze import json_safe
 from services.buffer import LOCAL_PREFIX, BufferedClient, _require_mlflow, ensure_run
 from services.tracking_uri import default_tracking_uri
 
@@ -308,20 +309,6 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
     return left
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, str)
 
@@ -521,7 +508,7 @@ class MlflowTrialLogger(Callback):
                 "layers": [{k: v for k, v in r.items() if k != "eigs"} for r in rows],
             }
             path = self._stage("spectral_summary.json")
-            path.write_text(json.dumps(_json_safe(summary), indent=2))
+            path.write_text(json.dumps(json_safe(summary), indent=2))
             self._artifact(path, None)
         self._submit({"op": "set_terminated", "status": status, "end_time": int(time.time() * 1000)})
         if self._buffer.flush(timeout=self.config.flush_timeout if status == "FINISHED" else 0.0):

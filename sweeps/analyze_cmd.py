@@ -30,17 +30,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return _json_safe(value.item())
-    return value
-
-
 def format_row_json(row: dict[str, Any]) -> str:
     """One metrics row as a strict JSON object (no ``eigs``; NaN/Inf become ``null``)."""
-    return json.dumps({k: _json_safe(v) for k, v in row.items() if k != "eigs"}, allow_nan=False)
+    from analysis.analyze import json_safe
+
+    return json.dumps(json_safe({k: v for k, v in row.items() if k != "eigs"}), allow_nan=False)
 
 
 def _fmt(value: Any) -> str:
