@@ -67,6 +67,11 @@ class TrialRow:
         """True when Optuna recorded a final value."""
         return self.state == "COMPLETE"
 
+    @property
+    def fully_trained(self) -> bool:
+        """False when a scheduler (ASHA) stopped the trial before its last training step."""
+        return bool(self.attrs.get("trained", True))
+
 
 def _f(value: Any) -> float:
     try:
@@ -137,7 +142,10 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
 
 
 def best_trial(rows: list[TrialRow]) -> TrialRow | None:
-    """The completed, feasible trial with alpha closest to the target (ties: higher accuracy).
+    """The completed, fully trained, feasible trial with alpha closest to the target.
+
+    Ties go to the higher test accuracy. Trials an early-stopping scheduler cut short are left
+    out: their alpha and accuracy describe a model that never finished training.
 
     Parameters
     ----------
@@ -148,7 +156,7 @@ def best_trial(rows: list[TrialRow]) -> TrialRow | None:
     TrialRow or None
         ``None`` when no completed trial is feasible and has a finite alpha.
     """
-    ok = [r for r in rows if r.complete and r.feasible and math.isfinite(r.alpha_error)]
+    ok = [r for r in rows if r.complete and r.fully_trained and r.feasible and math.isfinite(r.alpha_error)]
     if not ok:
         return None
     return min(ok, key=lambda r: (r.alpha_error, -(r.test_acc if math.isfinite(r.test_acc) else -1.0), r.number))

@@ -116,6 +116,7 @@ class TuneReporter(Callback):
                 out[key] = value.item()
         out = {k: v for k, v in out.items() if "/" not in k or k.startswith(_FORWARD_PREFIXES)}
         out["step"] = int(step)
+        out["trained"] = trainer.step >= trainer.total_steps  # False for a trial ASHA stops early
         out.update(evaluate(metrics, self.objective))
         snapshot = getattr(trainer, "spectral", None)
         if snapshot is not None and snapshot.rows:

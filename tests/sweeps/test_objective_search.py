@@ -172,9 +172,9 @@ def test_searcher_pickles_for_tune_restore(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- best / pareto
-def _row(n, alpha, acc, feasible=True, state="COMPLETE"):
+def _row(n, alpha, acc, feasible=True, state="COMPLETE", **attrs):
     return TrialRow(number=n, state=state, params={}, alpha=alpha, alpha_error=abs(alpha - 2.0), test_acc=acc,
-                    feasible=feasible, values=(abs(alpha - 2.0),))
+                    feasible=feasible, values=(abs(alpha - 2.0),), attrs=attrs)
 
 
 def test_best_is_closest_feasible_completed():
@@ -182,6 +182,12 @@ def test_best_is_closest_feasible_completed():
             _row(3, 2.01, 0.99, state="RUNNING"), _row(4, math.nan, 0.99)]
     assert best_trial(rows).number == 2  # |1.7-2| = 0.3 < 0.4; #0 infeasible, #3 running, #4 no alpha
     assert best_trial([_row(0, 2.05, 0.5, feasible=False)]) is None
+
+
+def test_best_skips_trials_stopped_before_their_last_step():
+    rows = [_row(0, 2.01, 0.95, trained=False), _row(1, 2.3, 0.94, trained=True), _row(2, 2.6, 0.97)]
+    assert best_trial(rows).number == 1  # #0 was stopped early by ASHA; #2 predates the attribute
+    assert [r.fully_trained for r in rows] == [False, True, True]
 
 
 def test_pareto_front():

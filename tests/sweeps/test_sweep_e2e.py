@@ -54,6 +54,7 @@ def test_optuna_study_has_every_trial_with_objective(finished):
         assert math.isfinite(t.value)
         attrs = t.user_attrs
         assert {"tune_trial_id", "alpha_agg", "test_acc", "phase", "mlflow_run_id"} <= set(attrs)
+        assert attrs["trained"] is True  # FIFO: every trial ran to its last step
         # The objective Optuna saw is |alpha - target| (+ penalty when infeasible).
         err = abs(attrs["alpha_agg"] - 2.0)
         if attrs["test_acc"] >= 0.15:
