@@ -20,7 +20,9 @@ Features (all in ``PhaseResult.evidence``)
     ``tail_alpha``
         Density exponent of the top half of the spikes (at least 3 eigenvalues) from the
         rank-size slope ``λ_(j) ∝ j^(-1/(α-1))``: ≈ 1 + μ/2 ∈ [1.5, 2.25] for iid entries of tail
-        index μ ≤ 2.5, ≳ 4 for a bulk whose edge decays into a steep tail (the paper's α ≈ 4–6).
+        index μ ≤ 2.5 with many outliers, ≳ 4 for a bulk whose edge decays into a steep tail (the
+        paper's α ≈ 4–6) — and also for μ ≳ 2.5 at moderate size, whose few outliers are
+        compressed toward ``λ+`` by the BBP map (hence ``tail_mu`` and ``spike_frac`` below).
         ``tail_alpha_hill`` is the Hill estimate (:func:`analysis.powerlaw_fit.hill_estimator`)
         over the same eigenvalues, for reference.
     ``alpha``, ``D``
@@ -30,6 +32,25 @@ Features (all in ``PhaseResult.evidence``)
     ``spike_spread``
         ``ln(λ_max / smallest spike) / ln(λ_max / λ+)``: near 0 for a shelf or for separated spikes,
         near 1 when the outliers fill the whole range from the edge up (a tail).
+    ``edge_tw``
+        Mean position of the three largest *bulk* eigenvalues (those below the spike margin), in
+        Tracy–Widom units ``s_TW`` from ``λ+``. An MP bulk is rigid and its edge follows TW/Airy
+        statistics: the top three sit at ≈ −1.2, −3.7, −5.2, mean ≈ −3.4 (≤ −1.5 in 99 % of the
+        random-like, bleeding-out and bulk-plus-spikes spectra of the benchmark, at every M and Q).
+        Entries with a tail index μ < 4 replace the TW edge by Fréchet-like fluctuations [1]_
+        (Sec. 3.2): sub-threshold large entries push the top of the bulk up, ``edge_tw`` ≳ −1.
+    ``tail_mu``
+        Tail index of the outliers from Fréchet order statistics (≥ 3 spikes): each spike is mapped
+        back to its BBP strength ``θ²`` (the inverse of ``λ = σ²(1+θ²)(1+c/θ²)``), and the
+        rank–size slope of ``ln θ²_(j)`` on ``ln j`` is ``2/μ`` for iid entries of index μ (a large
+        entry ``w`` acts as a spike of strength ``θ² ≈ w²/(Nσ²)`` and ``w_(j) ∝ j^(-1/μ)``). Unlike
+        ``tail_alpha`` it is not distorted by the BBP compression of near-threshold outliers toward
+        ``λ+``; the bulk-decay family gives ``tail_mu`` ≳ 3.1.
+    ``spike_frac``
+        ``n_spikes / M``. For μ > 2 the number of outliers grows more slowly than M (the density
+        above ``λ+`` vanishes, [1]_ Sec. 3.2), so a heavy tail with μ ∈ (2, 4) leaves only a few
+        percent of the eigenvalues above the edge, while a decaying bulk moves a finite fraction
+        (≳ 5 %) out of it.
 
 Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
     1. ``zero_frac >= zero_frac_min`` and ``zero_gap_decades >= zero_gap_min`` → ``rank_collapse``
@@ -37,14 +58,22 @@ Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
     2. No spikes and an MP bulk (``bulk_ks_norm <= bulk_ks_max``) → ``random_like``.
     3. Heavy eigenmass above ``λ+`` — many spikes (``n_spikes > few_spikes_max``), or at least 3
        spikes filling the range above the edge (``spike_spread >= spread_min``), or a bulk that
-       is not MP (``bulk_ks_norm > bulk_ks_max``): ``heavy_tailed`` if the tail is a shallow power
-       law (``tail_alpha < tail_alpha_max``, the paper's 2 ≲ α ≲ 4), else ``bulk_decay``.
-    4. A few spikes on an MP bulk: ``bulk_plus_spikes`` if ``λ_max / λ+ >= spike_ratio_min``
-       (clear outliers well above the edge), else ``bleeding_out`` (a shelf just past ``λ+``).
+       is not MP (``bulk_ks_norm > bulk_ks_max``): the *tail split* — ``heavy_tailed`` if the tail
+       is a shallow power law (``tail_alpha < tail_alpha_max``, the paper's 2 ≲ α ≲ 4) or, with
+       at least 3 spikes, its Fréchet index is small (``tail_mu < tail_mu_max``) or the spikes
+       are a vanishing fraction of the spectrum (``spike_frac < spike_frac_max``); else
+       ``bulk_decay``.
+    4. A few spikes (1 to ``few_spikes_max``) on a bulk that passes the KS test but whose edge is
+       soft (``edge_tw >= edge_tw_min``): ``heavy_tailed`` with fewer than 3 spikes, the tail
+       split of step 3 otherwise. (With no spike at all the edge is not consulted: step 2 decides.)
+    5. A few spikes on an MP bulk with a TW edge: ``bulk_plus_spikes`` if
+       ``λ_max / λ+ >= spike_ratio_min`` (clear outliers well above the edge), else
+       ``bleeding_out`` (a shelf just past ``λ+``).
 
 Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)`` where ``d`` is the
-log-distance of the feature to its threshold in units of that threshold's tolerance: 0.5 on a
-boundary, → 1 far from all of them. Matrices with ``min(N, M) < 32`` keep their label but their
+log-distance of the feature to its threshold in units of that threshold's tolerance (for
+``edge_tw``, which can be negative, the distance in TW units): 0.5 on a boundary, → 1 far from
+all of them. Matrices with ``min(N, M) < 32`` keep their label but their
 confidence is capped at 0.3 and ``evidence["warning"]`` says why.
 
 References
@@ -71,7 +100,7 @@ from typing import Any
 import numpy as np
 
 from analysis._validation import Interval, validate
-from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur
+from analysis.marchenko_pastur import TW_MARGIN_K, MPFit, fit_marchenko_pastur
 from analysis.powerlaw_fit import PowerLawFit, fit_power_law, hill_estimator
 
 __all__ = ["PHASES", "PHASE_CODES", "PhaseClassifier", "PhaseResult", "classify_phase"]
@@ -138,6 +167,13 @@ def _conf(value: float, threshold: float, tol: float) -> float:
     return 1.0 - 0.5 * math.exp(-2.0 * d)
 
 
+def _conf_lin(value: float, threshold: float, scale: float) -> float:
+    """1 - ½ exp(-2 |value - threshold| / scale): for features that can be negative."""
+    if not np.isfinite(value):
+        return 0.5
+    return 1.0 - 0.5 * math.exp(-2.0 * abs(value - threshold) / scale)
+
+
 def _zero_gap(lam: np.ndarray, min_above: int) -> tuple[float, float]:
     """(fraction below, decades) of the widest log-gap with at least ``min_above`` eigenvalues above."""
     m = lam.size
@@ -171,6 +207,34 @@ def _rank_size_alpha(lam: np.ndarray, k: int) -> float:
     return 1.0 + 1.0 / slope if slope > 0 else float("inf")
 
 
+def _bbp_theta2(lam: np.ndarray, sigma2: float, q: float) -> np.ndarray:
+    """Spike strengths ``θ²`` (units of σ²) whose BBP outliers sit at ``lam`` (vectorized inverse).
+
+    Solves ``(1 + t)(1 + c/t) = λ/σ²`` for ``t = θ² >= √c`` (:func:`analysis.marchenko_pastur.bbp_strength`).
+    """
+    c = 1.0 / q
+    b = lam / sigma2 - 1.0 - c
+    return 0.5 * (b + np.sqrt(np.maximum(b * b - 4.0 * c, 0.0)))
+
+
+def _frechet_mu(theta2: np.ndarray) -> float:
+    """Tail index ``μ`` from the rank–size slope of the spike strengths: ``θ²_(j) ∝ j^(-2/μ)``.
+
+    A large iid entry ``w`` of a heavy-tailed matrix acts as a rank-one spike of strength
+    ``θ² ≈ w² / (N σ²)``; the top entries are Fréchet order statistics, ``w_(j) ∝ j^(-1/μ)``, so
+    the BBP-inverted strengths of the outliers fall as ``j^(-2/μ)`` whatever ``N``, ``M`` and the
+    compression of near-threshold outliers toward ``λ+``.
+    """
+    k = theta2.size
+    if k < 3 or theta2[-1] <= 0:
+        return float("nan")
+    x = np.log(np.arange(1, k + 1))
+    y = np.log(theta2)
+    xc = x - x.mean()
+    slope = -float(xc @ (y - y.mean())) / float(xc @ xc)
+    return 2.0 / slope if slope > 0 else float("inf")
+
+
 class PhaseClassifier:
     """Rule-based 5+1 phase classifier (sklearn-style; :func:`classify_phase` is the usual entry).
 
@@ -189,9 +253,18 @@ class PhaseClassifier:
     bulk_ks_max : float, default=0.85
         Largest ``KS · M / ln M`` of the bulk to the MP fit that still counts as an MP bulk.
     tail_alpha_max : float, default=3.8
-        Tails with a (Hill) density exponent below this are ``heavy_tailed``, above ``bulk_decay``.
+        Tails with a (rank–size) density exponent below this are ``heavy_tailed``.
     spike_ratio_min : float, default=2.2
         ``λ_max / λ+`` from which outliers are "well above" the edge (``bulk_plus_spikes``).
+    tail_mu_max : float, default=3.1
+        With at least 3 spikes, a Fréchet tail index of the spike strengths below this means
+        ``heavy_tailed`` (the bulk-decay family stays above ≈ 3.1).
+    spike_frac_max : float, default=0.04
+        With at least 3 spikes, a spike fraction ``n_spikes / M`` below this means a heavy tail
+        with μ > 2 (few outliers), not a decaying bulk (a finite fraction leaves the bulk).
+    edge_tw_min : float, default=-1.2
+        Mean TW position of the three largest bulk eigenvalues from which the edge is "soft"
+        (not Tracy–Widom): an MP edge gives ≈ −3.4.
 
     Examples
     --------
@@ -211,6 +284,9 @@ class PhaseClassifier:
         bulk_ks_max: float = 0.85,
         tail_alpha_max: float = 3.8,
         spike_ratio_min: float = 2.2,
+        tail_mu_max: float = 3.1,
+        spike_frac_max: float = 0.04,
+        edge_tw_min: float = -1.2,
     ) -> None:
         self.zero_frac_min = zero_frac_min
         self.zero_gap_min = zero_gap_min
@@ -219,6 +295,9 @@ class PhaseClassifier:
         self.bulk_ks_max = bulk_ks_max
         self.tail_alpha_max = tail_alpha_max
         self.spike_ratio_min = spike_ratio_min
+        self.tail_mu_max = tail_mu_max
+        self.spike_frac_max = spike_frac_max
+        self.edge_tw_min = edge_tw_min
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (the thresholds), as a dict."""
@@ -260,6 +339,9 @@ _PARAM_NAMES = (
     "bulk_ks_max",
     "tail_alpha_max",
     "spike_ratio_min",
+    "tail_mu_max",
+    "spike_frac_max",
+    "edge_tw_min",
 )
 _PARAM_TABLE = {
     "zero_frac_min": [Interval(float, 0.0, 1.0, "neither")],
@@ -269,13 +351,17 @@ _PARAM_TABLE = {
     "bulk_ks_max": [Interval(float, 0.0, None, "neither")],
     "tail_alpha_max": [Interval(float, 1.0, None, "neither")],
     "spike_ratio_min": [Interval(float, 1.0, None, "neither")],
+    "tail_mu_max": [Interval(float, 0.0, None, "neither")],
+    "spike_frac_max": [Interval(float, 0.0, 1.0)],
+    "edge_tw_min": [Interval(float, None, None)],
 }
 
 
 @validate(_PARAM_TABLE)
 def _check_thresholds(
     *, zero_frac_min: float, zero_gap_min: float, few_spikes_max: int, spread_min: float,
-    bulk_ks_max: float, tail_alpha_max: float, spike_ratio_min: float,
+    bulk_ks_max: float, tail_alpha_max: float, spike_ratio_min: float, tail_mu_max: float,
+    spike_frac_max: float, edge_tw_min: float,
 ) -> None:
     """Raise ``ValueError``/``TypeError`` naming the first threshold outside its range."""
 
@@ -380,6 +466,33 @@ def _decide(
         spread = float(math.log(lam[-1] / mp.spikes[0]) / math.log(ratio))
     ev["spike_spread"] = spread
 
+    # soft edge: mean position of the three largest bulk eigenvalues, in Tracy–Widom units from λ+
+    s_tw = float(mp.tw_margin / TW_MARGIN_K)
+    nb = m - k
+    edge_tw = float(np.mean(lam[nb - 3 : nb] - mp.lambda_plus) / s_tw) if nb >= 3 and s_tw > 0 else float("nan")
+    ev["edge_tw"] = edge_tw
+    # Fréchet tail index of the outliers: rank–size slope of their BBP strengths θ²
+    tail_mu = _frechet_mu(_bbp_theta2(lam[::-1][:k], float(mp.sigma2), q)) if k >= 3 else float("nan")
+    ev["tail_mu"] = tail_mu
+
+    def tail_split(why: str) -> PhaseResult:
+        # heavy_tailed if any of the tail tests says so (the spike-count tests need >= 3 spikes)
+        rule.append(why)
+        tests = [
+            ("tail_alpha", tail_alpha, t["tail_alpha_max"], 1.25, True),
+            ("tail_mu", tail_mu, t["tail_mu_max"], 1.25, k >= 3),
+            ("spike_frac", k / m, t["spike_frac_max"], 1.5, k >= 3),
+        ]
+        used = [(n, v, thr, _conf(v, thr, tol)) for n, v, thr, tol, ok in tests if ok and np.isfinite(v)]
+        hits = [u for u in used if u[1] < u[2]]
+        if hits:
+            confs.append(max(c for *_, c in hits))
+            rule.append(", ".join(f"{n} {v:.3g} < {thr}" for n, v, thr, _ in hits))
+            return done("heavy_tailed")
+        confs.append(min((c for *_, c in used), default=0.5))
+        rule.append(", ".join(f"{n} {v:.3g} >= {thr}" for n, v, thr, _ in used))
+        return done("bulk_decay")
+
     bad_bulk = ks_norm > t["bulk_ks_max"]
     c_bulk = _conf(ks_norm, t["bulk_ks_max"], 1.3)
     if k == 0 and not bad_bulk:
@@ -399,17 +512,20 @@ def _decide(
             why.append(f"spikes spread {spread:.3g} >= {t['spread_min']} from the edge up")
         if bad_bulk:
             why.append(f"bulk KS·M/lnM {ks_norm:.3g} > {t['bulk_ks_max']}")
-        rule.append("heavy mass above λ+ (" + ", ".join(why) + ")")
         confs.append(max(c_many if many else 0.0, c_cont if continuum else 0.0, c_bulk if bad_bulk else 0.0))
-        confs.append(_conf(tail_alpha, t["tail_alpha_max"], 1.25))
-        if tail_alpha < t["tail_alpha_max"]:
-            rule.append(f"tail_alpha {tail_alpha:.3g} < {t['tail_alpha_max']}")
-            return done("heavy_tailed")
-        rule.append(f"tail_alpha {tail_alpha:.3g} >= {t['tail_alpha_max']}")
-        return done("bulk_decay")
+        return tail_split("heavy mass above λ+ (" + ", ".join(why) + ")")
+
+    c_soft = _conf_lin(edge_tw, t["edge_tw_min"], 1.0)
+    if edge_tw >= t["edge_tw_min"]:
+        confs.append(c_soft)
+        why = f"{k} spike(s) on a soft (not Tracy–Widom) edge: edge_tw {edge_tw:.3g} >= {t['edge_tw_min']}"
+        if k >= 3:
+            return tail_split(why)
+        rule.append(why)
+        return done("heavy_tailed")
 
     rule.append(f"{k} spike(s) on an MP bulk")
-    confs.append(min(c_many, c_cont, c_bulk))
+    confs.append(min(c_many, c_cont, c_bulk, c_soft))
     confs.append(_conf(ratio, t["spike_ratio_min"], 1.2))
     if ratio >= t["spike_ratio_min"]:
         rule.append(f"λmax/λ+ {ratio:.3g} >= {t['spike_ratio_min']}")
@@ -451,7 +567,8 @@ def classify_phase(
 
     Notes
     -----
-    Deterministic. The cost beyond the fits is O(M) (one gap scan and a Hill estimate); with
-    ``mp`` and ``pl`` given it is negligible next to the eigendecomposition.
+    Deterministic. The cost beyond the fits is O(M) (one gap scan, a Hill estimate and two
+    rank–size regressions over the spikes); with ``mp`` and ``pl`` given it is negligible next to
+    the eigendecomposition.
     """
     return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl)

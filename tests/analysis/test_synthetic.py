@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 
 from analysis.marchenko_pastur import mp_edges
 from analysis.powerlaw_fit import hill_estimator
-from analysis.synthetic import PHASE_NAMES, make, sample_params
+from analysis.synthetic import MU_MAX, PHASE_NAMES, make, sample_params
 
 
 def _eigs(W: np.ndarray) -> np.ndarray:
@@ -77,6 +77,12 @@ def test_heavy_tailed_entries_have_the_planted_index():
     assert_allclose(hill_estimator(np.abs(W).ravel(), k=2000), 2.5, rtol=0.1)
 
 
+def test_heavy_tailed_family_reaches_mu_max():
+    assert MU_MAX == 2.75
+    mus = [sample_params("heavy_tailed", 200, 100, rng=s)["mu"] for s in range(200)]
+    assert max(mus) > 2.6  # the upper part of the range (finite variance, 2 < μ < 4) is sampled
+
+
 def test_rank_collapse_rank():
     W = make("rank_collapse", 300, 200, seed=7, rank_frac=0.25, noise=0.0)
     assert np.linalg.matrix_rank(W) == 50
@@ -96,7 +102,7 @@ def test_sample_params_deterministic_and_accepted(phase):
 def test_sample_params_ranges():
     rng = np.random.default_rng(0)
     for _ in range(50):
-        assert 1.0 <= sample_params("heavy_tailed", 200, 100, rng)["mu"] <= 2.5
+        assert 1.0 <= sample_params("heavy_tailed", 200, 100, rng)["mu"] <= MU_MAX
         assert 4.0 <= sample_params("bulk_decay", 200, 100, rng)["tail_alpha"] <= 6.5
         p = sample_params("bleeding_out", 200, 100, rng)
         assert 0.08 <= p["excess"] <= 0.5 and 1 <= p["k"] <= 6
