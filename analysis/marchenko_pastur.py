@@ -459,9 +459,11 @@ def fit_marchenko_pastur(eigs: Any, q: float, *, max_spike_frac: float = 0.5) ->
         note = f"no fixed point after {_MAX_ITER} iterations (spike count oscillates)"
     lm, lp = _edges(sigma2, q)
     margin = TW_MARGIN_K * _tw(sigma2, q, m)
-    spikes = lam[lam > lp + margin].copy()
+    # the same cap as in the iteration, so the bulk reported is the bulk σ² was fitted on
+    n_spikes = min(int(m - np.searchsorted(lam, lp + margin, side="right")), k_max)
+    spikes = lam[m - n_spikes:].copy()
     spikes.setflags(write=False)
-    bulk = lam[: m - spikes.size]
+    bulk = lam[: m - n_spikes]
     return MPFit(
         sigma2=sigma2,
         q=q,

@@ -54,7 +54,8 @@ Features (all in ``PhaseResult.evidence``)
 
 Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
     1. ``zero_frac >= zero_frac_min`` and ``zero_gap_decades >= zero_gap_min`` → ``rank_collapse``
-       (an all-zero spectrum too).
+       (an all-zero spectrum too); so does ``deep_zero_frac >= zero_frac_min`` with a gap of
+       ``deep_gap_decades >= deep_gap_min`` and any number of eigenvalues above it.
     2. No spikes and an MP bulk (``bulk_ks_norm <= bulk_ks_max``) → ``random_like``.
     3. Heavy eigenmass above ``λ+`` — many spikes (``n_spikes > few_spikes_max``), or at least 3
        spikes filling the range above the edge (``spike_spread >= spread_min``), or a bulk that
@@ -243,7 +244,13 @@ class PhaseClassifier:
     zero_frac_min : float, default=0.1
         Smallest fraction of (near-)zero eigenvalues that counts as rank collapse.
     zero_gap_min : float, default=1.5
-        The zero cluster must be separated from the rest by a gap of at least this many decades.
+        The zero cluster must be separated from the rest by a gap of at least this many decades,
+        with at least ``max(3, 5 % M)`` eigenvalues above it (so a few strong spikes over a bulk
+        are not mistaken for a collapse).
+    deep_gap_min : float, default=6.0
+        A gap of at least this many decades counts however few eigenvalues lie above it: the mass
+        below sits at the numerical noise floor, i.e. the layer kept only a handful of directions
+        (the extreme collapse of [1]_, Sec. 5.6). No spike over a live bulk is 10⁶× larger.
     few_spikes_max : int, default=8
         At most this many spikes make "a few" outliers (``K ≪ M`` in [1]_, Sec. 5.2–5.3).
     spread_min : float, default=0.78
@@ -279,6 +286,7 @@ class PhaseClassifier:
         *,
         zero_frac_min: float = 0.1,
         zero_gap_min: float = 1.5,
+        deep_gap_min: float = 6.0,
         few_spikes_max: int = 8,
         spread_min: float = 0.78,
         bulk_ks_max: float = 0.85,
@@ -290,6 +298,7 @@ class PhaseClassifier:
     ) -> None:
         self.zero_frac_min = zero_frac_min
         self.zero_gap_min = zero_gap_min
+        self.deep_gap_min = deep_gap_min
         self.few_spikes_max = few_spikes_max
         self.spread_min = spread_min
         self.bulk_ks_max = bulk_ks_max
@@ -334,6 +343,7 @@ class PhaseClassifier:
 _PARAM_NAMES = (
     "zero_frac_min",
     "zero_gap_min",
+    "deep_gap_min",
     "few_spikes_max",
     "spread_min",
     "bulk_ks_max",
@@ -346,6 +356,7 @@ _PARAM_NAMES = (
 _PARAM_TABLE = {
     "zero_frac_min": [Interval(float, 0.0, 1.0, "neither")],
     "zero_gap_min": [Interval(float, 0.0, None, "neither")],
+    "deep_gap_min": [Interval(float, 0.0, None, "neither")],
     "few_spikes_max": [Interval(int, 0, None)],
     "spread_min": [Interval(float, 0.0, 1.0)],
     "bulk_ks_max": [Interval(float, 0.0, None, "neither")],
@@ -359,7 +370,7 @@ _PARAM_TABLE = {
 
 @validate(_PARAM_TABLE)
 def _check_thresholds(
-    *, zero_frac_min: float, zero_gap_min: float, few_spikes_max: int, spread_min: float,
+    *, zero_frac_min: float, zero_gap_min: float, deep_gap_min: float, few_spikes_max: int, spread_min: float,
     bulk_ks_max: float, tail_alpha_max: float, spike_ratio_min: float, tail_mu_max: float,
     spike_frac_max: float, edge_tw_min: float,
 ) -> None:
@@ -425,6 +436,13 @@ def _decide(
     if lam[-1] <= 0.0:
         rule.append("all eigenvalues are zero")
         confs.append(1.0)
+        return done("rank_collapse")
+    dzf, dzg = _zero_gap(lam, 1)
+    ev["deep_zero_frac"], ev["deep_gap_decades"] = dzf, dzg
+    if dzg >= t["deep_gap_min"] and dzf >= t["zero_frac_min"]:
+        rule.append(f"{m - round(dzf * m)} eigenvalue(s) above a gap of {dzg:.3g} >= {t['deep_gap_min']} decades; "
+                    f"zero_frac {dzf:.3g} >= {t['zero_frac_min']}")
+        confs.append(min(_conf(dzf, t["zero_frac_min"], 1.5), _conf(dzg, t["deep_gap_min"], 1.5)))
         return done("rank_collapse")
     collapsed = zf >= t["zero_frac_min"] and zg >= t["zero_gap_min"]
     c_frac = _conf(zf, t["zero_frac_min"], 1.5) if zf > 0 else 1.0

@@ -159,7 +159,8 @@ def _ks_distances(
         # theoretical CDF: 1 - (x/xmin)^(1-α), divided by 1 - (xmax/xmin)^(1-α) when truncated
         z = logx[None, idx] - log_xmins[sel][:, None]
         np.multiply(z, a, out=z)
-        np.expm1(z, out=z)
+        with np.errstate(over="ignore"):  # only points below a candidate's xmin overflow; masked below
+            np.expm1(z, out=z)
         np.negative(z, out=z)
         if log_xmax is not None:
             norm_ = -np.expm1(a * (log_xmax - log_xmins[sel][:, None]))

@@ -207,3 +207,12 @@ def test_shuffle_baseline_destroys_spikes_keeps_frobenius():
     assert fit_marchenko_pastur(s1, q=n / m).n_spikes == 0
     with pytest.raises(ValueError, match="2-D"):
         shuffle_baseline(np.ones(5))
+
+
+def test_spike_count_respects_max_spike_frac():
+    # Half the spectrum far above the rest: the fit must keep (1 - max_spike_frac) M in the bulk.
+    rng = np.random.default_rng(5)
+    lam = np.sort(np.r_[rng.uniform(0.5, 1.5, 100), rng.uniform(50.0, 80.0, 100)])
+    fit = fit_marchenko_pastur(lam, q=2.0, max_spike_frac=0.4)
+    assert fit.n_spikes <= 80 and fit.spikes.size == fit.n_spikes
+    assert fit.n_bulk == lam.size - fit.n_spikes

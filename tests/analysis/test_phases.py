@@ -166,3 +166,23 @@ def test_estimator_contract():
         clf.set_params(nope=1)
     mats = [make("random_like", 200, 100, seed=s) for s in range(2)]
     assert clf.predict(mats) == ["random_like", "random_like"]
+
+
+@pytest.mark.parametrize("rank", [1, 3, 6])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_extreme_rank_collapse_with_a_few_directions_left(rank, dtype):
+    # MM's "+1" phase in its purest form: a handful of directions, the rest numerically zero.
+    # Fewer than 5 % of the eigenvalues survive, so only the deep-gap rule can see it.
+    rng = np.random.default_rng(rank)
+    W = (rng.standard_normal((256, rank)) @ rng.standard_normal((rank, 128))).astype(dtype)
+    res = classify_phase(W)
+    assert res.phase == "rank_collapse", res.evidence["rule"]
+    assert res.evidence["deep_gap_decades"] >= 6.0 and res.confidence > 0.5
+
+
+def test_strong_spikes_over_a_live_bulk_are_not_a_collapse():
+    # The deep-gap rule must not fire on bulk_plus_spikes, even with very strong spikes.
+    W = make("bulk_plus_spikes", 512, 256, seed=3, k=2, ratio=1000.0)  # spikes 3 decades above the edge
+    res = classify_phase(W)
+    assert res.phase == "bulk_plus_spikes", res.evidence["rule"]
+    assert res.evidence["deep_gap_decades"] < 6.0
