@@ -78,21 +78,13 @@ import numpy as np
 
 from analysis._validation import Interval, Options, check_random_state, validate
 from analysis.marchenko_pastur import _edges, _tw, bbp_strength
+from analysis.phases import PHASES
 
-__all__ = ["MU_MAX", "PHASE_NAMES", "make", "sample_params"]
+__all__ = ["MU_MAX", "make", "sample_params"]
 
 #: Upper end of the tail index μ sampled for ``heavy_tailed`` (see the module docstring).
 MU_MAX: float = 2.75
 
-#: The six phase names, in the canonical order of :data:`analysis.phases.PHASES`.
-PHASE_NAMES: tuple[str, ...] = (
-    "random_like",
-    "bleeding_out",
-    "bulk_plus_spikes",
-    "bulk_decay",
-    "heavy_tailed",
-    "rank_collapse",
-)
 
 _ALLOWED: dict[str, set[str]] = {
     "random_like": {"sigma", "dist"},
@@ -106,7 +98,7 @@ _ALLOWED: dict[str, set[str]] = {
 
 @validate(
     {
-        "phase": [Options(PHASE_NAMES)],
+        "phase": [Options(PHASES)],
         "n": [Interval(int, 2, None)],
         "m": [Interval(int, 2, None)],
         "seed": ["random_state"],
@@ -285,7 +277,7 @@ _BUILDERS = {
 
 @validate(
     {
-        "phase": [Options(PHASE_NAMES)],
+        "phase": [Options(PHASES)],
         "n": [Interval(int, 2, None)],
         "m": [Interval(int, 2, None)],
         "rng": ["random_state"],
@@ -297,7 +289,7 @@ def sample_params(phase: str, n: int, m: int, rng: Any = None) -> dict[str, Any]
     Parameters
     ----------
     phase : str
-        One of :data:`PHASE_NAMES`.
+        One of :data:`analysis.phases.PHASES`.
     n, m : int
         Shape of the matrix the parameters are for (spike ranges depend on ``M`` and ``Q``).
     rng : None, int or numpy.random.Generator

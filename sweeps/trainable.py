@@ -118,17 +118,7 @@ class TuneReporter(Callback):
         out["step"] = int(step)
         out["trained"] = trainer.step >= trainer.total_steps  # False for a trial ASHA stops early
         out.update(evaluate(metrics, self.objective))
-        snapshot = getattr(trainer, "spectral", None)
-        if snapshot is not None and snapshot.rows:
-            from trainers.monitor import model_phase
-
-            out["phase"] = model_phase(snapshot.rows)
-        node_id = _node_id()
-        if node_id:
-            out["node_id"] = node_id
-        run_id = getattr(self.logger, "run_id", None) if self.logger is not None else None
-        if run_id:
-            out["mlflow_run_id"] = run_id
+        out.update(_links(trainer, self.logger))
         out = {k: v for k, v in out.items() if not (isinstance(v, float) and math.isinf(v))}
         if not self.checkpoint:
             tune.report(out)
@@ -136,6 +126,23 @@ class TuneReporter(Callback):
         with tempfile.TemporaryDirectory(prefix="htsweep-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _links(trainer: Any, logger: Any) -> dict[str, Any]:
+    """What ties a result to its trial: model ``phase``, Ray ``node_id`` and ``mlflow_run_id``."""
+    out: dict[str, Any] = {}
+    snapshot = getattr(trainer, "spectral", None)
+    if snapshot is not None and snapshot.rows:
+        from trainers.monitor import model_phase
+
+        out["phase"] = model_phase(snapshot.rows)
+    node_id = _node_id()
+    if node_id:
+        out["node_id"] = node_id
+    run_id = getattr(logger, "run_id", None) if logger is not None else None
+    if run_id:
+        out["mlflow_run_id"] = run_id
+    return out
 
 
 def _node_id() -> str | None:
@@ -203,17 +210,6 @@ def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str, *, log
     """
     terms = evaluate({}, objective)
     terms.update(objective=2.0 * objective.penalty, alpha_error=2.0 * objective.penalty, feasible=0.0)
-    out = {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms}
-    snapshot = getattr(trainer, "spectral", None)
-    if snapshot is not None and snapshot.rows:
-        from trainers.monitor import model_phase
-
-        out["phase"] = model_phase(snapshot.rows)
-    node_id = _node_id()
-    if node_id:
-        out["node_id"] = node_id
-    run_id = getattr(logger, "run_id", None) if logger is not None else None
-    if run_id:
-        out["mlflow_run_id"] = run_id
-    return out
+    return {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms,
+            **_links(trainer, logger)}
 

@@ -7,8 +7,9 @@ import pytest
 from numpy.testing import assert_allclose
 
 from analysis.marchenko_pastur import mp_edges
+from analysis.phases import PHASES
 from analysis.powerlaw_fit import hill_estimator
-from analysis.synthetic import MU_MAX, PHASE_NAMES, make, sample_params
+from analysis.synthetic import MU_MAX, make, sample_params
 
 
 def _eigs(W: np.ndarray) -> np.ndarray:
@@ -17,7 +18,7 @@ def _eigs(W: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(W.T @ W / W.shape[0])
 
 
-@pytest.mark.parametrize("phase", PHASE_NAMES)
+@pytest.mark.parametrize("phase", PHASES)
 def test_shape_dtype_determinism(phase):
     a = make(phase, 160, 80, seed=3)
     b = make(phase, 160, 80, seed=3)
@@ -90,7 +91,7 @@ def test_rank_collapse_rank():
     assert (e < 1e-4 * e[-1]).sum() == 150
 
 
-@pytest.mark.parametrize("phase", PHASE_NAMES)
+@pytest.mark.parametrize("phase", PHASES)
 def test_sample_params_deterministic_and_accepted(phase):
     p1 = sample_params(phase, 512, 128, rng=42)
     p2 = sample_params(phase, 512, 128, rng=42)
