@@ -286,14 +286,21 @@ def bbp_strength(outlier: float, q: float, sigma2: float = 1.0) -> float:
     >>> round(bbp_strength(6.25, 1.0), 12)
     2.0
     """
-    c = 1.0 / float(q)
-    lam = float(outlier) / float(sigma2)
-    lp = (1.0 + np.sqrt(c)) ** 2
-    if lam < lp * (1.0 - 1e-12):
-        raise ValueError(f"bbp_strength: outlier {outlier!r} is below λ+ = {lp * sigma2!r}")
-    b = lam - 1.0 - c
-    t = (b + np.sqrt(max(b * b - 4.0 * c, 0.0))) / 2.0
-    return float(np.sqrt(t))
+    lp = (1.0 + np.sqrt(1.0 / float(q))) ** 2
+    if float(outlier) / float(sigma2) < lp * (1.0 - 1e-12):
+        raise ValueError(f"bbp_strength: outlier {outlier!r} is below λ+ = {lp * float(sigma2)!r}")
+    return float(np.sqrt(_bbp_theta2(np.float64(outlier), float(sigma2), float(q))))
+
+
+def _bbp_theta2(outliers: np.ndarray, sigma2: float, q: float) -> np.ndarray:
+    """``θ²`` (units of σ²) whose BBP outliers sit at ``outliers``, elementwise; no range check.
+
+    Solves ``(1 + t)(1 + c/t) = λ/σ²`` (``t = θ²``, ``c = 1/Q``) on its upper branch ``t >= √c``;
+    values at or below ``λ+`` give the threshold ``√c``.
+    """
+    c = 1.0 / q
+    b = outliers / sigma2 - 1.0 - c
+    return 0.5 * (b + np.sqrt(np.maximum(b * b - 4.0 * c, 0.0)))
 
 
 # --------------------------------------------------------------------------- the fit

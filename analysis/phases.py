@@ -101,7 +101,7 @@ from typing import Any
 import numpy as np
 
 from analysis._validation import Interval, validate
-from analysis.marchenko_pastur import TW_MARGIN_K, MPFit, fit_marchenko_pastur
+from analysis.marchenko_pastur import TW_MARGIN_K, MPFit, _bbp_theta2, fit_marchenko_pastur
 from analysis.powerlaw_fit import PowerLawFit, fit_power_law, hill_estimator
 
 __all__ = ["PHASES", "PHASE_CODES", "PhaseClassifier", "PhaseResult", "classify_phase"]
@@ -198,24 +198,24 @@ def _rank_size_alpha(lam: np.ndarray, k: int) -> float:
     For a power-law tail ``ρ(λ) ∝ λ^(-α)`` the order statistics fall as ``λ_(j) ∝ j^(-1/(α-1))``,
     so ``α = 1 + 1/slope``. Over the few top spikes it is steadier than the Hill estimate.
     """
-    top = lam[::-1][:k]
+    slope = _rank_size_slope(lam[::-1][:k])
+    if math.isnan(slope):
+        return slope
+    return 1.0 + 1.0 / slope if slope > 0 else float("inf")
+
+
+def _rank_size_slope(top: np.ndarray) -> float:
+    """Least-squares slope ``s`` of ``ln v_(j) = const - s ln j`` for values in descending order.
+
+    NaN for fewer than 3 values or a non-positive smallest one.
+    """
+    k = top.size
     if k < 3 or top[-1] <= 0:
         return float("nan")
     x = np.log(np.arange(1, k + 1))
     y = np.log(top)
     xc = x - x.mean()
-    slope = -float(xc @ (y - y.mean())) / float(xc @ xc)
-    return 1.0 + 1.0 / slope if slope > 0 else float("inf")
-
-
-def _bbp_theta2(lam: np.ndarray, sigma2: float, q: float) -> np.ndarray:
-    """Spike strengths ``θ²`` (units of σ²) whose BBP outliers sit at ``lam`` (vectorized inverse).
-
-    Solves ``(1 + t)(1 + c/t) = λ/σ²`` for ``t = θ² >= √c`` (:func:`analysis.marchenko_pastur.bbp_strength`).
-    """
-    c = 1.0 / q
-    b = lam / sigma2 - 1.0 - c
-    return 0.5 * (b + np.sqrt(np.maximum(b * b - 4.0 * c, 0.0)))
+    return -float(xc @ (y - y.mean())) / float(xc @ xc)
 
 
 def _frechet_mu(theta2: np.ndarray) -> float:
@@ -226,13 +226,9 @@ def _frechet_mu(theta2: np.ndarray) -> float:
     the BBP-inverted strengths of the outliers fall as ``j^(-2/μ)`` whatever ``N``, ``M`` and the
     compression of near-threshold outliers toward ``λ+``.
     """
-    k = theta2.size
-    if k < 3 or theta2[-1] <= 0:
-        return float("nan")
-    x = np.log(np.arange(1, k + 1))
-    y = np.log(theta2)
-    xc = x - x.mean()
-    slope = -float(xc @ (y - y.mean())) / float(xc @ xc)
+    slope = _rank_size_slope(theta2)
+    if math.isnan(slope):
+        return slope
     return 2.0 / slope if slope > 0 else float("inf")
 
 
