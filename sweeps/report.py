@@ -135,12 +135,28 @@ def _plot_esd_cell(ax, eigs: np.ndarray, layer: dict[str, Any]) -> None:
     ax.legend(fontsize=5.5, loc="lower left", frameon=False)
 
 
-def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path | None:
-    """ESD grid: one row per (label, trial), one column per layer."""
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (reports run on headless nodes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Lay out, write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path | None:
+    """ESD grid: one row per (label, trial), one column per layer."""
+    plt = _pyplot()
 
     if not spectra:
         return None
@@ -165,9 +181,7 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
                 r = s.row
                 ax.set_ylabel(f"{label} #{r.number}\nα={r.alpha:.2f} acc={r.test_acc:.2f}", fontsize=7)
     fig.suptitle("Final ESDs (log–log) with MP bulk fit and power-law tail: best and worst trials", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -192,10 +206,7 @@ def _param_values(rows: list[TrialRow], name: str) -> tuple[np.ndarray, list[str
 
 def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[Path]:
     """For each searched parameter: alpha (top) and phase (bottom) against it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     done = [r for r in rows if r.complete and math.isfinite(r.alpha)]
     paths = []
@@ -220,21 +231,16 @@ def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[
             a2.set_xscale("log")
         a2.set_xlabel(name)
         fig.suptitle(f"alpha and phase vs {name}  (red: infeasible)", fontsize=9)
-        fig.tight_layout()
         safe = name.replace(".", "_").replace("/", "_")
         path = outdir / f"alpha_phase_vs_{safe}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         paths.append(path)
     return paths
 
 
 def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None, path: Path) -> Path | None:
     """Alpha against test accuracy; target alpha, accuracy constraint and best trial marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     done = [r for r in rows if r.complete and math.isfinite(r.alpha) and math.isfinite(r.test_acc)]
     if not done:
@@ -257,18 +263,13 @@ def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow
     ax.set_ylabel(f"alpha ({spec.objective.aggregate})")
     ax.legend(fontsize=7)
     ax.set_title("alpha vs test accuracy", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
 def plot_history(rows: list[TrialRow], spec: SweepSpec, path: Path) -> Path | None:
     """Optuna optimization history: objective per trial and the best value so far."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     done = [r for r in rows if r.complete and r.values]
     if not done:
@@ -285,18 +286,13 @@ def plot_history(rows: list[TrialRow], spec: SweepSpec, path: Path) -> Path | No
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("Optuna optimization history", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
 def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path | None, str]:
     """Optuna's parameter importances (its default evaluator) for the (first) objective; (path, note)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import optuna
 
     if len(spec.search) < 2:
@@ -314,9 +310,7 @@ def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path
     ax.barh(names, [imp[n] for n in names], color="#1f77b4")
     ax.set_xlabel("importance for the objective")
     ax.set_title("Optuna parameter importances", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path, ""
 
 
