@@ -28,7 +28,7 @@ sampled by :func:`sample_params` — the benchmark suite — in braces):
 ``bulk_decay``
     ``K = max(frac · M, 16)`` (at most M/2) graded spikes, ``frac`` [0.25] {0.15…0.35}, whose
     predicted positions decay as a power law from the top down to the bulk edge,
-    ``λ_j = λ+ (K / j)^(1/(a-1))``, ``j = 1..K``, ``a`` = ``tail_alpha`` [5.0] {4.0…6.5}: the
+    ``λ_j = λ+ (K / j)^(1/(a-1))``, ``j = 1..K``, ``a`` = ``tail_alpha`` [5.0] {4.5…7.0}: the
     top of the ESD is a tail of density exponent ``a`` (the paper's α ≈ 4–6) that runs
     continuously into the bulk edge, with no gap — the edge "decays" into the tail. ``top_ratio``
     [None] replaces the top position ``K^(1/(a-1))`` (in units of λ+) when given; the graded
@@ -36,24 +36,69 @@ sampled by :func:`sample_params` — the benchmark suite — in braces):
     noise may itself be moderately heavy: Student-t entries with ``noise_df`` [None] {None half
     the time, else 5…12} degrees of freedom (scaled to unit variance).
 ``heavy_tailed``
-    iid heavy-tailed entries with tail index ``mu`` [2.0] {1.0…``MU_MAX`` = 2.75}: ``dist``
+    iid heavy-tailed entries with tail index ``mu`` [2.0] {1.0…``MU_MAX`` = 2.25}: ``dist``
     ['pareto'] {'pareto', 'student_t'}; Pareto entries are ``±U^(-1/μ)``, Student-t has ``μ``
     degrees of freedom. ``make`` accepts any μ in [0.5, 10]. The ESD tail is a power law with
     ``α ≈ 1 + μ/2`` [1]_ (Sec. 3.2). For ``μ > 2`` the variance is finite and the heavy tail shows
     only through a few Fréchet-distributed outliers and a soft (non-Tracy–Widom) bulk edge whose
     number and size shrink relative to M as μ grows; how many there are depends on the number of
-    entries N·M. The sampled range stops at 2.75 because that is as far as
-    :func:`analysis.phases.classify_phase` keeps ≥ 93 % recall on each benchmark suite (which mix
-    sizes down to M = 48; at M ≤ 100 alone it is lower). Measured recall beyond it
-    (``benchmarks/bench_phases.py``, "heavy_grid"; ``docs/phases.md``): μ = 3.0 is recognized at
-    M ≥ 256 in ≈ 90–100 % of the matrices, at M = 64–128 in roughly 40–75 %; μ = 3.5 only about
-    half the time even at M = 512–1024, because such a matrix often has no outlier at all and an
-    edge that passes for Tracy–Widom — from its eigenvalues it is then indistinguishable from
-    ``random_like``/``bleeding_out``.
+    entries N·M. The sampled range stops at 2.25: beyond it the power-law fit of a finite matrix
+    reads α ≈ 3.5–6 (μ = 2.5 at M = 512) and λmax is only 2–3 λ+, i.e. the ESD no longer shows
+    the heavy-tailed signature ("no good λ+, λmax ≫ λ+, α ≈ 2–4", [1]_ Table 7) — from its
+    eigenvalues such a matrix is a bulk with a few graded outliers. Recall beyond the range is
+    measured in ``benchmarks/bench_phases.py`` ("heavy_grid").
 ``rank_collapse``
     Rank ``r = rank_frac · M`` [0.3] {0.1…0.7} product of Gaussians (entries of variance ``σ²``)
     plus optional small noise ``noise`` [0.0] {0 a third of the time, else log-uniform 1e-4…3e-3}
     relative to ``σ``, so that ``(1 - rank_frac) · M`` eigenvalues are (near) zero.
+
+Further constructions (:func:`make_family`, :data:`FAMILIES`) test the classifier on inputs its
+phase families do not cover — nuisance deformations of pure noise, many spikes, graded bleeding
+with far spikes, power-law population covariances, PyTorch initializations and a few
+multiplicative (population-covariance) variants of the phases. Each states the phase it should
+get (:data:`FAMILY_PHASE`); :func:`sample_family_params` draws from the ranges given there.
+
+``scale_deformed`` (random_like)
+    Gaussian noise whose rows or columns (``axis`` ['cols'] {'rows', 'cols'}) are scaled by
+    ``U[1 - delta, 1 + delta]``, ``delta`` [0.2] {0…0.2}. The ESD is a deformed MP law: a sharp
+    square-root edge somewhat beyond the iid ``λ+``.
+``lognormal_norms`` (random_like)
+    Rows or columns scaled by ``exp(s z)``, ``z ~ N(0, 1)``, ``s`` [0.1] {0.03…0.15}.
+``ar1_correlated`` (random_like)
+    AR(1)-correlated columns or rows: ``x_j = ρ x_{j-1} + √(1-ρ²) g_j``, ``rho`` [0.2] {0…0.2}.
+``torch_init`` (random_like)
+    A freshly initialized PyTorch weight (``init`` ['linear_default'], one of
+    :data:`TORCH_INITS`; ``sparsity`` [0.5] for 'sparse'), read as an ``(n, m)`` = (out, in)
+    matrix. 'orthogonal', 'eye' and 'dirac' give a point-mass ESD (all eigenvalues equal).
+``iid_other`` (random_like)
+    iid entries of another law with finite fourth moment: ``dist`` ['laplace'] {'laplace',
+    'logistic', 'student_t8'}.
+``many_spikes`` (bulk_plus_spikes)
+    ``k`` [12] {1…max(1, ⌊0.04 M⌋)} spikes whose outliers sit at ``ratio · λ+`` with ratios drawn
+    log-uniformly from [``ratio_lo``, ``ratio_hi``] [2.5, 12] — clearly separated from the edge.
+``graded_bleed`` (bulk_decay)
+    A graded mass of ``K = max(frac · M, 8)`` outliers, ``frac`` [0.1] {0.05…0.15}, running from the
+    edge into a decaying tail (positions ``λ+ (K/j)^(1/(a-1))``, ``tail_alpha`` [5.0] {4.5…7.0}),
+    plus ``n_far`` [2] {0…4} far spikes at ``far_ratio`` λ+ drawn log-uniformly from [5, 20].
+``powerlaw_population`` (heavy_tailed for a ≲ 3.3)
+    ``W = G · C^(1/2)`` with population eigenvalues ``c_j ∝ j^(-1/(a-1))`` (``a`` [3.0]
+    {1.8…3.3}): a population spectrum of density exponent ``a``, hence an ESD tail of exponent ≈
+    a. Larger ``a`` (up to 8 and beyond) moves it through bulk_decay toward deformed noise; the
+    benchmark's monotonicity sweep uses that.
+``spiked_population`` (bulk_plus_spikes)
+    The multiplicative spiked model ``W = G Σ^(1/2)``, ``Σ = I + Σ_k (ℓ_k - 1) v_k v_kᵀ``, with
+    ``k`` [3] {1…5} population spikes whose outliers sit at ``ratio`` λ+ {2.5…12}.
+``shelf_population`` (bleeding_out)
+    The same with ``k`` [3] {1…4} equal population spikes just past the BBP threshold: outliers at
+    ``λ+ (1 + excess)``, ``excess`` [0.25] {max(0.08, 10 s_TW/λ+)…0.5}.
+``graded_population`` (bulk_decay)
+    A population covariance with ``K = frac · M`` graded eigenvalues above the BBP threshold
+    (``frac`` [0.2] {0.12…0.3}, density exponent ``tail_alpha`` [5.5] {4.5…7.0}) on an identity
+    bulk.
+``powerlaw_spectrum`` (heavy_tailed)
+    ``W = √N · U diag(s) Vᵀ + noise · G`` with Haar ``U, V``, singular values ``s_j² ∝ j^(-1/(a-1))``
+    (``a`` [2.5] {1.8…3.3}) and weak Gaussian noise ``noise`` [0.05] {0.01…0.1} (relative to the
+    signal's rms entry): "W_rand small, Δ strongly correlated".
 
 All randomness comes from ``seed`` (an int, SeedSequence or Generator); nothing global is seeded.
 
@@ -80,10 +125,11 @@ from analysis._validation import Interval, Options, check_random_state, validate
 from analysis.marchenko_pastur import _edges, _tw, bbp_strength
 from analysis.phases import PHASES
 
-__all__ = ["MU_MAX", "make", "sample_params"]
+__all__ = ["FAMILIES", "FAMILY_PHASE", "MU_MAX", "TORCH_INITS", "make", "make_family", "sample_family_params",
+           "sample_params"]
 
 #: Upper end of the tail index μ sampled for ``heavy_tailed`` (see the module docstring).
-MU_MAX: float = 2.75
+MU_MAX: float = 2.25
 
 
 _ALLOWED: dict[str, set[str]] = {
@@ -327,7 +373,7 @@ def sample_params(phase: str, n: int, m: int, rng: Any = None) -> dict[str, Any]
         return {
             "sigma": sigma,
             "frac": float(g.uniform(0.15, 0.35)),
-            "tail_alpha": float(g.uniform(4.0, 6.5)),
+            "tail_alpha": float(g.uniform(4.5, 7.0)),
             "noise_df": None if g.uniform() < 0.5 else float(g.uniform(5.0, 12.0)),
         }
     if phase == "heavy_tailed":
@@ -337,3 +383,334 @@ def sample_params(phase: str, n: int, m: int, rng: Any = None) -> dict[str, Any]
         "rank_frac": float(g.uniform(0.1, 0.7)),
         "noise": 0.0 if g.uniform() < 1 / 3 else float(10.0 ** g.uniform(-4.0, np.log10(3e-3))),
     }
+
+
+# --------------------------------------------------------------------------- further constructions
+
+
+#: Freshly initialized PyTorch weights accepted by the ``torch_init`` family.
+TORCH_INITS: tuple[str, ...] = (
+    "linear_default", "conv2d_default", "embedding_default", "kaiming_normal", "kaiming_uniform",
+    "xavier_normal", "xavier_uniform", "trunc_normal", "normal", "uniform", "sparse", "orthogonal",
+    "eye", "dirac",
+)
+
+#: Each construction of :func:`make_family` and the phase it should be given.
+FAMILY_PHASE: dict[str, str] = {
+    "scale_deformed": "random_like",
+    "lognormal_norms": "random_like",
+    "ar1_correlated": "random_like",
+    "torch_init": "random_like",
+    "iid_other": "random_like",
+    "many_spikes": "bulk_plus_spikes",
+    "graded_bleed": "bulk_decay",
+    "powerlaw_population": "heavy_tailed",
+    "spiked_population": "bulk_plus_spikes",
+    "shelf_population": "bleeding_out",
+    "graded_population": "bulk_decay",
+    "powerlaw_spectrum": "heavy_tailed",
+}
+FAMILIES: tuple[str, ...] = tuple(FAMILY_PHASE)
+
+
+def _along(G: np.ndarray, factors: np.ndarray, axis: str) -> np.ndarray:
+    """Scale the rows (``axis='rows'``, factors of shape (n,)) or columns of ``G``."""
+    if axis == "rows":
+        return G * factors[:, None]
+    if axis == "cols":
+        return G * factors[None, :]
+    raise ValueError(f"make_family: parameter 'axis' must be 'rows' or 'cols'; got {axis!r}")
+
+
+def _n_along(n: int, m: int, axis: str) -> int:
+    if axis not in ("rows", "cols"):
+        raise ValueError(f"make_family: parameter 'axis' must be 'rows' or 'cols'; got {axis!r}")
+    return n if axis == "rows" else m
+
+
+def _scale_deformed(n: int, m: int, rng: np.random.Generator, delta: float = 0.2, axis: str = "cols") -> np.ndarray:
+    delta = _check("delta", delta, 0.0, 0.9)
+    k = _n_along(n, m, axis)
+    return _along(rng.standard_normal((n, m)), rng.uniform(1.0 - delta, 1.0 + delta, size=k), axis)
+
+
+def _lognormal_norms(n: int, m: int, rng: np.random.Generator, s: float = 0.1, axis: str = "rows") -> np.ndarray:
+    s = _check("s", s, 0.0, 2.0)
+    k = _n_along(n, m, axis)
+    return _along(rng.standard_normal((n, m)), np.exp(s * rng.standard_normal(k)), axis)
+
+
+def _ar1_correlated(n: int, m: int, rng: np.random.Generator, rho: float = 0.2, axis: str = "cols") -> np.ndarray:
+    rho = _check("rho", rho, 0.0, 0.99)
+    _n_along(n, m, axis)
+    G = rng.standard_normal((n, m)) if axis == "cols" else rng.standard_normal((m, n))
+    out = np.empty_like(G)
+    out[:, 0] = G[:, 0]
+    a = np.sqrt(1.0 - rho * rho)
+    for j in range(1, G.shape[1]):  # stationary AR(1) along the axis: unit variance, lag-1 correlation ρ
+        out[:, j] = rho * out[:, j - 1] + a * G[:, j]
+    return out if axis == "cols" else out.T.copy()
+
+
+def _torch_init(n: int, m: int, rng: np.random.Generator, init: str = "linear_default",
+                sparsity: float = 0.5) -> np.ndarray:
+    import torch
+    from torch import nn
+
+    if init not in TORCH_INITS:
+        raise ValueError(f"make_family: parameter 'init' must be one of {list(TORCH_INITS)}; got {init!r}")
+    sparsity = _check("sparsity", sparsity, 0.0, 0.95)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    out, inp = n, m
+    if init == "linear_default":
+        w = torch.empty(out, inp)
+        nn.init.kaiming_uniform_(w, a=5**0.5, generator=gen)  # what nn.Linear.reset_parameters does
+        return w.double().numpy()
+    if init in ("conv2d_default", "dirac"):
+        k = 3 if inp % 9 == 0 else 1  # reshaped (out, in·k·k) kernel; 1×1 when m is not a multiple of 9
+        w = torch.empty(out, inp // (k * k), k, k)
+        if init == "dirac":
+            nn.init.dirac_(w)
+        else:
+            nn.init.kaiming_uniform_(w, a=5**0.5, generator=gen)
+        return w.reshape(out, -1).double().numpy()
+    w = torch.empty(out, inp)
+    if init == "embedding_default":
+        nn.init.normal_(w, generator=gen)
+    elif init == "kaiming_normal":
+        nn.init.kaiming_normal_(w, nonlinearity="relu", generator=gen)
+    elif init == "kaiming_uniform":
+        nn.init.kaiming_uniform_(w, nonlinearity="relu", generator=gen)
+    elif init == "xavier_normal":
+        nn.init.xavier_normal_(w, generator=gen)
+    elif init == "xavier_uniform":
+        nn.init.xavier_uniform_(w, generator=gen)
+    elif init == "trunc_normal":
+        nn.init.trunc_normal_(w, std=0.02, a=-0.04, b=0.04, generator=gen)  # truncated at 2σ
+    elif init == "normal":
+        nn.init.normal_(w, std=0.02, generator=gen)
+    elif init == "uniform":
+        nn.init.uniform_(w, -0.05, 0.05, generator=gen)
+    elif init == "sparse":
+        nn.init.sparse_(w, sparsity=sparsity, std=0.01, generator=gen)
+    elif init == "orthogonal":
+        nn.init.orthogonal_(w, generator=gen)
+    else:  # eye
+        nn.init.eye_(w)
+    return w.double().numpy()
+
+
+def _iid_other(n: int, m: int, rng: np.random.Generator, dist: str = "laplace") -> np.ndarray:
+    if dist == "laplace":
+        return rng.laplace(size=(n, m))
+    if dist == "logistic":
+        return rng.logistic(size=(n, m))
+    if dist == "student_t8":
+        return rng.standard_t(8.0, size=(n, m))
+    raise ValueError(f"make_family: parameter 'dist' must be 'laplace', 'logistic' or 'student_t8'; got {dist!r}")
+
+
+def _spikes_at(n: int, m: int, rng: np.random.Generator, ratios: np.ndarray) -> np.ndarray:
+    """Unit-variance noise plus additive spikes whose outliers sit at ``ratios · λ+`` (N ≥ M)."""
+    q = n / m
+    lp = _edges(1.0, q)[1]
+    thetas = np.array([bbp_strength(max(float(r), 1.0) * lp, q) for r in ratios])
+    return _spiked(rng, n, m, thetas, rng.standard_normal((n, m)))
+
+
+def _many_spikes(n: int, m: int, rng: np.random.Generator, k: int = 12, ratio_lo: float = 2.5,
+                 ratio_hi: float = 12.0) -> np.ndarray:
+    k = _check_k(k, m)
+    lo = _check("ratio_lo", ratio_lo, 1.0, 1e4)
+    hi = _check("ratio_hi", ratio_hi, lo, 1e4)
+    return _spikes_at(n, m, rng, np.exp(rng.uniform(np.log(lo), np.log(hi), size=k)))
+
+
+def _graded_bleed(n: int, m: int, rng: np.random.Generator, frac: float = 0.1, tail_alpha: float = 5.0,
+                  n_far: int = 2, far_lo: float = 5.0, far_hi: float = 20.0) -> np.ndarray:
+    frac = _check("frac", frac, 0.005, 0.5)
+    a = _check("tail_alpha", tail_alpha, 1.5, 20.0)
+    if isinstance(n_far, bool) or not isinstance(n_far, (int, np.integer)) or not 0 <= n_far <= 20:
+        raise ValueError(f"make_family: parameter 'n_far' must be an int in [0, 20]; got {n_far!r}")
+    lo = _check("far_lo", far_lo, 1.0, 1e4)
+    hi = _check("far_hi", far_hi, lo, 1e4)
+    kk = min(max(int(round(frac * m)), 8), m // 2)
+    graded = (kk / np.arange(1, kk + 1)) ** (1.0 / (a - 1.0))  # λ+ (K/j)^(1/(a-1)): from the edge up
+    far = np.exp(rng.uniform(np.log(lo), np.log(hi), size=int(n_far)))
+    return _spikes_at(n, m, rng, np.concatenate([graded, far]))
+
+
+def _powerlaw_population(n: int, m: int, rng: np.random.Generator, a: float = 3.0) -> np.ndarray:
+    a = _check("a", a, 1.05, 100.0)
+    c = np.arange(1, m + 1) ** (-1.0 / (a - 1.0))
+    return rng.standard_normal((n, m)) * np.sqrt(c / c.mean())[rng.permutation(m)]
+
+
+def _population(rng: np.random.Generator, n: int, m: int, ells: np.ndarray) -> np.ndarray:
+    """``G Σ^(1/2)`` with ``Σ = I + Σ_k (ℓ_k - 1) v_k v_kᵀ`` (random orthonormal ``v_k``)."""
+    v = _unit_columns(rng, m, ells.size)
+    root = np.eye(m) + (v * (np.sqrt(ells) - 1.0)) @ v.T
+    return rng.standard_normal((n, m)) @ root
+
+
+def _population_ell(ratio: np.ndarray, q: float) -> np.ndarray:
+    """Population spike ``ℓ`` whose sample outlier sits at ``ratio · λ+``: ``λ = ℓ (1 + c/(ℓ - 1))``."""
+    c = 1.0 / q
+    lam = np.maximum(ratio, 1.0) * _edges(1.0, q)[1]
+    # ℓ² - (λ + 1 - c) ℓ + λ = 0, upper root (ℓ ≥ 1 + √c)
+    b = lam + 1.0 - c
+    return 0.5 * (b + np.sqrt(np.maximum(b * b - 4.0 * lam, 0.0)))
+
+
+def _spiked_population(n: int, m: int, rng: np.random.Generator, k: int = 3, ratio: float = 4.0) -> np.ndarray:
+    k = _check_k(k, m)
+    r = _check("ratio", ratio, 1.0, 1e4)
+    ratios = np.geomspace(r, r**0.7, k) if k > 1 else np.array([r])
+    return _population(rng, n, m, _population_ell(ratios, n / m))
+
+
+def _shelf_population(n: int, m: int, rng: np.random.Generator, k: int = 3, excess: float = 0.25) -> np.ndarray:
+    k = _check_k(k, m)
+    ex = _check("excess", excess, 0.0, 10.0)
+    return _population(rng, n, m, _population_ell(np.full(k, 1.0 + ex), n / m))
+
+
+def _graded_population(n: int, m: int, rng: np.random.Generator, frac: float = 0.2,
+                       tail_alpha: float = 5.5) -> np.ndarray:
+    frac = _check("frac", frac, 0.01, 0.5)
+    a = _check("tail_alpha", tail_alpha, 1.5, 20.0)
+    kk = min(max(int(round(frac * m)), 8), m // 2)
+    ells = _population_ell((kk / np.arange(1, kk + 1)) ** (1.0 / (a - 1.0)), n / m)
+    return _population(rng, n, m, ells)
+
+
+def _powerlaw_spectrum(n: int, m: int, rng: np.random.Generator, a: float = 2.5, noise: float = 0.05) -> np.ndarray:
+    a = _check("a", a, 1.05, 100.0)
+    noise = _check("noise", noise, 0.0, 1.0)
+    s2 = np.arange(1, m + 1) ** (-1.0 / (a - 1.0))
+    s2 = s2 / s2.mean()  # signal entries of unit rms
+    u = _unit_columns(rng, n, m)
+    v = _unit_columns(rng, m, m)
+    signal = np.sqrt(n) * (u * np.sqrt(s2)[rng.permutation(m)]) @ v.T
+    return signal + noise * rng.standard_normal((n, m))
+
+
+_FAMILY_BUILDERS = {
+    "scale_deformed": (_scale_deformed, True),
+    "lognormal_norms": (_lognormal_norms, True),
+    "ar1_correlated": (_ar1_correlated, True),
+    "torch_init": (_torch_init, True),
+    "iid_other": (_iid_other, False),
+    "many_spikes": (_many_spikes, False),
+    "graded_bleed": (_graded_bleed, False),
+    "powerlaw_population": (_powerlaw_population, False),
+    "spiked_population": (_spiked_population, False),
+    "shelf_population": (_shelf_population, False),
+    "graded_population": (_graded_population, False),
+    "powerlaw_spectrum": (_powerlaw_spectrum, False),
+}
+
+
+@validate(
+    {
+        "family": [Options(FAMILIES)],
+        "n": [Interval(int, 2, None)],
+        "m": [Interval(int, 2, None)],
+        "seed": ["random_state"],
+    }
+)
+def make_family(family: str, n: int, m: int, seed: Any = None, **params: Any) -> np.ndarray:
+    """Draw an ``n × m`` matrix of one of the further constructions (module docstring).
+
+    Parameters
+    ----------
+    family : str
+        One of :data:`FAMILIES`; :data:`FAMILY_PHASE` gives the phase it should get.
+    n, m : int
+        Shape of the result. The deformation families (``scale_deformed``, ``lognormal_norms``,
+        ``ar1_correlated``) and ``torch_init`` use the shape as given (``axis`` picks rows or
+        columns; ``torch_init`` reads it as (out_features, in_features)); the others build the
+        ``N × M`` matrix (``N = max(n, m)``) and transpose it when ``n < m``.
+    seed : None, int, SeedSequence or numpy.random.Generator
+        The only source of randomness.
+    **params
+        The construction's parameters; unknown names raise ``TypeError``.
+
+    Returns
+    -------
+    ndarray of shape (n, m), float64
+
+    Examples
+    --------
+    >>> make_family("many_spikes", 400, 200, seed=0, k=6).shape
+    (400, 200)
+    """
+    builder, as_given = _FAMILY_BUILDERS[family]
+    import inspect
+
+    allowed = set(list(inspect.signature(builder).parameters)[3:])
+    extra = set(params) - allowed
+    if extra:
+        raise TypeError(f"make_family: family {family!r} takes parameters {sorted(allowed)}; got unknown {sorted(extra)}")
+    rng = check_random_state(seed)
+    if as_given:
+        return np.asarray(builder(n, m, rng, **params), dtype=np.float64)
+    big, small = max(n, m), min(n, m)
+    W = builder(big, small, rng, **params)
+    return W if n >= m else W.T.copy()
+
+
+@validate(
+    {
+        "family": [Options(FAMILIES)],
+        "n": [Interval(int, 2, None)],
+        "m": [Interval(int, 2, None)],
+        "rng": ["random_state"],
+    }
+)
+def sample_family_params(family: str, n: int, m: int, rng: Any = None) -> dict[str, Any]:
+    """Draw one parameter set of a :func:`make_family` construction from its documented ranges.
+
+    Parameters
+    ----------
+    family : str
+        One of :data:`FAMILIES`.
+    n, m : int
+        Shape of the matrix the parameters are for.
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    dict
+        Keyword arguments for :func:`make_family`.
+    """
+    g = check_random_state(rng)
+    small, q = min(n, m), max(n, m) / min(n, m)
+    axis = str(g.choice(["rows", "cols"]))
+    if family == "scale_deformed":
+        return {"delta": float(g.uniform(0.0, 0.2)), "axis": axis}
+    if family == "lognormal_norms":
+        return {"s": float(g.uniform(0.03, 0.15)), "axis": axis}
+    if family == "ar1_correlated":
+        return {"rho": float(g.uniform(0.0, 0.2)), "axis": axis}
+    if family == "torch_init":
+        return {"init": str(g.choice(TORCH_INITS)), "sparsity": float(g.uniform(0.1, 0.9))}
+    if family == "iid_other":
+        return {"dist": str(g.choice(["laplace", "logistic", "student_t8"]))}
+    if family == "many_spikes":
+        return {"k": int(g.integers(1, max(1, int(0.04 * small)) + 1)), "ratio_lo": 2.5, "ratio_hi": 12.0}
+    if family == "graded_bleed":
+        return {"frac": float(g.uniform(0.05, 0.15)), "tail_alpha": float(g.uniform(4.5, 7.0)),
+                "n_far": int(g.integers(0, 5))}
+    if family in ("powerlaw_population", "powerlaw_spectrum"):
+        p = {"a": float(g.uniform(1.8, 3.3))}
+        if family == "powerlaw_spectrum":
+            p["noise"] = float(g.uniform(0.01, 0.1))
+        return p
+    if family == "spiked_population":
+        return {"k": int(g.integers(1, 6)), "ratio": float(np.exp(g.uniform(np.log(2.5), np.log(12.0))))}
+    if family == "shelf_population":
+        lp = _edges(1.0, q)[1]
+        lo = min(max(0.08, 10.0 * _tw(1.0, q, small) / lp), 0.45)
+        return {"k": int(g.integers(1, max(1, min(4, small // 16)) + 1)), "excess": float(g.uniform(lo, 0.5))}
+    return {"frac": float(g.uniform(0.12, 0.3)), "tail_alpha": float(g.uniform(4.5, 7.0))}  # graded_population

@@ -1,24 +1,34 @@
-"""Accuracy of the 5+1 phase classifier on synthetic suites → confusion matrices (JSON + PNG).
+"""Accuracy and calibration of the 5+1 phase classifier on suites it was and was not tuned on (JSON + PNG).
 
-Three suites, each drawn from :mod:`analysis.synthetic` with its own seed:
+Suites (each its own seed; every matrix is drawn, its ESD computed, then classified from the
+eigenvalues alone, as the monitor does):
 
-* ``main`` — ≥ 600 matrices (100 per phase), parameters from :func:`analysis.synthetic.sample_params`,
-  M ∈ {64, 128, 256, 512, 1024}, Q ∈ {1, 1.5, 2, 3, 4, 6, 10}.
-* ``heldout`` — other seed, other sizes (M ∈ {48, 80, 100, 200, 300, 700, 1536}), other aspect
-  ratios (Q ∈ {1.25, 2.5, 5, 8}) and strengths drawn from shifted ranges (wider spike ratios,
-  other bulk-decay exponents and spike counts, other rank fractions; see ``heldout_params``).
-* ``third`` — seed 777, M ∈ {96, 200, 700, 1500}, Q ∈ {1.2, 3, 6, 9}, the families' full
-  :func:`~analysis.synthetic.sample_params` ranges.
+* ``tune`` — the suite the thresholds were chosen on: the six phase families
+  (:func:`analysis.synthetic.sample_params`) and the tuning constructions of
+  :func:`analysis.synthetic.make_family` (``TUNE_FAMILIES``) at their documented ranges,
+  M ∈ {64, …, 1024}, Q ∈ {1, 1.5, 2, 3, 4, 6, 10}, seed 2026.
+* ``heldout`` — never looked at while tuning (settings fixed in this file before the tuning
+  started): seed 90210, other sizes (M ∈ {48, 80, 100, 200, 300, 700, 1536, 2048}), other aspect
+  ratios (Q ∈ {1.25, 2.5, 5, 8}), half of the matrices transposed, shifted parameter ranges
+  (``heldout_params``) and five constructions that are not in the tuning suite at all
+  (``HELDOUT_ONLY``: multiplicative spiked / shelf / graded population covariances, a
+  power-law singular-value spectrum with weak noise, iid Laplace / logistic / t₈ entries).
+* ``nuisance`` — pure noise that is not iid Gaussian (row/column scales up to ±20 %, log-normal
+  norms, AR(1) correlation up to ρ = 0.2, every PyTorch init, uniform / Rademacher entries), seed
+  31337, M up to 2048: must be ``random_like`` (``bleeding_out`` tolerated), never
+  ``bulk_decay`` / ``heavy_tailed``.
+* ``many_spikes`` — a clean MP bulk with k = 1 … 4 % of M clearly separated outliers, any
+  orientation, Q ∈ {1, 2, 4, 10}, seed 5150: must be ``bulk_plus_spikes``.
 
-Plus ``heavy_grid``: the fraction of iid heavy-tailed matrices tagged ``heavy_tailed`` for tail
-indices μ up to 3.5 (beyond the family's sampled range) and M = 64…1024 — the detection limit.
+Plus ``monotone`` (the population power-law sweep ``a = 1.8 … 8``: the label code must never
+increase with a), ``heavy_grid`` (recall of iid heavy tails for μ beyond the family's range) and
+``reliability`` (accuracy per confidence bin, pooled over the held-out, nuisance and many-spike
+suites). Classification time is measured next to the eigensolve in the same process.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_phases.py            # both suites, writes benchmarks/results/
-                                                           # and docs/figures/phases_confusion.png
-    .venv/bin/python benchmarks/bench_phases.py --per-phase 20 --heldout-per-phase 10 \
-        --third-per-phase 0 --grid-per-cell 0                                      # quick look
+    .venv/bin/python benchmarks/bench_phases.py              # everything; writes benchmarks/results/
+    .venv/bin/python benchmarks/bench_phases.py --scale 0.2 --grid-per-cell 0    # quick look
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,108 +48,237 @@ from analysis.esd import esd
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.phases import PHASES, classify_phase
 from analysis.powerlaw_fit import fit_power_law
-from analysis.synthetic import MU_MAX, make, sample_params
+from analysis.synthetic import FAMILY_PHASE, MU_MAX, make, make_family, sample_family_params, sample_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "phases_confusion.png"
 
-MAIN_M = (64, 128, 256, 512, 1024)
-MAIN_M_P = (0.3, 0.3, 0.2, 0.15, 0.05)
-MAIN_Q = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
-HELD_M = (48, 80, 100, 200, 300, 700, 1536)
-HELD_M_P = (0.1, 0.2, 0.2, 0.2, 0.15, 0.12, 0.03)
-HELD_Q = (1.25, 2.5, 5.0, 8.0)
-THIRD_M = (96, 200, 700, 1500)
-THIRD_M_P = (0.25, 0.25, 0.25, 0.25)
-THIRD_Q = (1.2, 3.0, 6.0, 9.0)
-GRID_MU = (2.25, 2.5, 2.75, 3.0, 3.25, 3.5)
-GRID_M = (64, 128, 256, 512, 1024)
-GRID_Q = (1.0, 2.0, 4.0, 8.0)
+#: Constructions never used while tuning (held-out suite only).
+HELDOUT_ONLY = ("spiked_population", "shelf_population", "graded_population", "powerlaw_spectrum", "iid_other")
+TUNE_FAMILIES = tuple(f for f in FAMILY_PHASE if f not in HELDOUT_ONLY)
+NUISANCE = ("scale_deformed", "lognormal_norms", "ar1_correlated", "torch_init")
 
 
-def heldout_params(phase: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Parameters for the held-out suite: the family's sampler, then strengths from shifted ranges."""
-    p = sample_params(phase, n, m, rng)
-    if phase == "bulk_plus_spikes":
-        p["ratio"] = float(np.exp(rng.uniform(np.log(2.4), np.log(20.0))))
-    elif phase == "bleeding_out":
-        p["excess"] = float(min(p["excess"] * rng.uniform(0.9, 1.1), 0.5))
-    elif phase == "bulk_decay":
-        p["tail_alpha"] = float(rng.uniform(4.2, 7.0))
-        p["frac"] = float(rng.uniform(0.12, 0.4))
-    elif phase == "heavy_tailed":
-        p["mu"] = float(rng.uniform(1.1, MU_MAX))
-    elif phase == "rank_collapse":
-        p["rank_frac"] = float(rng.uniform(0.05, 0.8))
+@dataclass(frozen=True)
+class Suite:
+    """How one suite is drawn: constructions ``('phase'|'family', name)``, sizes, aspect ratios."""
+
+    name: str
+    seed: int
+    per_construction: int
+    constructions: tuple[tuple[str, str], ...]
+    sizes: tuple[int, ...]
+    size_p: tuple[float, ...]
+    ratios: tuple[float, ...]
+    transpose_p: float
+    params: Callable[[str, str, int, int, np.random.Generator], dict[str, Any]]
+    tolerated: tuple[str, ...] = ()  # labels also counted as acceptable (nuisance: bleeding_out)
+
+
+def _truth(kind: str, name: str) -> str:
+    return name if kind == "phase" else FAMILY_PHASE[name]
+
+
+def tune_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The documented sampling ranges (the tuning set)."""
+    return sample_params(name, n, m, rng) if kind == "phase" else sample_family_params(name, n, m, rng)
+
+
+def heldout_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Held-out ranges: the samplers, then strengths and shapes from shifted ranges."""
+    p = tune_params(kind, name, n, m, rng)
+    u = rng.uniform
+    if kind == "phase":
+        if name == "bulk_plus_spikes":
+            p["ratio"] = float(np.exp(u(np.log(2.4), np.log(20.0))))
+        elif name == "bleeding_out":
+            p["excess"] = float(min(p["excess"] * u(0.9, 1.1), 0.5))
+        elif name == "bulk_decay":
+            p["tail_alpha"] = float(u(4.7, 7.5))
+            p["frac"] = float(u(0.12, 0.4))
+        elif name == "heavy_tailed":
+            p["mu"] = float(u(1.1, MU_MAX))
+        elif name == "rank_collapse":
+            p["rank_frac"] = float(u(0.05, 0.8))
+        return p
+    if name == "scale_deformed":
+        p["delta"] = float(u(0.05, 0.2))
+    elif name == "lognormal_norms":
+        p["s"] = float(u(0.05, 0.15))
+    elif name == "ar1_correlated":
+        p["rho"] = float(u(0.05, 0.2))
+    elif name == "many_spikes":
+        p.update(k=int(rng.integers(2, max(2, int(0.04 * min(n, m))) + 1)), ratio_lo=3.0, ratio_hi=15.0)
+    elif name == "graded_bleed":
+        p.update(frac=float(u(0.06, 0.15)), tail_alpha=float(u(4.7, 7.5)), n_far=int(rng.integers(1, 5)),
+                 far_lo=6.0, far_hi=25.0)
+    elif name in ("powerlaw_population", "powerlaw_spectrum"):
+        p["a"] = float(u(1.9, 3.2))
     return p
 
 
-def run_suite(name: str, seed: int, per_phase: int, sizes, size_p, ratios, params_fn) -> dict[str, Any]:
-    """Draw ``per_phase`` matrices of each phase, classify them, return the confusion matrix and rows."""
-    rng = np.random.default_rng(seed)
-    confusion = np.zeros((len(PHASES), len(PHASES)), dtype=int)
-    rows = []
+def nuisance_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Nuisance suite: the stated limits (±20 %, ρ ≤ 0.2, s ≤ 0.15), every init equally often."""
+    if kind == "phase":  # random_like with uniform / Rademacher entries
+        return {"sigma": float(10 ** rng.uniform(-3, 1)), "dist": str(rng.choice(["uniform", "rademacher"]))}
+    p = sample_family_params(name, n, m, rng)
+    if name == "scale_deformed":
+        p["delta"] = float(rng.choice([0.1, 0.2]))
+    elif name == "ar1_correlated":
+        p["rho"] = float(rng.uniform(0.1, 0.2))
+    return p
+
+
+def many_spike_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """k from 1 to 4 % of M, outliers 3–10× λ+ (e.g. the paper's "Bulk + 9" and "+ 18")."""
+    small = min(n, m)
+    ks = sorted({1, 2, 3, 5, 9, 12, 18, 20, max(1, int(0.04 * small))})
+    ks = [k for k in ks if k <= max(1, int(0.04 * small))]
+    return {"k": int(rng.choice(ks)), "ratio_lo": 3.0, "ratio_hi": 10.0}
+
+
+SUITES: dict[str, Suite] = {
+    "tune": Suite(
+        "tune", 2026, 50,
+        tuple(("phase", p) for p in PHASES) + tuple(("family", f) for f in TUNE_FAMILIES),
+        (64, 128, 256, 512, 1024), (0.3, 0.3, 0.2, 0.15, 0.05), (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0), 0.3,
+        tune_params,
+    ),
+    "heldout": Suite(
+        "heldout", 90210, 30,
+        tuple(("phase", p) for p in PHASES) + tuple(("family", f) for f in FAMILY_PHASE),
+        (48, 80, 100, 200, 300, 700, 1536, 2048), (0.08, 0.15, 0.17, 0.2, 0.15, 0.15, 0.06, 0.04),
+        (1.25, 2.5, 5.0, 8.0), 0.5, heldout_params,
+    ),
+    "nuisance": Suite(
+        "nuisance", 31337, 40,
+        (("phase", "random_like"),) + tuple(("family", f) for f in NUISANCE),
+        (64, 128, 256, 512, 1024, 2048), (0.15, 0.2, 0.2, 0.2, 0.15, 0.1), (1.0, 2.0, 4.0, 10.0), 0.5,
+        nuisance_params, tolerated=("bleeding_out",),
+    ),
+    "many_spikes": Suite(
+        "many_spikes", 5150, 120, (("family", "many_spikes"),),
+        (128, 256, 512, 1000), (0.2, 0.3, 0.3, 0.2), (1.0, 2.0, 4.0, 10.0), 0.5, many_spike_params,
+    ),
+}
+
+MONO_A = (1.8, 2.0, 2.2, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0)
+MONO_SHAPES = ((2000, 800), (1024, 512), (512, 256), (800, 2000), (4096, 1024))
+GRID_MU = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
+GRID_M = (64, 128, 256, 512, 1024)
+GRID_Q = (1.0, 2.0, 4.0, 8.0)
+CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
+
+
+def classify_timed(W: np.ndarray) -> tuple[Any, float, float, float]:
+    """Classify ``W`` from its eigenvalues; seconds spent in eigvalsh, in the two fits, in the rules."""
+    n, m = max(W.shape), min(W.shape)
+    t0 = time.perf_counter()
+    eigs = esd(W)
+    t1 = time.perf_counter()
+    mp = fit_marchenko_pastur(eigs, q=n / m)
+    pl = fit_power_law(eigs)
+    t2 = time.perf_counter()
+    res = classify_phase(eigs, q=n / m, mp=mp, pl=pl)
+    t3 = time.perf_counter()
+    return res, t1 - t0, t2 - t1, t3 - t2
+
+
+def _round(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in params.items()}
+
+
+def run_suite(suite: Suite, scale: float = 1.0) -> dict[str, Any]:
+    """Draw and classify the suite; confusion matrix (rows: true, cols: predicted), rows, timings."""
+    rng = np.random.default_rng(suite.seed)
+    labels = list(PHASES) + ["undetermined"]
+    confusion = np.zeros((len(PHASES), len(labels)), dtype=int)
+    rows: list[dict[str, Any]] = []
     t_eig = t_fit = t_cls = 0.0
-    for i, phase in enumerate(PHASES):
-        for _ in range(per_phase):
-            m = int(rng.choice(sizes, p=size_p))
-            q = float(rng.choice(ratios))
+    per = max(1, int(round(suite.per_construction * scale)))
+    for kind, name in suite.constructions:
+        truth = _truth(kind, name)
+        for _ in range(per):
+            m = int(rng.choice(suite.sizes, p=suite.size_p))
+            q = float(rng.choice(suite.ratios))
             n = int(round(q * m))
-            params = params_fn(phase, n, m, rng)
-            W = make(phase, n, m, rng, **params)
-            t0 = time.perf_counter()
-            eigs = esd(W)
-            t1 = time.perf_counter()
-            mp = fit_marchenko_pastur(eigs, q=n / m)
-            pl = fit_power_law(eigs)
-            t2 = time.perf_counter()
-            res = classify_phase(eigs, q=n / m, mp=mp, pl=pl)
-            t3 = time.perf_counter()
-            t_eig, t_fit, t_cls = t_eig + t1 - t0, t_fit + t2 - t1, t_cls + t3 - t2
-            j = PHASES.index(res.phase)
-            confusion[i, j] += 1
-            rows.append(
-                {
-                    "true": phase, "pred": res.phase, "confidence": round(res.confidence, 4), "n": n, "m": m,
-                    "params": {k: (round(v, 5) if isinstance(v, float) else v) for k, v in params.items()},
-                    "rule": res.evidence["rule"],
-                }
-            )
-    total = int(confusion.sum())
-    per = {p: float(confusion[i, i] / confusion[i].sum()) for i, p in enumerate(PHASES)}
+            if rng.uniform() < suite.transpose_p:
+                n, m = m, n
+            params = suite.params(kind, name, n, m, rng)
+            W = make(name, n, m, rng, **params) if kind == "phase" else make_family(name, n, m, rng, **params)
+            res, te, tf, tc = classify_timed(W)
+            t_eig, t_fit, t_cls = t_eig + te, t_fit + tf, t_cls + tc
+            confusion[PHASES.index(truth), labels.index(res.phase)] += 1
+            rows.append({"construction": f"{kind}:{name}", "true": truth, "pred": res.phase,
+                         "ok": res.phase == truth or res.phase in suite.tolerated,
+                         "confidence": round(res.confidence, 4), "n": n, "m": m, "params": _round(params),
+                         "rule": res.evidence.get("rule", "")})
+    ok = np.array([r["ok"] for r in rows])
+    strict = np.array([r["pred"] == r["true"] for r in rows])
+    per_phase = {p: float(np.mean([r["ok"] for r in rows if r["true"] == p]))
+                 for p in PHASES if any(r["true"] == p for r in rows)}
+    per_construction = {}
+    for c in dict.fromkeys(r["construction"] for r in rows):
+        sel = [r for r in rows if r["construction"] == c]
+        per_construction[c] = {"n": len(sel), "accuracy": float(np.mean([r["ok"] for r in sel])),
+                               "labels": dict(sorted({p: sum(r["pred"] == p for r in sel) for p in labels}.items()))}
     return {
-        "name": name,
-        "seed": seed,
-        "n_matrices": total,
-        "accuracy": float(np.trace(confusion) / total),
-        "per_phase_accuracy": per,
-        "confusion": confusion.tolist(),
-        "labels": list(PHASES),
-        "sizes_M": list(sizes),
-        "aspect_ratios_Q": list(ratios),
-        "seconds": {"eigvalsh": round(t_eig, 3), "mp_and_pl_fits": round(t_fit, 3), "classify": round(t_cls, 4)},
-        "errors": [r for r in rows if r["true"] != r["pred"]],
+        "name": suite.name, "seed": suite.seed, "n_matrices": len(rows),
+        "accuracy": float(ok.mean()), "strict_accuracy": float(strict.mean()),
+        "tolerated": list(suite.tolerated),
+        "forbidden_rate": float(np.mean([r["pred"] in ("bulk_decay", "heavy_tailed") for r in rows]))
+        if suite.name == "nuisance" else None,
+        "per_phase_accuracy": per_phase, "per_construction": per_construction,
+        "confusion": confusion.tolist(), "labels_true": list(PHASES), "labels_pred": labels,
+        "sizes_M": list(suite.sizes), "aspect_ratios_Q": list(suite.ratios),
+        "seconds": {"eigvalsh": round(t_eig, 3), "mp_and_pl_fits": round(t_fit, 3), "classify": round(t_cls, 4),
+                    "classify_ms_per_matrix": round(1e3 * t_cls / max(len(rows), 1), 4)},
+        "rows": rows,
     }
 
 
-def heavy_grid(seed: int, per_cell: int) -> dict[str, Any]:
-    """Fraction of heavy-tailed matrices tagged ``heavy_tailed`` per (μ, M), μ up to 3.5 (beyond the family).
+def reliability(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy per confidence bin (a calibrated classifier is right about as often as it is confident)."""
+    out = []
+    for lo, hi in zip(CONF_BINS[:-1], CONF_BINS[1:], strict=True):
+        sel = [r for r in rows if lo <= r["confidence"] < hi]
+        out.append({"bin": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}", "n": len(sel),
+                    "accuracy": float(np.mean([r["ok"] for r in sel])) if sel else None,
+                    "mean_confidence": float(np.mean([r["confidence"] for r in sel])) if sel else None})
+    return out
 
-    ``per_cell`` matrices per (μ, M) cell, half Pareto and half Student-t, spread over ``GRID_Q``.
+
+def monotone_sweep(seeds: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
+    """Labels of ``W = G C^(1/2)``, ``c_j ∝ j^(-1/(a-1))``, for a = 1.8 … 8; per shape and seed.
+
+    The same seed for every ``a`` (common random numbers: one G, only C changes), so a label that
+    goes back up along the sweep is the classifier's doing, not a new draw's.
     """
+    sweeps, violations = [], 0
+    for n, m in MONO_SHAPES:
+        for s in seeds:
+            labels = [classify_phase(make_family("powerlaw_population", n, m, seed=1000 * s + 7, a=a)).phase
+                      for a in MONO_A]
+            codes = [PHASES.index(p) if p in PHASES else -1 for p in labels]
+            bad = sum(b > a for a, b in zip(codes, codes[1:], strict=False))
+            violations += bad
+            sweeps.append({"n": n, "m": m, "seed": 1000 * s + 7, "labels": labels, "monotone": bad == 0})
+    return {"a": list(MONO_A), "sweeps": sweeps, "violations": violations,
+            "all_monotone": violations == 0}
+
+
+def heavy_grid(seed: int, per_cell: int) -> dict[str, Any]:
+    """Fraction of iid heavy-tailed matrices tagged ``heavy_tailed`` per (μ, M), half Pareto, half Student-t."""
     rng = np.random.default_rng(seed)
-    table = {}
+    table: dict[str, dict[str, float]] = {}
     for mu in GRID_MU:
         for m in GRID_M:
             hits = 0
             for j in range(per_cell):
                 q = GRID_Q[j % len(GRID_Q)]
-                n = int(q * m)
                 dist = ("pareto", "student_t")[(j // len(GRID_Q)) % 2]
-                eigs = esd(make("heavy_tailed", n, m, rng, mu=mu, dist=dist))
-                res = classify_phase(eigs, q=n / m, mp=fit_marchenko_pastur(eigs, q=n / m), pl=fit_power_law(eigs))
-                hits += res.phase == "heavy_tailed"
-            table[f"{mu:g}"] = table.get(f"{mu:g}", {}) | {str(m): hits / per_cell}
+                hits += classify_phase(make("heavy_tailed", int(q * m), m, rng, mu=mu, dist=dist)).phase == "heavy_tailed"
+            table.setdefault(f"{mu:g}", {})[str(m)] = hits / per_cell
     return {"seed": seed, "per_cell": per_cell, "mu": list(GRID_MU), "M": list(GRID_M), "Q": list(GRID_Q),
             "recall": table}
 
@@ -149,20 +290,22 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 5.4))
+    fig, axes = plt.subplots(1, len(results), figsize=(6.4 * len(results), 5.6))
     axes = np.atleast_1d(axes)
-    short = ["random", "bleed", "b+spikes", "b-decay", "heavy", "collapse"]
+    short = ["random", "bleed", "b+spikes", "b-decay", "heavy", "collapse", "undet."]
     for ax, res in zip(axes, results, strict=True):
         c = np.asarray(res["confusion"])
+        keep = c.sum(axis=1) > 0
+        c = c[keep]
         frac = c / c.sum(axis=1, keepdims=True)
-        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         for i in range(c.shape[0]):
             for j in range(c.shape[1]):
                 if c[i, j]:
                     ax.text(j, i, str(c[i, j]), ha="center", va="center",
                             color="white" if frac[i, j] > 0.5 else "black", fontsize=9)
-        ax.set_xticks(range(6), short, rotation=35)
-        ax.set_yticks(range(6), short)
+        ax.set_xticks(range(c.shape[1]), short, rotation=35)
+        ax.set_yticks(range(c.shape[0]), [s for s, k in zip(short, keep, strict=False) if k])
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{res['name']}: {res['n_matrices']} matrices, accuracy {res['accuracy']:.1%}")
@@ -173,51 +316,55 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-phase", type=int, default=100)
-    ap.add_argument("--heldout-per-phase", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--heldout-seed", type=int, default=90210)
-    ap.add_argument("--third-per-phase", type=int, default=60)
-    ap.add_argument("--third-seed", type=int, default=777)
-    ap.add_argument("--grid-per-cell", type=int, default=16,
-                    help="heavy-tailed recall grid over μ up to 3.5 and M (0 to skip)")
+    ap.add_argument("--suites", nargs="*", default=list(SUITES), choices=list(SUITES))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every suite's size (quick looks: 0.2)")
+    ap.add_argument("--grid-per-cell", type=int, default=16, help="heavy-tail recall grid (0 to skip)")
     ap.add_argument("--grid-seed", type=int, default=4242)
+    ap.add_argument("--no-monotone", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--doc-figure", type=Path, default=DOC_FIGURE,
                     help="second copy of the PNG for docs/phases.md (results/*.png is git-ignored)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    main_suite = run_suite("main", args.seed, args.per_phase, MAIN_M, MAIN_M_P, MAIN_Q, sample_params)
-    held = run_suite("heldout", args.heldout_seed, args.heldout_per_phase, HELD_M, HELD_M_P, HELD_Q,
-                     heldout_params)
-    suites = [main_suite, held]
-    if args.third_per_phase > 0:
-        suites.append(run_suite("third", args.third_seed, args.third_per_phase, THIRD_M, THIRD_M_P, THIRD_Q,
-                                sample_params))
-    out = {
-        "suites": suites,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "machine": platform.platform(),
-        "numpy": np.__version__,
-    }
+    suites = []
+    for name in args.suites:
+        s = run_suite(SUITES[name], args.scale)
+        suites.append(s)
+        per = ", ".join(f"{k} {v:.1%}" for k, v in s["per_phase_accuracy"].items())
+        print(f"{name}: {s['n_matrices']} matrices, accuracy {s['accuracy']:.2%} "
+              f"(strict {s['strict_accuracy']:.2%}; {per})", flush=True)
+        for c, v in s["per_construction"].items():
+            print(f"    {c:32s} {v['accuracy']:6.1%}  {v['labels']}")
+        print(f"  time: {s['seconds']}", flush=True)
+    pooled = [r for s in suites if s["name"] != "tune" for r in s["rows"]]
+    out: dict[str, Any] = {"suites": [{k: v for k, v in s.items() if k != "rows"} for s in suites],
+                           "errors": {s["name"]: [r for r in s["rows"] if not r["ok"]] for s in suites},
+                           "reliability": {"pooled_over": [s["name"] for s in suites if s["name"] != "tune"],
+                                           "bins": reliability(pooled)},
+                           "reliability_tune": reliability([r for s in suites if s["name"] == "tune"
+                                                            for r in s["rows"]])}
+    print("reliability (non-tune suites):")
+    for b in out["reliability"]["bins"]:
+        if b["n"]:
+            print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")
+    if not args.no_monotone:
+        out["monotone"] = monotone_sweep()
+        print(f"monotone sweep a = {MONO_A}: violations {out['monotone']['violations']}")
+        for sw in out["monotone"]["sweeps"]:
+            print(f"  {sw['n']}x{sw['m']} seed {sw['seed']}: " + " ".join(p[:5] for p in sw["labels"]))
     if args.grid_per_cell > 0:
         out["heavy_grid"] = heavy_grid(args.grid_seed, args.grid_per_cell)
-    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    (args.out / "bench_phases.json").write_text(json.dumps(out, indent=1))
-    plot(suites, args.out / "bench_phases.png")
-    args.doc_figure.parent.mkdir(parents=True, exist_ok=True)
-    plot(suites, args.doc_figure)
-    for s in suites:
-        per = ", ".join(f"{k} {v:.1%}" for k, v in s["per_phase_accuracy"].items())
-        print(f"{s['name']}: {s['n_matrices']} matrices, accuracy {s['accuracy']:.2%} ({per})")
-        print(np.asarray(s["confusion"]))
-        print(f"  time: {s['seconds']}")
-    if "heavy_grid" in out:
         g = out["heavy_grid"]
         print("heavy_tailed recall by μ (rows) and M (columns):", g["M"])
         for mu, row in g["recall"].items():
             print(f"  μ={mu:>5}: " + "  ".join(f"{v:.2f}" for v in row.values()))
+    out.update(wall_seconds=round(time.perf_counter() - t0, 1), machine=platform.platform(), numpy=np.__version__)
+    (args.out / "bench_phases.json").write_text(json.dumps(out, indent=1))
+    shown = [s for s in suites if s["name"] in ("tune", "heldout", "nuisance")] or suites
+    plot(shown, args.out / "bench_phases.png")
+    args.doc_figure.parent.mkdir(parents=True, exist_ok=True)
+    plot(shown, args.doc_figure)
     return out
 
 
