@@ -1,86 +1,70 @@
-"""The 5+1 phases of training: an explainable classifier over scale-free spectral features.
+"""The 5+1 phases of training: an explainable classifier that follows the random-matrix physics.
 
-Martin & Mahoney [1]_ (Table 7) name six shapes of a layer's ESD — RANDOM-LIKE, BLEEDING-OUT,
-BULK+SPIKES, BULK-DECAY, HEAVY-TAILED and RANK-COLLAPSE — but label them by eye. This module turns
-their operational definitions into a short decision procedure over features that do not depend on
-the overall scale of ``W`` (everything is relative to the fitted bulk edge ``λ+`` or is a fraction
-or an exponent), so one set of thresholds serves every size and aspect ratio.
+Martin & Mahoney [1]_ (Table 7, Sec. 5) name six shapes of a layer's ESD — RANDOM-LIKE,
+BLEEDING-OUT, BULK+SPIKES, BULK-DECAY, HEAVY-TAILED and RANK-COLLAPSE — but label them by eye. This
+module turns their operational definitions into a short decision procedure over scale-free
+features of the eigenvalues (ratios to a fitted bulk edge, fractions of M, exponents), so one set
+of thresholds serves every size, aspect ratio and overall scale. It needs the eigenvalues only
+(the monitor / Ray-actor path); a matrix is accepted for convenience.
 
-Features (all in ``PhaseResult.evidence``)
-    ``zero_frac``, ``zero_gap_decades``
-        The largest gap (in decades) between consecutive sorted eigenvalues that has at least
-        ``max(3, 5 %·M)`` eigenvalues above it, and the fraction of eigenvalues below that gap.
-    ``n_spikes``, ``spike_ratio``, ``edge_gap``
-        From :func:`analysis.marchenko_pastur.fit_marchenko_pastur`: eigenvalues above ``λ+`` plus
-        the Tracy–Widom margin, ``λ_max / λ+`` (= 1 / MP soft rank), and the smallest spike over
-        ``λ+``.
-    ``bulk_ks_norm``
-        KS distance of the bulk to the fitted MP law times ``M / ln M``. For a true MP bulk the
-        eigenvalues are rigid and this stays near 0.5 (≲ 0.8) for every M ≥ 32 and Q ∈ [1, 10].
-    ``tail_alpha``
-        Density exponent of the top half of the spikes (at least 3 eigenvalues) from the
-        rank-size slope ``λ_(j) ∝ j^(-1/(α-1))``: ≈ 1 + μ/2 ∈ [1.5, 2.25] for iid entries of tail
-        index μ ≤ 2.5 with many outliers, ≳ 4 for a bulk whose edge decays into a steep tail (the
-        paper's α ≈ 4–6) — and also for μ ≳ 2.5 at moderate size, whose few outliers are
-        compressed toward ``λ+`` by the BBP map (hence ``tail_mu`` and ``spike_frac`` below).
-        ``tail_alpha_hill`` is the Hill estimate (:func:`analysis.powerlaw_fit.hill_estimator`)
-        over the same eigenvalues, for reference.
-    ``alpha``, ``D``
-        The power-law fit (:func:`analysis.powerlaw_fit.fit_power_law`), reported as evidence
-        only: on spectra with an MP bulk its KS-chosen ``xmin`` often lands on the bulk edge, so
-        the decision uses ``tail_alpha`` instead.
-    ``spike_spread``
-        ``ln(λ_max / smallest spike) / ln(λ_max / λ+)``: near 0 for a shelf or for separated spikes,
-        near 1 when the outliers fill the whole range from the edge up (a tail).
-    ``edge_tw``
-        Mean position of the three largest *bulk* eigenvalues (those below the spike margin), in
-        Tracy–Widom units ``s_TW`` from ``λ+``. An MP bulk is rigid and its edge follows TW/Airy
-        statistics: the top three sit at ≈ −1.2, −3.7, −5.2, mean ≈ −3.4 (≤ −1.5 in 99 % of the
-        random-like, bleeding-out and bulk-plus-spikes spectra of the benchmark, at every M and Q).
-        Entries with a tail index μ < 4 replace the TW edge by Fréchet-like fluctuations [1]_
-        (Sec. 3.2): sub-threshold large entries push the top of the bulk up, ``edge_tw`` ≳ −1.
-    ``tail_mu``
-        Tail index of the outliers from Fréchet order statistics (≥ 3 spikes): each spike is mapped
-        back to its BBP strength ``θ²`` (the inverse of ``λ = σ²(1+θ²)(1+c/θ²)``), and the
-        rank–size slope of ``ln θ²_(j)`` on ``ln j`` is ``2/μ`` for iid entries of index μ (a large
-        entry ``w`` acts as a spike of strength ``θ² ≈ w²/(Nσ²)`` and ``w_(j) ∝ j^(-1/μ)``). Unlike
-        ``tail_alpha`` it is not distorted by the BBP compression of near-threshold outliers toward
-        ``λ+``; the bulk-decay family gives ``tail_mu`` ≳ 3.1.
-    ``spike_frac``
-        ``n_spikes / M``. For μ > 2 the number of outliers grows more slowly than M (the density
-        above ``λ+`` vanishes, [1]_ Sec. 3.2), so a heavy tail with μ ∈ (2, 4) leaves only a few
-        percent of the eigenvalues above the edge, while a decaying bulk moves a finite fraction
-        (≳ 5 %) out of it.
+The physics each step rests on
+    * **Noise has a sharp square-root edge.** iid noise gives the Marchenko–Pastur (MP) law, whose
+      largest eigenvalue sits within Tracy–Widom (TW) fluctuations, ``O(M^(-2/3))``, of ``λ+``.
+      Noise that is not iid — rows or columns of unequal scale, correlated columns, any standard
+      initializer — is a *deformed* MP law: still a square-root edge with TW fluctuations, only
+      further out. So besides the robust MP fit (``σ²``, ``λ+``) the classifier fits the edge ``E``
+      to the top half of the spectrum itself (an affine map of the MP(1, Q) quantiles,
+      ``λ ≈ a + s·u_Q(p)`` over levels 0.5–0.95), and tolerates it up to ``E_max``, the edge of
+      the moment-matched MP law of a noise whose population covariance has relative variance
+      ``deform_max``: ``E_max = σ²(1 + √(1/Q + deform_max))²``. Nothing beyond ``E`` by more than
+      4 TW units (and ``edge_tol``·E) means no learned structure.
+    * **Spikes are separated.** A rank-k signal gives k outliers (BBP) with a gap below them; a
+      decaying bulk or a heavy tail is a graded mass that runs continuously from the edge up. The
+      outliers over ``λ+`` are *detached* when the lowest one sits ``1 + detach_min`` times above
+      the bulk top or far apart compared with the spacings among the lowest outliers; otherwise
+      they are *attached*, and the largest of the normalized log-spacings ``j·ln(λ_(j)/λ_(j+1))``
+      among the top few (iid in a continuous tail, Rényi) splits off separated far spikes when it
+      is ``gap_factor`` times their median.
+    * **Bulk decay and heavy tails move a mass out of the bulk, and it reaches beyond what
+      deformation explains.** An attached mass of at least ``max(mass_min, mass_frac · M)``
+      eigenvalues that reaches ``reach_min · E_max`` is a decaying bulk or a heavy tail; fewer, or
+      a mass that stays closer, is bleeding-out (or spikes, if the largest outlier is far).
+    * **Heavy-tailed means no scale** ([1]_ Table 7: "no good λ+, λmax ≫ λ+"). Of those,
+      ``heavy_tailed`` needs a shallow tail — density exponent of the attached mass (Theil–Sen
+      rank–size slope over its top half, robust to a few stray points) below ``tail_alpha_max``,
+      the paper's α ≈ 2–4 — and ``λmax/λ+ >= heavy_ratio_min`` (a small MP soft rank); otherwise
+      ``bulk_decay`` (α ≳ 4, a bulk that still fits, with possibly some far spikes).
+    * **Rank collapse** is a separated mass of (near-)zero eigenvalues. A matrix with no spectrum
+      to speak of (all zero, constant, rank ≤ 1, fewer than ``min_m`` eigenvalues) is
+      ``undetermined`` — not a phase, with the reason in ``evidence["warning"]``. A point-mass ESD
+      (all eigenvalues equal: orthogonal, identity or Dirac init) carries no learned structure and
+      is ``random_like`` with a warning.
 
 Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
-    1. ``zero_frac >= zero_frac_min`` and ``zero_gap_decades >= zero_gap_min`` → ``rank_collapse``
-       (an all-zero spectrum too); so does ``deep_zero_frac >= zero_frac_min`` with a gap of
-       ``deep_gap_decades >= deep_gap_min`` and any number of eigenvalues above it.
-    2. No spikes and an MP bulk (``bulk_ks_norm <= bulk_ks_max``) → ``random_like``.
-    3. Heavy eigenmass above ``λ+`` — many spikes (``n_spikes > few_spikes_max``), or at least 3
-       spikes filling the range above the edge (``spike_spread >= spread_min``), or a bulk that
-       is not MP (``bulk_ks_norm > bulk_ks_max``): the *tail split* — ``heavy_tailed`` if the tail
-       is a shallow power law (``tail_alpha < tail_alpha_max``, the paper's 2 ≲ α ≲ 4) or, with
-       at least 3 spikes, its Fréchet index is small (``tail_mu < tail_mu_max``) or the spikes
-       are a vanishing fraction of the spectrum (``spike_frac < spike_frac_max``); else
-       ``bulk_decay``.
-    4. A few spikes (1 to ``few_spikes_max``) on a bulk that passes the KS test but whose edge is
-       soft (``edge_tw >= edge_tw_min``): ``heavy_tailed`` with fewer than 3 spikes, the tail
-       split of step 3 otherwise. (With no spike at all the edge is not consulted: step 2 decides.)
-    5. A few spikes on an MP bulk with a TW edge: ``bulk_plus_spikes`` if
-       ``λ_max / λ+ >= spike_ratio_min`` (clear outliers well above the edge), else
-       ``bleeding_out`` (a shelf just past ``λ+``).
+    0. ``M < min_m``, ``λmax <= 0``, or at most one eigenvalue above ``rank_tol · λmax`` →
+       ``undetermined``. An ESD narrower than ``point_mass_tol`` of the MP width → ``random_like``
+       (warning).
+    1. ``zero_frac >= zero_frac_min`` and ``zero_gap_decades >= zero_gap_min`` (at least
+       ``max(3, 5 %·M)`` eigenvalues above the gap), or a gap of ``deep_gap_min`` decades with any
+       number above it → ``rank_collapse``.
+    2. No eigenvalue beyond ``E`` + margin → ``random_like``.
+    3. An attached mass of ≥ ``max(mass_min, mass_frac · M)`` outliers reaching
+       ``reach_min · E_max`` → *tail split*: ``heavy_tailed`` if its exponent is
+       ``< tail_alpha_max`` and ``λmax/λ+ >= heavy_ratio_min``, else ``bulk_decay``.
+    4. Otherwise the outliers are spikes: ``bulk_plus_spikes`` if ``λmax/E >= spike_ratio_min``
+       (well above the edge), else ``bleeding_out`` (just past it).
 
-Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)`` where ``d`` is the
-log-distance of the feature to its threshold in units of that threshold's tolerance (for
-``edge_tw``, which can be negative, the distance in TW units): 0.5 on a boundary, → 1 far from
-all of them. Matrices with ``min(N, M) < 32`` keep their label but their
-confidence is capped at 0.3 and ``evidence["warning"]`` says why.
+Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)``, where ``d`` is the
+log-distance of the deciding feature to its threshold in units of that threshold's tolerance
+(0.5 on a boundary, → 1 far from every boundary), then shrunk toward 0.5 by ``√(M/256)`` below
+M = 256 (features of few eigenvalues are noisy). Matrices with ``min(N, M) < 32`` keep their
+label but their confidence is capped at 0.3 and ``evidence["warning"]`` says why;
+``undetermined`` has confidence 0.
 
 References
 ----------
-.. [1] Martin & Mahoney, "Implicit Self-Regularization in Deep Neural Networks" (2018), Sec. 5
-       and Table 7 (``shared/papers/implicit-self-regularization.txt``).
+.. [1] Martin & Mahoney, "Implicit Self-Regularization in Deep Neural Networks" (2018), Sec. 3, 5,
+       6.3 and Table 7 (``shared/papers/implicit-self-regularization.txt``).
 
 Examples
 --------
@@ -94,17 +78,19 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from analysis._validation import Interval, validate
-from analysis.marchenko_pastur import TW_MARGIN_K, MPFit, _bbp_theta2, fit_marchenko_pastur
-from analysis.powerlaw_fit import PowerLawFit, fit_power_law, hill_estimator
+from analysis._validation import Interval, make_constraint
+from analysis.marchenko_pastur import MPFit, _edges, _tw, _unit_quantile, fit_marchenko_pastur
+from analysis.powerlaw_fit import PowerLawFit, fit_power_law
 
-__all__ = ["PHASES", "PHASE_CODES", "PhaseClassifier", "PhaseResult", "classify_phase"]
+__all__ = ["PHASES", "PHASE_CODES", "UNDETERMINED", "UNDETERMINED_CODE", "PhaseClassifier", "PhaseResult",
+           "classify_phase"]
 
 #: The 5+1 phases, in the order of increasing self-regularization (then rank collapse).
 PHASES: tuple[str, ...] = (
@@ -117,9 +103,21 @@ PHASES: tuple[str, ...] = (
 )
 #: Phase name → integer code 0..5 (the order of :data:`PHASES`), for numeric logging.
 PHASE_CODES: dict[str, int] = {name: i for i, name in enumerate(PHASES)}
+#: The result for a matrix with no spectrum to classify (not a phase; it does not vote).
+UNDETERMINED = "undetermined"
+#: Its numeric code in logged metrics (``phase_code``).
+UNDETERMINED_CODE = -1
 
 SMALL_DIM = 32
 _SMALL_CONF = 0.3
+_FULL_CONF_M = 256  # below this many eigenvalues the confidence is shrunk toward 0.5
+_EDGE_WINDOW = (0.5, 0.95)  # quantile levels of the deformation-tolerant edge fit
+_TW_K = 4.0  # outliers lie 4 TW units beyond the fitted edge (P(TW1 > 4) ≈ 1e-4)
+
+
+def _t(default: Any, constraint: Interval, tol: float | None, doc: str) -> Any:
+    """A threshold: default, allowed range, confidence tolerance (a factor), meaning."""
+    return field(default=default, metadata={"constraint": constraint, "tol": tol, "doc": doc})
 
 
 @dataclass(frozen=True, repr=False)
@@ -129,9 +127,9 @@ class PhaseResult:
     Attributes
     ----------
     phase : str
-        One of :data:`PHASES`.
+        One of :data:`PHASES`, or :data:`UNDETERMINED` (``"undetermined"``).
     confidence : float
-        In [0, 1]; 0.5 means a feature sits on a decision threshold.
+        In [0, 1]; 0.5 means a feature sits on a decision threshold (0 for ``undetermined``).
     evidence : dict
         The features, the thresholds they were compared with (``evidence["thresholds"]``), the
         path of decisions (``evidence["rule"]``) and ``evidence["warning"]`` ("" when none).
@@ -143,11 +141,12 @@ class PhaseResult:
 
     @property
     def code(self) -> int:
-        """Integer code of the phase (:data:`PHASE_CODES`)."""
-        return PHASE_CODES[self.phase]
+        """Integer code of the phase (:data:`PHASE_CODES`; :data:`UNDETERMINED_CODE` = -1)."""
+        return PHASE_CODES.get(self.phase, UNDETERMINED_CODE)
 
     def __repr__(self) -> str:
-        keys = ("n_spikes", "spike_ratio", "bulk_ks_norm", "tail_alpha", "alpha", "zero_frac")
+        keys = ("n_outliers", "n_attached", "spike_ratio", "edge_ratio", "attached_reach", "tail_alpha", "alpha",
+                "zero_frac")
         rows = [("phase", self.phase), ("confidence", f"{self.confidence:.3f}")]
         for k in keys:
             v = self.evidence.get(k)
@@ -160,173 +159,113 @@ class PhaseResult:
         return "PhaseResult(\n" + "\n".join(f"  {k.rjust(width)}: {v}" for k, v in rows) + "\n)"
 
 
-def _conf(value: float, threshold: float, tol: float) -> float:
-    """1 - ½ exp(-2 |ln(value/threshold)| / ln(tol)): 0.5 at the threshold."""
-    if not (np.isfinite(value) and value > 0 and threshold > 0):
-        return 0.5
-    d = abs(math.log(value / threshold)) / math.log(tol)
-    return 1.0 - 0.5 * math.exp(-2.0 * d)
+_F = Interval(float, 0.0, None, "neither")
 
 
-def _conf_lin(value: float, threshold: float, scale: float) -> float:
-    """1 - ½ exp(-2 |value - threshold| / scale): for features that can be negative."""
-    if not np.isfinite(value):
-        return 0.5
-    return 1.0 - 0.5 * math.exp(-2.0 * abs(value - threshold) / scale)
-
-
-def _zero_gap(lam: np.ndarray, min_above: int) -> tuple[float, float]:
-    """(fraction below, decades) of the widest log-gap with at least ``min_above`` eigenvalues above."""
-    m = lam.size
-    top = lam[-1]
-    if top <= 0:
-        return 1.0, math.inf
-    floor = top * 1e-18
-    logl = np.log10(np.maximum(lam, floor))
-    gaps = np.diff(logl)  # gaps[i]: between lam[i] and lam[i+1], i + 1 eigenvalues below
-    usable = m - 1 - min_above + 1  # i + 1 <= m - min_above
-    if usable <= 0:
-        return 0.0, 0.0
-    g = gaps[:usable]
-    i = int(np.argmax(g))
-    return (i + 1) / m, float(g[i])
-
-
-def _rank_size_alpha(lam: np.ndarray, k: int) -> float:
-    """Density exponent from the least-squares slope of ``ln λ_(j)`` on ``ln j``, ``j = 1..k``.
-
-    For a power-law tail ``ρ(λ) ∝ λ^(-α)`` the order statistics fall as ``λ_(j) ∝ j^(-1/(α-1))``,
-    so ``α = 1 + 1/slope``. Over the few top spikes it is steadier than the Hill estimate.
-    """
-    slope = _rank_size_slope(lam[::-1][:k])
-    if math.isnan(slope):
-        return slope
-    return 1.0 + 1.0 / slope if slope > 0 else float("inf")
-
-
-def _rank_size_slope(top: np.ndarray) -> float:
-    """Least-squares slope ``s`` of ``ln v_(j) = const - s ln j`` for values in descending order.
-
-    NaN for fewer than 3 values or a non-positive smallest one.
-    """
-    k = top.size
-    if k < 3 or top[-1] <= 0:
-        return float("nan")
-    x = np.log(np.arange(1, k + 1))
-    y = np.log(top)
-    xc = x - x.mean()
-    return -float(xc @ (y - y.mean())) / float(xc @ xc)
-
-
-def _frechet_mu(theta2: np.ndarray) -> float:
-    """Tail index ``μ`` from the rank–size slope of the spike strengths: ``θ²_(j) ∝ j^(-2/μ)``.
-
-    A large iid entry ``w`` of a heavy-tailed matrix acts as a rank-one spike of strength
-    ``θ² ≈ w² / (N σ²)``; the top entries are Fréchet order statistics, ``w_(j) ∝ j^(-1/μ)``, so
-    the BBP-inverted strengths of the outliers fall as ``j^(-2/μ)`` whatever ``N``, ``M`` and the
-    compression of near-threshold outliers toward ``λ+``.
-    """
-    slope = _rank_size_slope(theta2)
-    if math.isnan(slope):
-        return slope
-    return 2.0 / slope if slope > 0 else float("inf")
-
-
+@dataclass(eq=False)
 class PhaseClassifier:
     """Rule-based 5+1 phase classifier (sklearn-style; :func:`classify_phase` is the usual entry).
 
+    Every parameter is a threshold of the decision procedure (module docstring); the dataclass
+    fields are the one table of names, defaults, allowed ranges and confidence tolerances
+    (``dataclasses.fields(PhaseClassifier)``, metadata ``constraint``/``tol``/``doc``).
+
     Parameters
     ----------
-    zero_frac_min : float, default=0.1
-        Smallest fraction of (near-)zero eigenvalues that counts as rank collapse.
-    zero_gap_min : float, default=1.5
-        The zero cluster must be separated from the rest by a gap of at least this many decades,
-        with at least ``max(3, 5 % M)`` eigenvalues above it (so a few strong spikes over a bulk
-        are not mistaken for a collapse).
-    deep_gap_min : float, default=6.0
-        A gap of at least this many decades counts however few eigenvalues lie above it: the mass
-        below sits at the numerical noise floor, i.e. the layer kept only a handful of directions
-        (the extreme collapse of [1]_, Sec. 5.6). No spike over a live bulk is 10⁶× larger.
-    few_spikes_max : int, default=8
-        At most this many spikes make "a few" outliers (``K ≪ M`` in [1]_, Sec. 5.2–5.3).
-    spread_min : float, default=0.78
-        With at least 3 spikes, a ``spike_spread`` (log-span of the spikes over the log-span
-        from ``λ+`` to ``λ_max``) from this value up means the outliers fill the range above the
-        edge continuously (a decaying bulk or a heavy tail), not a shelf or separated spikes.
-    bulk_ks_max : float, default=0.85
-        Largest ``KS · M / ln M`` of the bulk to the MP fit that still counts as an MP bulk.
-    tail_alpha_max : float, default=3.8
-        Tails with a (rank–size) density exponent below this are ``heavy_tailed``.
-    spike_ratio_min : float, default=2.2
-        ``λ_max / λ+`` from which outliers are "well above" the edge (``bulk_plus_spikes``).
-    tail_mu_max : float, default=3.1
-        With at least 3 spikes, a Fréchet tail index of the spike strengths below this means
-        ``heavy_tailed`` (the bulk-decay family stays above ≈ 3.1).
-    spike_frac_max : float, default=0.04
-        With at least 3 spikes, a spike fraction ``n_spikes / M`` below this means a heavy tail
-        with μ > 2 (few outliers), not a decaying bulk (a finite fraction leaves the bulk).
-    edge_tw_min : float, default=-1.2
-        Mean TW position of the three largest bulk eigenvalues from which the edge is "soft"
-        (not Tracy–Widom): an MP edge gives ≈ −3.4.
+    min_m : int, default=16
+        Fewer eigenvalues than this: ``undetermined`` (too small to classify).
+    rank_tol : float, default=1e-10
+        Eigenvalues at or below ``rank_tol · λmax`` count as numerical zeros for the rank ≤ 1 test.
+    point_mass_tol : float, default=0.05
+        An ESD narrower than this fraction of the iid MP width is a point mass.
+    zero_frac_min, zero_gap_min, deep_gap_min : float, default=0.1, 1.5, 6.0
+        Rank collapse: fraction of (near-)zero eigenvalues, and the gap (decades) that separates
+        them — with ``max(3, 5 %·M)`` eigenvalues above it, or any number above a deep gap.
+    deform_max : float, default=0.17
+        Deformed noise tolerated: the fitted edge may lie beyond the iid ``λ+`` up to the edge of a
+        noise whose population covariance has this relative variance (moment-matched MP:
+        ``σ²(1 + √(1/Q + deform_max))²``); what lies beyond that is structure.
+    edge_tol : float, default=0.04
+        Smallest margin beyond the fitted edge, as a fraction of it (a deformed MP law is
+        square-root but not exactly MP-shaped; 4 TW units are used when larger).
+    gap_factor : float, default=3.0
+        A normalized log-spacing more than this many times the median is a gap (between the bulk and
+        detached outliers, or between an attached mass and the separated spikes above it).
+    detach_min : float, default=0.3
+        Outliers whose lowest member sits more than ``1 + detach_min`` times above the largest bulk
+        eigenvalue are detached from the bulk (spikes or a shelf).
+    mass_min : int, default=4
+        Smallest attached mass (eigenvalues) of a decaying bulk or heavy tail.
+    mass_frac : float, default=0.02
+        ... and as a fraction of M.
+    reach_min : float, default=1.3
+        The attached mass must reach ``reach_min`` times the largest edge a deformed noise bulk may
+        have (``deform_max``); a mass that stays closer is bleeding out or deformed noise.
+    tail_alpha_max : float, default=4.0
+        Attached masses with a shallower tail (density exponent) than this are heavy-tailed.
+    heavy_ratio_min : float, default=2.5
+        ... provided ``λmax / λ+`` reaches this (MP soft rank ≤ 1 / heavy_ratio_min).
+    spike_ratio_min : float, default=2.0
+        ``λmax / E`` from which separated outliers are "well above" the edge (``bulk_plus_spikes``).
 
     Examples
     --------
     >>> from analysis.synthetic import make
-    >>> clf = PhaseClassifier(spike_ratio_min=2.0)
+    >>> clf = PhaseClassifier(spike_ratio_min=2.5)
     >>> clf.predict([make("bleeding_out", 512, 256, seed=0, k=3)])
     ['bleeding_out']
     """
 
-    def __init__(
-        self,
-        *,
-        zero_frac_min: float = 0.1,
-        zero_gap_min: float = 1.5,
-        deep_gap_min: float = 6.0,
-        few_spikes_max: int = 8,
-        spread_min: float = 0.78,
-        bulk_ks_max: float = 0.85,
-        tail_alpha_max: float = 3.8,
-        spike_ratio_min: float = 2.2,
-        tail_mu_max: float = 3.1,
-        spike_frac_max: float = 0.04,
-        edge_tw_min: float = -1.2,
-    ) -> None:
-        self.zero_frac_min = zero_frac_min
-        self.zero_gap_min = zero_gap_min
-        self.deep_gap_min = deep_gap_min
-        self.few_spikes_max = few_spikes_max
-        self.spread_min = spread_min
-        self.bulk_ks_max = bulk_ks_max
-        self.tail_alpha_max = tail_alpha_max
-        self.spike_ratio_min = spike_ratio_min
-        self.tail_mu_max = tail_mu_max
-        self.spike_frac_max = spike_frac_max
-        self.edge_tw_min = edge_tw_min
+    min_m: int = _t(16, Interval(int, 4, None), None, "fewer eigenvalues: undetermined")
+    rank_tol: float = _t(1e-10, Interval(float, 0.0, 1.0, "neither"), None, "numerical zero, relative to λmax")
+    point_mass_tol: float = _t(0.05, Interval(float, 0.0, 1.0, "neither"), 2.0, "point mass: width / MP width")
+    zero_frac_min: float = _t(0.1, Interval(float, 0.0, 1.0, "neither"), 1.5, "rank collapse: zero fraction")
+    zero_gap_min: float = _t(1.5, _F, 1.5, "rank collapse: gap in decades")
+    deep_gap_min: float = _t(6.0, _F, 1.5, "extreme rank collapse: gap in decades")
+    deform_max: float = _t(0.17, Interval(float, 0.0, None), None, "tolerated population variance")
+    edge_tol: float = _t(0.04, Interval(float, 0.0, 1.0), None, "margin beyond the edge, fraction of E")
+    gap_factor: float = _t(3.0, Interval(float, 1.0, None), None, "gap: spacing / median spacing")
+    detach_min: float = _t(0.3, _F, None, "outliers detached: lowest / bulk top - 1")
+    mass_min: int = _t(4, Interval(int, 1, None), 1.5, "attached mass, eigenvalues")
+    mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "attached mass, fraction of M")
+    reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25, "attached mass reaches reach_min·E_max")
+    tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5, "heavy: tail exponent below")
+    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5, "heavy: λmax/λ+ at least")
+    spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25, "spikes: λmax/E at least")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (the thresholds), as a dict."""
-        return {k: getattr(self, k) for k in _PARAM_NAMES}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def set_params(self, **params: Any) -> PhaseClassifier:
         """Set thresholds by name; returns ``self``."""
+        names = [f.name for f in dataclasses.fields(self)]
         for k, v in params.items():
-            if k not in _PARAM_NAMES:
-                raise ValueError(f"PhaseClassifier: unknown parameter {k!r}; valid: {list(_PARAM_NAMES)}")
+            if k not in names:
+                raise ValueError(f"PhaseClassifier: unknown parameter {k!r}; valid: {names}")
             setattr(self, k, v)
         return self
 
     def fit(self, X: Any = None, y: Any = None) -> PhaseClassifier:
         """No calibration is learned (the thresholds are fixed); validates them and returns ``self``."""
-        _check_params(self.get_params())
+        self._check()
         self.classes_ = np.array(PHASES)
         return self
+
+    def _check(self) -> None:
+        for f in dataclasses.fields(self):
+            c = make_constraint(f.metadata["constraint"])
+            v = getattr(self, f.name)
+            if not c.is_satisfied_by(v):
+                kind = TypeError if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    else ValueError
+                raise kind(f"PhaseClassifier: parameter {f.name!r} must be {c}; got {v!r}")
 
     def classify(
         self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
     ) -> PhaseResult:
         """Classify one matrix or spectrum; see :func:`classify_phase` for the parameters."""
-        _check_params(self.get_params())
+        self._check()
         lam, q, n, m = _spectrum(eigs_or_W, q)
         return _decide(lam, q, n, m, mp, pl, self.get_params())
 
@@ -336,45 +275,98 @@ class PhaseClassifier:
         return [self.classify(x, q=qq).phase for x, qq in zip(X, qs, strict=True)]
 
 
-_PARAM_NAMES = (
-    "zero_frac_min",
-    "zero_gap_min",
-    "deep_gap_min",
-    "few_spikes_max",
-    "spread_min",
-    "bulk_ks_max",
-    "tail_alpha_max",
-    "spike_ratio_min",
-    "tail_mu_max",
-    "spike_frac_max",
-    "edge_tw_min",
-)
-_PARAM_TABLE = {
-    "zero_frac_min": [Interval(float, 0.0, 1.0, "neither")],
-    "zero_gap_min": [Interval(float, 0.0, None, "neither")],
-    "deep_gap_min": [Interval(float, 0.0, None, "neither")],
-    "few_spikes_max": [Interval(int, 0, None)],
-    "spread_min": [Interval(float, 0.0, 1.0)],
-    "bulk_ks_max": [Interval(float, 0.0, None, "neither")],
-    "tail_alpha_max": [Interval(float, 1.0, None, "neither")],
-    "spike_ratio_min": [Interval(float, 1.0, None, "neither")],
-    "tail_mu_max": [Interval(float, 0.0, None, "neither")],
-    "spike_frac_max": [Interval(float, 0.0, 1.0)],
-    "edge_tw_min": [Interval(float, None, None)],
-}
+_TOL = {f.name: f.metadata["tol"] for f in dataclasses.fields(PhaseClassifier)}
 
 
-@validate(_PARAM_TABLE)
-def _check_thresholds(
-    *, zero_frac_min: float, zero_gap_min: float, deep_gap_min: float, few_spikes_max: int, spread_min: float,
-    bulk_ks_max: float, tail_alpha_max: float, spike_ratio_min: float, tail_mu_max: float,
-    spike_frac_max: float, edge_tw_min: float,
-) -> None:
-    """Raise ``ValueError``/``TypeError`` naming the first threshold outside its range."""
+def _conf(value: float, threshold: float, tol: float) -> float:
+    """1 - ½ exp(-2 |ln(value/threshold)| / ln(tol)): 0.5 at the threshold, → 1 far from it."""
+    if not (np.isfinite(value) and value > 0 and threshold > 0):
+        return 0.5
+    d = abs(math.log(value / threshold)) / math.log(tol)
+    return 1.0 - 0.5 * math.exp(-2.0 * d)
 
 
-def _check_params(params: dict[str, Any]) -> None:
-    _check_thresholds(**params)
+def _zero_gap(lam: np.ndarray, min_above: int) -> tuple[float, float]:
+    """(fraction below, decades) of the widest log-gap with at least ``min_above`` eigenvalues above."""
+    m = lam.size
+    logl = np.log10(np.maximum(lam, lam[-1] * 1e-18))
+    gaps = np.diff(logl)  # gaps[i]: between lam[i] and lam[i+1], i + 1 eigenvalues below
+    usable = m - min_above
+    if usable <= 0:
+        return 0.0, 0.0
+    i = int(np.argmax(gaps[:usable]))
+    return (i + 1) / m, float(gaps[i])
+
+
+def _edge_fit(lam: np.ndarray, q: float) -> float:
+    """Deformation-tolerant bulk edge ``E = a + s·(1 + 1/√Q)²`` of ``λ ≈ a + s·u_Q(p)`` over levels 0.5–0.95.
+
+    ``u_Q`` is the MP(1, Q) quantile function; ``E = a + s·(1 + 1/√Q)²``. For iid noise ``a ≈ 0``
+    and ``s ≈ σ²``; a deformed (non-iid) noise bulk keeps its square-root edge and only widens.
+    """
+    m = lam.size
+    p = (np.arange(m) + 0.5) / m
+    keep = (p >= _EDGE_WINDOW[0]) & (p <= _EDGE_WINDOW[1])
+    if keep.sum() < 2:
+        keep[m // 2:] = True
+    u = _unit_quantile(p[keep], q)
+    y = lam[keep]
+    uc = u - u.mean()
+    den = float(uc @ uc)
+    s = float(uc @ (y - y.mean())) / den if den > 0 else 0.0
+    a = float(y.mean()) - s * float(u.mean())
+    return a + s * _edges(1.0, q)[1]
+
+
+def _split_attached(out_desc: np.ndarray, below: float, gap_factor: float,
+                    detach_min: float) -> tuple[int, int, float]:
+    """Split the outliers (largest first) into separated spikes on top and a mass attached to the edge.
+
+    The normalized log-spacings ``w_j = j·ln(x_j / x_(j+1))`` of a continuous power-law tail are
+    iid (exponential for a random tail, constant for an exactly graded one; Rényi), so a spacing
+    more than ``gap_factor`` times their median is a gap. ``below`` is the largest eigenvalue that
+    is not an outlier. The outliers are *detached* from the bulk — spikes or a shelf, nothing
+    attached — when the lowest one sits more than ``1 + detach_min`` times above ``below`` or its
+    spacing to it is a gap; otherwise the largest gap among the top few (``max(4, k/8)``), if it
+    is one, splits off the separated spikes above it. Returns ``(n_attached, n_separated)``.
+    """
+    k = out_desc.size
+    abs_gap = float(out_desc[-1] / below) / (1.0 + detach_min) if below > 0 else math.inf
+    if k < 3:
+        return 0, k, max(abs_gap, 1.0 + 1e-9)
+    steps = np.log(out_desc / np.append(out_desc[1:], below))  # steps[-1]: lowest outlier to the bulk
+    local = float(np.median(steps[-min(6, k):-1]))  # the steps among the lowest outliers
+    rel_gap = float(steps[-1] / (2.0 * gap_factor * local)) if local > 0 else math.inf
+    detach = max(abs_gap, rel_gap)
+    if detach > 1.0:
+        return 0, k, detach
+    w = np.arange(1, k + 1) * steps
+    med = float(np.median(w[:-1]))
+    if med <= 0:
+        return k, 0, detach
+    top = w[: min(max(4, k // 8), k - 1)] / med  # a few separated spikes at most (MM: "some spikes")
+    i = int(np.argmax(top))
+    if top[i] > gap_factor:
+        return k - (i + 1), i + 1, detach
+    return k, 0, detach
+
+
+def _tail_alpha(att_desc: np.ndarray) -> float:
+    """Density exponent of the top half of the attached mass from its rank–size slope.
+
+    ``λ_(j) ∝ j^(-1/(α-1))`` for a tail of density exponent α; the slope is the Theil–Sen median
+    of pairwise slopes (robust to a few stray points at the top), over the top half (≥ 5 points,
+    at most 200) of the attached outliers.
+    """
+    k = att_desc.size
+    if k < 3 or att_desc[-1] <= 0:
+        return float("nan")
+    top = att_desc[: min(max(min(k, 5), (k + 1) // 2), 200)]
+    x = np.log(np.arange(1, top.size + 1))
+    y = np.log(top)
+    i, j = np.triu_indices(top.size, 1)
+    slope = -float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+    return 1.0 + 1.0 / slope if slope > 0 else float("inf")
 
 
 def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int | None, int]:
@@ -387,6 +379,8 @@ def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int |
 
         shape = tuple(int(s) for s in arr.shape)
         n, m = max(shape), min(shape)
+        if m == 0:
+            raise ValueError(f"classify_phase: empty matrix of shape {shape}")
         lam = np.sort(esd(arr))
         if q is not None and not math.isclose(float(q), n / m, rel_tol=1e-6):
             raise ValueError(f"classify_phase: q={q!r} disagrees with the matrix shape {shape} (Q={n / m:g})")
@@ -406,146 +400,174 @@ def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int |
     return lam, float(q), int(round(float(q) * m)), m
 
 
+class _Path:
+    """The decisions taken: rule text and confidences, then the result."""
+
+    def __init__(self, ev: dict[str, Any]):
+        self.ev, self.rule, self.confs, self.warning = ev, [], [], ""
+
+    def add(self, text: str, conf: float | None = None) -> None:
+        self.rule.append(text)
+        if conf is not None:
+            self.confs.append(conf)
+
+    def done(self, phase: str) -> PhaseResult:
+        conf = min(self.confs) if self.confs else 0.5
+        # features measured on fewer eigenvalues are noisier: shrink toward 0.5 below M = 256
+        conf = 0.5 + (conf - 0.5) * min(1.0, math.sqrt(self.ev["m"] / _FULL_CONF_M))
+        if phase == UNDETERMINED:
+            conf = 0.0
+        elif self.ev.get("small"):
+            conf = min(conf, _SMALL_CONF)
+        self.ev["rule"] = "; ".join(self.rule)
+        self.ev["warning"] = self.warning
+        return PhaseResult(phase, float(np.clip(conf, 0.0, 1.0)), self.ev)
+
+
 def _decide(
     lam: np.ndarray, q: float, n: int | None, m: int, mp: MPFit | None, pl: PowerLawFit | None,
     t: dict[str, Any],
 ) -> PhaseResult:
     lam = np.clip(lam, 0.0, None)
     ev: dict[str, Any] = {"m": m, "n": n, "q": q, "thresholds": dict(t)}
-    warning = ""
+    path = _Path(ev)
+    lmax = float(lam[-1])
+    # 0. nothing to classify
+    if m < t["min_m"]:
+        path.warning = f"too small to classify (M={m} < {t['min_m']})"
+        path.add(path.warning)
+        return path.done(UNDETERMINED)
+    if lmax <= 0.0:
+        path.warning = "all eigenvalues are zero (an all-zero matrix)"
+        path.add(path.warning)
+        return path.done(UNDETERMINED)
+    rank = int(np.count_nonzero(lam > t["rank_tol"] * lmax))
+    ev["numerical_rank"] = rank
+    if rank <= 1:
+        path.warning = "rank <= 1: a single nonzero eigenvalue (e.g. a constant matrix or a constant row/column)"
+        path.add(path.warning)
+        return path.done(UNDETERMINED)
     if min(m, n or m) < SMALL_DIM:
-        warning = f"matrix too small for a reliable phase (min dim {min(m, n or m)} < {SMALL_DIM})"
-    confs: list[float] = []
-    rule: list[str] = []
-
-    def done(phase: str) -> PhaseResult:
-        conf = min(confs) if confs else 0.5
-        if warning:
-            conf = min(conf, _SMALL_CONF)
-        ev["rule"] = "; ".join(rule)
-        ev["warning"] = warning
-        return PhaseResult(phase, float(np.clip(conf, 0.0, 1.0)), ev)
+        ev["small"] = True
+        path.warning = f"matrix too small for a reliable phase (min dim {min(m, n or m)} < {SMALL_DIM})"
+    mean = float(lam.mean())
+    lm1, lp1 = _edges(1.0, q)
+    width = (lmax - float(lam[0])) / (mean * (lp1 - lm1))
+    ev["width_vs_mp"] = width
+    if width < t["point_mass_tol"]:
+        path.warning = ("point-mass ESD: all eigenvalues (nearly) equal, as for an orthogonal or identity "
+                        "init; no MP bulk, no learned structure")
+        path.add(f"ESD width {width:.3g} < {t['point_mass_tol']} of the MP width (point mass)",
+                 _conf(width, t["point_mass_tol"], _TOL["point_mass_tol"]))
+        return path.done("random_like")
 
     # 1. rank collapse: a separated cluster of (near-)zero eigenvalues
     zf, zg = _zero_gap(lam, max(3, int(math.ceil(0.05 * m))))
-    ev["zero_frac"], ev["zero_gap_decades"] = zf, zg
-    if lam[-1] <= 0.0:
-        rule.append("all eigenvalues are zero")
-        confs.append(1.0)
-        return done("rank_collapse")
     dzf, dzg = _zero_gap(lam, 1)
-    ev["deep_zero_frac"], ev["deep_gap_decades"] = dzf, dzg
+    ev.update(zero_frac=zf, zero_gap_decades=zg, deep_zero_frac=dzf, deep_gap_decades=dzg)
+    c_frac = _conf(zf, t["zero_frac_min"], _TOL["zero_frac_min"]) if zf > 0 else 1.0
+    c_gap = _conf(zg, t["zero_gap_min"], _TOL["zero_gap_min"]) if zg > 0 else 1.0
     if dzg >= t["deep_gap_min"] and dzf >= t["zero_frac_min"]:
-        rule.append(f"{m - round(dzf * m)} eigenvalue(s) above a gap of {dzg:.3g} >= {t['deep_gap_min']} decades; "
-                    f"zero_frac {dzf:.3g} >= {t['zero_frac_min']}")
-        confs.append(min(_conf(dzf, t["zero_frac_min"], 1.5), _conf(dzg, t["deep_gap_min"], 1.5)))
-        return done("rank_collapse")
-    collapsed = zf >= t["zero_frac_min"] and zg >= t["zero_gap_min"]
-    c_frac = _conf(zf, t["zero_frac_min"], 1.5) if zf > 0 else 1.0
-    c_gap = _conf(zg, t["zero_gap_min"], 1.5) if zg > 0 else 1.0
-    if collapsed:
-        rule.append(f"zero_frac {zf:.3g} >= {t['zero_frac_min']} and gap {zg:.3g} >= {t['zero_gap_min']} decades")
-        confs.append(min(c_frac, c_gap))
-        return done("rank_collapse")
-    # not collapsed: at least one condition fails; the most clearly failing one sets the confidence
-    failing = [c for ok, c in ((zf >= t["zero_frac_min"], c_frac), (zg >= t["zero_gap_min"], c_gap)) if not ok]
-    confs.append(max(failing))
+        path.add(f"{m - round(dzf * m)} eigenvalue(s) above a gap of {dzg:.3g} >= {t['deep_gap_min']} decades; "
+                 f"zero_frac {dzf:.3g} >= {t['zero_frac_min']}",
+                 min(_conf(dzf, t["zero_frac_min"], 1.5), _conf(dzg, t["deep_gap_min"], 1.5)))
+        return path.done("rank_collapse")
+    if zf >= t["zero_frac_min"] and zg >= t["zero_gap_min"]:
+        path.add(f"zero_frac {zf:.3g} >= {t['zero_frac_min']} and gap {zg:.3g} >= {t['zero_gap_min']} decades",
+                 min(c_frac, c_gap))
+        return path.done("rank_collapse")
+    path.confs.append(max(c for ok, c in ((zf >= t["zero_frac_min"], c_frac), (zg >= t["zero_gap_min"], c_gap))
+                          if not ok))
 
-    # 2. Marchenko–Pastur bulk and spikes
+    # 2. the bulk: MP fit (σ², λ+) and the deformation-tolerant edge E
     if mp is None:
         mp = fit_marchenko_pastur(lam, q=q)
     if not mp.success:
-        warning = warning or f"MP fit failed: {mp.message}"
-        rule.append("no MP fit")
-        confs.append(0.3)
-        return done("random_like")
-    k = int(mp.n_spikes)
-    ratio = float(lam[-1] / mp.lambda_plus)
-    ks_norm = float(mp.ks_bulk * m / math.log(max(m, 3)))
-    ev.update(
-        sigma2=float(mp.sigma2), lambda_plus=float(mp.lambda_plus), lambda_max=float(lam[-1]),
-        n_spikes=k, spike_frac=k / m, spike_ratio=ratio, mp_soft_rank=float(mp.soft_rank),
-        bulk_ks=float(mp.ks_bulk), bulk_ks_norm=ks_norm,
-        edge_gap=float(mp.spikes[0] / mp.lambda_plus) if k else float("nan"),
-    )
+        path.warning = path.warning or f"MP fit failed: {mp.message}"
+        path.add("no MP fit", 0.3)
+        return path.done("random_like")
+    lp, lmin, sigma2 = float(mp.lambda_plus), float(mp.lambda_minus), float(mp.sigma2)
+    edge_fit = _edge_fit(lam, q)
+    # Deformed noise widens the edge; tolerated up to the edge of the moment-matched MP law of a
+    # population of relative variance deform_max: σ²(1 + √(c + v))² (E tr S² / M = 1 + v + c).
+    edge_cap = sigma2 * (1.0 + math.sqrt(1.0 / q + t["deform_max"])) ** 2
+    edge_cap = max(edge_cap, lp)
+    edge = float(np.clip(edge_fit, lp, edge_cap))
+    tw1 = _tw(1.0, q, m)
+    s_tw = sigma2 * (edge - lmin) / (lp - lmin) * tw1  # TW scale of the widened bulk
+    margin = max(_TW_K * s_tw, t["edge_tol"] * edge)
+    cut = edge + margin
+    k_edge = int(np.count_nonzero(lam > cut))
     if pl is None:
         pl = fit_power_law(lam)
-    ev["alpha"], ev["D"] = float(pl.alpha), float(pl.D)
-    k_tail = int(min(max(k // 2, 3), m - 1))
-    tail_alpha = _rank_size_alpha(lam, k_tail)
-    ev["tail_alpha"] = tail_alpha
-    ev["tail_alpha_hill"] = float(hill_estimator(lam, k=k_tail)) if m > 4 else float("nan")
-    spread = 0.0
-    if k >= 2 and ratio > 1.0:
-        spread = float(math.log(lam[-1] / mp.spikes[0]) / math.log(ratio))
-    ev["spike_spread"] = spread
+    ev.update(
+        sigma2=sigma2, lambda_plus=lp, lambda_max=lmax, n_spikes=int(mp.n_spikes),
+        mp_soft_rank=float(mp.soft_rank), bulk_ks=float(mp.ks_bulk), alpha=float(pl.alpha), D=float(pl.D),
+        edge=edge, edge_max=edge_cap, edge_margin=margin, deformation=edge / lp - 1.0, n_beyond_edge=k_edge,
+        spike_ratio=lmax / lp, edge_ratio=lmax / edge,
+    )
+    if k_edge == 0:
+        # how far below the outlier line λmax stays, in units of the margin
+        path.add(f"no eigenvalue beyond the (deformation-tolerant) bulk edge: λmax {lmax / edge:.3g}·E, "
+                 f"E = {edge / lp:.3g}·λ+, margin {margin / edge:.2%}",
+                 _conf(max(cut - lmax, 1e-300) + margin, margin, 2.0 ** 0.5))
+        ev.update(n_outliers=0, n_attached=0, n_separated=0, attached_reach=1.0, tail_alpha=float("nan"))
+        return path.done("random_like")
+    # outliers over the iid edge: what a deformation or a learned mass moved out of the MP bulk
+    cut_mp = lp + max(0.5 * _TW_K * sigma2 * tw1, 0.5 * t["edge_tol"] * lp)
+    out_desc = lam[lam > cut_mp][::-1]
+    k = int(out_desc.size)
+    ev.update(n_outliers=k, outlier_frac=k / m)
 
-    # soft edge: mean position of the three largest bulk eigenvalues, in Tracy–Widom units from λ+
-    s_tw = float(mp.tw_margin / TW_MARGIN_K)
-    nb = m - k
-    edge_tw = float(np.mean(lam[nb - 3 : nb] - mp.lambda_plus) / s_tw) if nb >= 3 and s_tw > 0 else float("nan")
-    ev["edge_tw"] = edge_tw
-    # Fréchet tail index of the outliers: rank–size slope of their BBP strengths θ²
-    tail_mu = _frechet_mu(_bbp_theta2(lam[::-1][:k], float(mp.sigma2), q)) if k >= 3 else float("nan")
-    ev["tail_mu"] = tail_mu
-
-    def tail_split(why: str) -> PhaseResult:
-        # heavy_tailed if any of the tail tests says so (the spike-count tests need >= 3 spikes)
-        rule.append(why)
-        tests = [
-            ("tail_alpha", tail_alpha, t["tail_alpha_max"], 1.25, True),
-            ("tail_mu", tail_mu, t["tail_mu_max"], 1.25, k >= 3),
-            ("spike_frac", k / m, t["spike_frac_max"], 1.5, k >= 3),
-        ]
-        used = [(n, v, thr, _conf(v, thr, tol)) for n, v, thr, tol, ok in tests if ok and np.isfinite(v)]
-        hits = [u for u in used if u[1] < u[2]]
-        if hits:
-            confs.append(max(c for *_, c in hits))
-            rule.append(", ".join(f"{n} {v:.3g} < {thr}" for n, v, thr, _ in hits))
-            return done("heavy_tailed")
-        confs.append(min((c for *_, c in used), default=0.5))
-        rule.append(", ".join(f"{n} {v:.3g} >= {thr}" for n, v, thr, _ in used))
-        return done("bulk_decay")
-
-    bad_bulk = ks_norm > t["bulk_ks_max"]
-    c_bulk = _conf(ks_norm, t["bulk_ks_max"], 1.3)
-    if k == 0 and not bad_bulk:
-        rule.append("no eigenvalue above λ+ + TW margin and an MP bulk")
-        confs.append(c_bulk)
-        return done("random_like")
-
-    many = k > t["few_spikes_max"]
-    continuum = k >= 3 and spread >= t["spread_min"]
-    c_many = _conf(k + 0.5, t["few_spikes_max"] + 0.5, 1.5)
-    c_cont = _conf(spread, t["spread_min"], 1.3) if k >= 3 else 1.0
-    if many or continuum or bad_bulk:
+    # 3. attached mass vs separated spikes
+    below = float(lam[-k - 1]) if k < m else 0.0
+    n_att, n_sep, detach = _split_attached(out_desc, below, t["gap_factor"], t["detach_min"])
+    att = out_desc[n_sep:]
+    reach = float(att[0] / edge_cap) if n_att else 1.0  # beyond what a deformation explains
+    tail_alpha = _tail_alpha(att)
+    mass_need = max(t["mass_min"], t["mass_frac"] * m)
+    ev.update(n_attached=n_att, n_separated=n_sep, attached_reach=reach, tail_alpha=tail_alpha,
+              mass_needed=mass_need, detachment=detach)
+    # not a mass: too few outliers, or outliers clearly detached from the bulk
+    c_mass = _conf(n_att + 0.5, mass_need, _TOL["mass_frac"]) if n_att else \
+        max(_conf(k + 0.5, mass_need, _TOL["mass_frac"]) if k < mass_need else 0.5, _conf(detach, 1.0, 1.5))
+    c_reach = _conf(reach, t["reach_min"], _TOL["reach_min"])
+    if n_att >= mass_need and reach >= t["reach_min"]:
+        path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
+                 f"(>= {t['reach_min']})", min(c_mass, c_reach))
+        ratio = lmax / lp
+        c_alpha = _conf(tail_alpha, t["tail_alpha_max"], _TOL["tail_alpha_max"])
+        c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
+        shallow = tail_alpha < t["tail_alpha_max"]
+        far = ratio >= t["heavy_ratio_min"]
+        if shallow and far:
+            path.add(f"tail α {tail_alpha:.3g} < {t['tail_alpha_max']} and λmax/λ+ {ratio:.3g} >= "
+                     f"{t['heavy_ratio_min']}", min(c_alpha, c_ratio))
+            return path.done("heavy_tailed")
         why = []
-        if many:
-            why.append(f"{k} spikes > {t['few_spikes_max']}")
-        if continuum:
-            why.append(f"spikes spread {spread:.3g} >= {t['spread_min']} from the edge up")
-        if bad_bulk:
-            why.append(f"bulk KS·M/lnM {ks_norm:.3g} > {t['bulk_ks_max']}")
-        confs.append(max(c_many if many else 0.0, c_cont if continuum else 0.0, c_bulk if bad_bulk else 0.0))
-        return tail_split("heavy mass above λ+ (" + ", ".join(why) + ")")
+        if not shallow:
+            why.append(f"tail α {tail_alpha:.3g} >= {t['tail_alpha_max']}")
+        if not far:
+            why.append(f"λmax/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
+        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0))
+        return path.done("bulk_decay")
+    if n_att == 0 and detach > 1.0:
+        why = f"detached from the bulk: lowest {out_desc[-1] / below:.3g}× the bulk top"
+    elif n_att < mass_need:
+        why = f"{n_att} attached < {mass_need:.3g}"
+    else:
+        why = f"attached reach {reach:.3g} < {t['reach_min']}"
+    path.add(f"{k} outlier(s) over λ+, spikes not a decaying mass ({why})",
+             max(c_mass if n_att < mass_need else 0.0, c_reach if reach < t["reach_min"] else 0.0))
 
-    c_soft = _conf_lin(edge_tw, t["edge_tw_min"], 1.0)
-    if edge_tw >= t["edge_tw_min"]:
-        confs.append(c_soft)
-        why = f"{k} spike(s) on a soft (not Tracy–Widom) edge: edge_tw {edge_tw:.3g} >= {t['edge_tw_min']}"
-        if k >= 3:
-            return tail_split(why)
-        rule.append(why)
-        return done("heavy_tailed")
-
-    rule.append(f"{k} spike(s) on an MP bulk")
-    confs.append(min(c_many, c_cont, c_bulk, c_soft))
-    confs.append(_conf(ratio, t["spike_ratio_min"], 1.2))
-    if ratio >= t["spike_ratio_min"]:
-        rule.append(f"λmax/λ+ {ratio:.3g} >= {t['spike_ratio_min']}")
-        return done("bulk_plus_spikes")
-    rule.append(f"λmax/λ+ {ratio:.3g} < {t['spike_ratio_min']}")
-    return done("bleeding_out")
+    # 4. spikes: well above the edge or just past it
+    r_e = lmax / edge
+    c_spike = _conf(r_e, t["spike_ratio_min"], _TOL["spike_ratio_min"])
+    if r_e >= t["spike_ratio_min"]:
+        path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}", c_spike)
+        return path.done("bulk_plus_spikes")
+    path.add(f"λmax/E {r_e:.3g} < {t['spike_ratio_min']}", c_spike)
+    return path.done("bleeding_out")
 
 
 _DEFAULT = PhaseClassifier()
@@ -567,12 +589,13 @@ def classify_phase(
     mp : MPFit, optional
         A Marchenko–Pastur fit of the same spectrum (skips refitting).
     pl : PowerLawFit, optional
-        A power-law fit of the same spectrum (skips refitting).
+        A power-law fit of the same spectrum (skips refitting; reported as evidence only).
 
     Returns
     -------
     PhaseResult
-        ``phase`` (a name in :data:`PHASES`), ``confidence`` in [0, 1] and ``evidence``.
+        ``phase`` (a name in :data:`PHASES`, or ``"undetermined"`` with a reason in
+        ``evidence["warning"]``), ``confidence`` in [0, 1] and ``evidence``.
 
     Raises
     ------
@@ -581,8 +604,8 @@ def classify_phase(
 
     Notes
     -----
-    Deterministic. The cost beyond the fits is O(M) (one gap scan, a Hill estimate and two
-    rank–size regressions over the spikes); with ``mp`` and ``pl`` given it is negligible next to
-    the eigendecomposition.
+    Deterministic. The cost beyond the fits is O(M) (a gap scan, one small regression over the
+    top half, a rank–size fit over the outliers); with ``mp`` and ``pl`` given it is negligible
+    next to the eigendecomposition.
     """
     return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.analyze import MIN_FIT_EIGS
-from analysis.phases import PHASE_CODES, PHASES
+from analysis.phases import PHASE_CODES, PHASES, UNDETERMINED, UNDETERMINED_CODE
 from trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -118,20 +118,21 @@ def model_phase(rows: Sequence[dict[str, Any]]) -> str:
 
     Layers too small to fit (``m < analysis.analyze.MIN_FIT_EIGS``, e.g. a 10-class head) do not
     vote while any larger layer can; a layer whose fit failed for another reason (a collapsed
-    rank, say) still votes. Ties go to the later phase in
-    ``analysis.phases.PHASES`` order. Without linear layers, all layers vote. Returns ``""`` when
-    no row has a phase.
+    rank, say) still votes. ``"undetermined"`` layers (all-zero, constant, rank ≤ 1, too small to
+    classify) never vote; when no layer has a phase the result is ``"undetermined"`` if some layer
+    was, else ``""``. Ties go to the later phase in ``analysis.phases.PHASES`` order. Without
+    linear layers, all layers vote.
 
     Parameters
     ----------
     rows : sequence of dict
         Metrics rows with ``"kind"`` and ``"phase"``.
     """
-    phased = [r for r in rows if r.get("phase")]
+    phased = [r for r in rows if r.get("phase") and r.get("phase") != UNDETERMINED]
     phased = [r for r in phased if r.get("m", MIN_FIT_EIGS) >= MIN_FIT_EIGS] or phased
     voters = [r for r in phased if r.get("kind") == "linear"] or phased
     if not voters:
-        return ""
+        return UNDETERMINED if any(r.get("phase") == UNDETERMINED for r in rows) else ""
     counts = Counter(str(r["phase"]) for r in voters)
     rank = {p: i for i, p in enumerate(PHASES)}
     return max(counts, key=lambda p: (counts[p], rank.get(p, -1)))
@@ -150,12 +151,12 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     dict of str to float
         ``alpha_mean``, ``alpha_median``, ``alpha_weighted_mean``, ``alpha_last`` (the last linear
         layer with a finite alpha, NaN if none), ``frac_heavy_tailed`` (share of layers in phase ``heavy_tailed``),
-        ``stable_rank_mean``, ``mp_soft_rank_mean``, ``phase_code`` (of ``model_phase``; NaN if no
-        phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``, ``stable_rank/<name>``,
+        ``stable_rank_mean``, ``mp_soft_rank_mean``, ``phase_code`` (of ``model_phase``: 0–5, -1 for
+        ``undetermined``, NaN if no phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``, ``stable_rank/<name>``,
         ``mp_soft_rank/<name>``, ``n_spikes/<name>``, ``phase_code/<name>``. Means skip NaNs.
     """
     rows = list(rows)
-    codes = PHASE_CODES
+    codes = {**PHASE_CODES, UNDETERMINED: UNDETERMINED_CODE}
     dense_alphas = [a for r in rows if r.get("kind") == "linear" and math.isfinite(a := _as_float(r.get("alpha")))]
     out: dict[str, float] = {
         "alpha_mean": _finite_mean([_as_float(r.get("alpha")) for r in rows]),
