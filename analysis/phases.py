@@ -503,7 +503,7 @@ def _decide(
     ev.update(
         sigma2=sigma2, lambda_plus=lp, lambda_max=lmax, n_spikes=int(mp.n_spikes),
         mp_soft_rank=float(mp.soft_rank), bulk_ks=float(mp.ks_bulk), alpha=float(pl.alpha), D=float(pl.D),
-        edge=edge, edge_max=edge_cap, edge_margin=margin, deformation=edge / lp - 1.0, n_beyond_edge=k_edge,
+        edge=edge, edge_fit=edge_fit, edge_max=edge_cap, edge_margin=margin, deformation=edge / lp - 1.0, n_beyond_edge=k_edge,
         spike_ratio=lmax / lp, edge_ratio=lmax / edge,
     )
     if k_edge == 0:
