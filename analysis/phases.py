@@ -253,13 +253,12 @@ class PhaseClassifier:
         return self
 
     def _check(self) -> None:
-        for f in dataclasses.fields(self):
-            c = make_constraint(f.metadata["constraint"])
-            v = getattr(self, f.name)
+        for name, c in _CONSTRAINTS.items():
+            v = getattr(self, name)
             if not c.is_satisfied_by(v):
                 kind = TypeError if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                     else ValueError
-                raise kind(f"PhaseClassifier: parameter {f.name!r} must be {c}; got {v!r}")
+                raise kind(f"PhaseClassifier: parameter {name!r} must be {c}; got {v!r}")
 
     def classify(
         self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
@@ -276,6 +275,7 @@ class PhaseClassifier:
 
 
 _TOL = {f.name: f.metadata["tol"] for f in dataclasses.fields(PhaseClassifier)}
+_CONSTRAINTS = {f.name: make_constraint(f.metadata["constraint"]) for f in dataclasses.fields(PhaseClassifier)}
 
 
 def _conf(value: float, threshold: float, tol: float) -> float:
@@ -536,17 +536,21 @@ def _decide(
         path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
                  f"(>= {t['reach_min']})", min(c_mass, c_reach))
         ratio = lmax / lp
-        c_alpha = _conf(tail_alpha, t["tail_alpha_max"], _TOL["tail_alpha_max"])
+        # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
+        # the exponent bound grows by ½ per decade of reach beyond heavy_ratio_min, by 1 at most
+        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, att[0] / lp / t["heavy_ratio_min"])))
+        ev["tail_alpha_bound"] = a_max
+        c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
         c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
-        shallow = tail_alpha < t["tail_alpha_max"]
+        shallow = tail_alpha < a_max
         far = ratio >= t["heavy_ratio_min"]
         if shallow and far:
-            path.add(f"tail α {tail_alpha:.3g} < {t['tail_alpha_max']} and λmax/λ+ {ratio:.3g} >= "
+            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g} and λmax/λ+ {ratio:.3g} >= "
                      f"{t['heavy_ratio_min']}", min(c_alpha, c_ratio))
             return path.done("heavy_tailed")
         why = []
         if not shallow:
-            why.append(f"tail α {tail_alpha:.3g} >= {t['tail_alpha_max']}")
+            why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
         if not far:
             why.append(f"λmax/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
         path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0))
