@@ -9,7 +9,16 @@ from numpy.testing import assert_allclose
 from analysis.marchenko_pastur import mp_edges
 from analysis.phases import PHASES
 from analysis.powerlaw_fit import hill_estimator
-from analysis.synthetic import MU_MAX, make, sample_params
+from analysis.synthetic import (
+    FAMILIES,
+    FAMILY_PHASE,
+    MU_MAX,
+    TORCH_INITS,
+    make,
+    make_family,
+    sample_family_params,
+    sample_params,
+)
 
 
 def _eigs(W: np.ndarray) -> np.ndarray:
@@ -79,9 +88,9 @@ def test_heavy_tailed_entries_have_the_planted_index():
 
 
 def test_heavy_tailed_family_reaches_mu_max():
-    assert MU_MAX == 2.75
+    assert MU_MAX == 2.25
     mus = [sample_params("heavy_tailed", 200, 100, rng=s)["mu"] for s in range(200)]
-    assert max(mus) > 2.6  # the upper part of the range (finite variance, 2 < μ < 4) is sampled
+    assert max(mus) > 2.15  # the finite-variance part of the range (μ > 2) is sampled
 
 
 def test_rank_collapse_rank():
@@ -104,8 +113,67 @@ def test_sample_params_ranges():
     rng = np.random.default_rng(0)
     for _ in range(50):
         assert 1.0 <= sample_params("heavy_tailed", 200, 100, rng)["mu"] <= MU_MAX
-        assert 4.0 <= sample_params("bulk_decay", 200, 100, rng)["tail_alpha"] <= 6.5
+        assert 4.5 <= sample_params("bulk_decay", 200, 100, rng)["tail_alpha"] <= 7.0
         p = sample_params("bleeding_out", 200, 100, rng)
         assert 0.08 <= p["excess"] <= 0.5 and 1 <= p["k"] <= 6
         assert 2.5 <= sample_params("bulk_plus_spikes", 200, 100, rng)["ratio"] <= 12.0
         assert 0.1 <= sample_params("rank_collapse", 200, 100, rng)["rank_frac"] <= 0.7
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_families_shape_determinism_and_phase(family):
+    p = sample_family_params(family, 300, 120, rng=5)
+    a = make_family(family, 300, 120, seed=2, **p)
+    assert a.shape == (300, 120) and a.dtype == np.float64 and np.all(np.isfinite(a))
+    assert np.array_equal(a, make_family(family, 300, 120, seed=2, **p))
+    assert not np.array_equal(a, make_family(family, 300, 120, seed=3, **p))
+    assert make_family(family, 120, 300, seed=2, **sample_family_params(family, 120, 300, rng=5)).shape == (120, 300)
+    assert FAMILY_PHASE[family] in PHASES
+
+
+def test_family_parameter_errors_name_the_parameter():
+    with pytest.raises(ValueError, match="'family'"):
+        make_family("nope", 100, 50, seed=0)
+    with pytest.raises(TypeError, match="unknown"):
+        make_family("many_spikes", 100, 50, seed=0, ratio=3.0)
+    with pytest.raises(ValueError, match="'axis'"):
+        make_family("scale_deformed", 100, 50, seed=0, axis="diag")
+    with pytest.raises(ValueError, match="'init'"):
+        make_family("torch_init", 100, 50, seed=0, init="he")
+    with pytest.raises(ValueError, match="'rho'"):
+        make_family("ar1_correlated", 100, 50, seed=0, rho=1.5)
+
+
+def test_deformations_have_the_stated_structure():
+    W = make_family("scale_deformed", 4000, 50, seed=1, delta=0.2, axis="cols")
+    scales = W.std(axis=0)
+    assert 0.75 < scales.min() and scales.max() < 1.25 and scales.max() - scales.min() > 0.2
+    W = make_family("ar1_correlated", 20000, 30, seed=1, rho=0.2, axis="cols")
+    lag1 = np.mean([np.corrcoef(W[:, j], W[:, j + 1])[0, 1] for j in range(29)])
+    assert_allclose(lag1, 0.2, atol=0.02)
+    assert_allclose(W.var(axis=0).mean(), 1.0, rtol=0.05)  # stationary: unit variance
+
+
+def test_many_spikes_and_graded_bleed_outliers():
+    n, m = 1200, 400
+    lp = mp_edges(1.0, n / m)[1]
+    e = _eigs(make_family("many_spikes", n, m, seed=4, k=12, ratio_lo=3.0, ratio_hi=10.0))
+    assert (e > 2.5 * lp).sum() == 12 and e[-13] < 1.1 * lp  # 12 clear outliers, nothing in between
+    e = _eigs(make_family("graded_bleed", n, m, seed=4, frac=0.1, tail_alpha=5.0, n_far=3, far_lo=6.0, far_hi=20.0))
+    assert (e > 5 * lp).sum() == 3  # the far spikes
+    assert (e > 1.1 * lp).sum() >= 20  # a graded mass of ~40 from the edge up
+
+
+def test_powerlaw_population_tail_follows_a():
+    # the top of the ESD tracks the population c_j ∝ j^(-1/(a-1)): rank-size slope ≈ 1/(a-1)
+    e = _eigs(make_family("powerlaw_population", 3000, 1000, seed=0, a=2.5))[::-1][:30]
+    slope = -np.polyfit(np.log(np.arange(1, 31)), np.log(e), 1)[0]
+    assert_allclose(1 + 1 / slope, 2.5, rtol=0.15)
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "eye", "dirac"])
+def test_point_mass_inits(init):
+    e = _eigs(make_family("torch_init", 64, 128, seed=0, init=init))
+    assert e.max() - e.min() < 1e-5 * e.max()  # float32 round-off
+    assert set(TORCH_INITS) >= {"linear_default", "conv2d_default", "kaiming_normal", "xavier_uniform",
+                                "trunc_normal", "orthogonal", "sparse"}
