@@ -29,7 +29,7 @@ EXAMPLES = {
     "random_like": {},
     "bleeding_out": {"k": 4, "excess": 0.3},
     "bulk_plus_spikes": {"k": 3, "ratio": 5.0},
-    "bulk_decay": {"frac": 0.25, "tail_alpha": 4.5},
+    "bulk_decay": {"frac": 0.25, "tail_alpha": 5.0},
     "heavy_tailed": {"mu": 2.0},
     "rank_collapse": {"rank_frac": 0.3, "noise": 1e-3},
 }
