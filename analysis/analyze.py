@@ -11,22 +11,32 @@ fit was impossible (``""`` when all is well).
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from analysis._validation import Interval, Options, validate
-from analysis.esd import as_matrix, esd, esd_batch, gram_eigh
-from analysis.layers import LayerMatrix, extract_layers
+from analysis.esd import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
+from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, hill_estimator
 
 __all__ = [
-    "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix", "analyze_model", "json_safe",
+    "DEFAULT_PRECISION", "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
+    "analyze_model", "estimate_seconds", "iter_analysis", "json_safe",
 ]
+
+#: Working precision of :func:`analyze_layers` / :func:`analyze_model` / ``htsweep analyze``
+#: (:mod:`analysis.esd`): float32 gives the float64 alpha within 0.02 and the same phase on the
+#: measured real layers (docs/interfaces.md) at about half the cost; spectra with rank-collapse
+#: evidence are recomputed in float64 automatically.
+DEFAULT_PRECISION = "float32"
 
 #: Layers with fewer eigenvalues (M) than this get NaN fit metrics and a ``warning``. A tail fitted
 #: to a couple of dozen eigenvalues (a 10-class head, say) is noise, and its alpha would drag the
@@ -38,11 +48,12 @@ ROW_KEYS = (
     "name", "kind", "n", "m", "q", "lambda_max", "alpha", "alpha_hill", "D", "xmin", "xmax", "n_tail",
     "alpha_sigma", "sigma2", "lambda_plus", "n_spikes", "mp_soft_rank", "mp_ks", "stable_rank",
     "matrix_entropy", "effective_rank", "log_frobenius_norm", "log_spectral_norm", "alpha_weighted",
-    "log_alpha_norm", "numerical_rank", "phase", "phase_confidence", "warning",
+    "log_alpha_norm", "numerical_rank", "phase", "phase_confidence", "warning", "precision",
 )
 LOCALIZATION_KEYS = ("vector_entropy", "localization_ratio", "participation_ratio")
 
 _NAN = math.nan
+_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
 @validate({
@@ -51,8 +62,11 @@ _NAN = math.nan
     "m": [Interval(int, 1, None, closed="left")],
     "name": [str],
     "xmax": [None, Options({"max"}), Interval(float, 0, None, closed="neither")],
+    "precision": [Options(set(PRECISIONS))],
 })
-def analyze_eigs(eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None) -> dict[str, Any]:
+def analyze_eigs(
+    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64"
+) -> dict[str, Any]:
     """Every metric computable from the eigenvalues of one layer, plus its phase.
 
     Parameters
@@ -65,6 +79,10 @@ def analyze_eigs(eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str
         Layer name copied into the row.
     xmax : float or {'max'}, optional
         Upper cutoff of the power-law fit (see :func:`~analysis.powerlaw_fit.fit_power_law`).
+    precision : {'float64', 'float32'}, default='float64'
+        Precision the eigenvalues were computed in: eigenvalues below ``M · eps · λmax`` of that
+        precision are round-off zeros (left out of the tail fit, not counted in
+        ``numerical_rank``).
 
     Returns
     -------
@@ -91,7 +109,7 @@ def analyze_eigs(eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str
         alpha_hill = _NAN
     else:
         # eigenvalues below the eigvalsh noise floor are zeros, not part of a tail
-        above = x[x > x.size * np.finfo(np.float64).eps * x[-1]] if x[-1] > 0 else x[:0]
+        above = x[x > x.size * _EPS[precision] * x[-1]] if x[-1] > 0 else x[:0]
         pl = fit_power_law(above, xmax=xmax)
         if not pl.success:
             warnings_.append(f"power-law fit failed: {pl.message}")
@@ -128,10 +146,12 @@ def analyze_eigs(eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str
         "log_spectral_norm": metrics["log_spectral_norm"],
         "alpha_weighted": metrics["alpha_weighted"],
         "log_alpha_norm": metrics["log_alpha_norm"],
-        "numerical_rank": int(metrics["numerical_rank"]),
+        "numerical_rank": int(metrics["numerical_rank"] if precision == "float64"
+                              else np.count_nonzero(x > x.size * _EPS[precision] * x[-1])),
         "phase": str(phase.phase),
         "phase_confidence": float(phase.confidence),
         "warning": "; ".join(warnings_),
+        "precision": precision,
     }
     return row
 
@@ -144,9 +164,16 @@ def _localization_row(eigs: np.ndarray, vecs: np.ndarray) -> dict[str, float]:
     return {k: float(loc[k][0]) for k in LOCALIZATION_KEYS}
 
 
-@validate({"name": [str], "localization": ["boolean"], "device": [None, str, torch.device]})
+_PRECISION = [Options(set(PRECISIONS))]
+# on a GPU, layers of a plan are analysed together up to about this many bytes of weights
+_GROUP_BYTES = 1 << 28
+
+
+@validate({"name": [str], "localization": ["boolean"], "device": [None, str, torch.device],
+           "precision": _PRECISION})
 def analyze_matrix(
-    W: Any, *, name: str = "", localization: bool = False, device: str | torch.device | None = None
+    W: Any, *, name: str = "", localization: bool = False, device: str | torch.device | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict[str, Any]:
     """Analyze one weight matrix.
 
@@ -159,6 +186,8 @@ def analyze_matrix(
         and ``participation_ratio`` of the leading eigenvector.
     device : str or torch.device, optional
         ``None``: CUDA if available.
+    precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
+        Working precision (:mod:`analysis.esd`); the row's ``precision`` says which was used.
 
     Returns
     -------
@@ -179,23 +208,19 @@ def analyze_matrix(
     (400, 200, 0)
     """
     t = as_matrix(W, name=name)
-    n, m = max(t.shape), min(t.shape)
-    if localization:
-        eigs, vecs = gram_eigh(t, device=device, name=name)
-    else:
-        eigs = esd(t, device=device, name=name)
-    row = analyze_eigs(eigs, n=n, m=m, name=name)
-    row["kind"] = "matrix"
-    if localization:
-        row.update(_localization_row(eigs, vecs))
+    layer = LayerMatrix.from_tensor(name, "matrix", t)
+    (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision)
+    row.pop("eigs")
     return row
 
 
-@validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device]})
+@validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device],
+           "precision": _PRECISION})
 def analyze_layers(
-    layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False
+    layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[dict[str, Any]]:
-    """Analyze many layers: batched ESDs (one ``eigvalsh`` per distinct shape), then one row each.
+    """Analyze many layers: batched ESDs (one ``eigvalsh`` per Gram size), then one row each.
 
     Parameters
     ----------
@@ -203,49 +228,122 @@ def analyze_layers(
     device : str or torch.device, optional
         ``None``: CUDA if available.
     localization : bool, default=False
-        Add eigenvector localization metrics (eigenvectors are computed per layer, unbatched).
+        Add eigenvector localization metrics (eigenvectors are computed per layer, unbatched;
+        not for pooled conv layers, which have no single eigenbasis).
+    precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
+        Working precision (:mod:`analysis.esd`); float32 spectra with rank-collapse evidence are
+        redone in float64, and the row's ``precision`` says which was used.
 
     Returns
     -------
     list of dict
         Metrics rows in the order of ``layers``; each also carries ``"eigs"``: the ascending
-        eigenvalues, ndarray of shape (m,).
+        eigenvalues, ndarray of shape (m,) (pooled conv: m times the kernel positions).
 
     Raises
     ------
     ValueError
         NaN/Inf weights, naming the layer.
     """
+    vecs: dict[int, np.ndarray] = {}
     if localization:
-        pairs = [gram_eigh(layer.matrix, device=device, name=layer.name) for layer in layers]
-        eig_list = [p[0] for p in pairs]
+        results = []
+        for i, layer in enumerate(layers):
+            if layer.matrix.ndim == 3:
+                results.extend(esd_layers([layer], device=device, precision=precision))
+                continue
+            eigs, vecs[i] = gram_eigh(layer.matrix, device=device, name=layer.name, precision="float64")
+            results.append((eigs, "float64"))
     else:
-        eig_list = esd_batch(layers, device=device)
+        results = esd_layers(layers, device=device, precision=precision)
     rows = []
-    for i, (layer, eigs) in enumerate(zip(layers, eig_list, strict=True)):
-        row = analyze_eigs(eigs, n=layer.n, m=layer.m, name=layer.name)
+    for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
+        row = analyze_eigs(eigs, n=layer.n, m=layer.m, name=layer.name, precision=used)
         row["kind"] = layer.kind
+        if layer.kind == "lora":
+            note = "merged LoRA update B·A: low-rank by construction"
+            row["warning"] = f"{row['warning']}; {note}" if row["warning"] else note
         if localization:
-            row.update(_localization_row(eigs, pairs[i][1]))
+            row.update(_localization_row(eigs, vecs[i]) if i in vecs else dict.fromkeys(LOCALIZATION_KEYS, _NAN))
         row["eigs"] = eigs
         rows.append(row)
     return rows
 
 
-def analyze_model(model: torch.nn.Module, **kw: Any) -> Any:
-    """Analyze every weight matrix of a torch model.
+def iter_analysis(
+    plan: LayerPlan, *, device: str | torch.device | None = None, localization: bool = False,
+    precision: str = DEFAULT_PRECISION, on_layer: Callable[[LayerInfo], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Analyze the layers of a plan in order and yield one row per layer as soon as it is done.
+
+    On the CPU one layer is built, analysed and dropped at a time; on a GPU layers are grouped
+    (weights up to about 256 MiB) for batched eigensolves. A checkpoint of any size is thus
+    analysed in bounded memory, and no row is lost if a later layer fails.
 
     Parameters
     ----------
-    model : torch.nn.Module
+    plan : LayerPlan
+        From :func:`analysis.layers.plan_layers`.
+    device, localization, precision
+        As for :func:`analyze_layers`.
+    on_layer : callable, optional
+        Called with each :class:`~analysis.layers.LayerInfo` before its matrix is read (progress).
+
+    Yields
+    ------
+    dict
+        Metrics rows with ``"eigs"``.
+    """
+    limit = _GROUP_BYTES if default_device(device).type != "cpu" else 0
+    group: list[LayerMatrix] = []
+    size = 0
+    for info in plan.layers:
+        if on_layer is not None:
+            on_layer(info)
+        layer = plan.matrix(info)
+        group.append(layer)
+        size += layer.matrix.numel() * layer.matrix.element_size()
+        if size >= limit:
+            yield from analyze_layers(group, device=device, localization=localization, precision=precision)
+            group, size = [], 0
+    if group:
+        yield from analyze_layers(group, device=device, localization=localization, precision=precision)
+
+
+def estimate_seconds(plan: LayerPlan, *, precision: str = DEFAULT_PRECISION,
+                     device: str | torch.device | None = None) -> float:
+    """Rough wall time of analysing ``plan`` here, from timing one 1024×512 ESD (about 0.1 s).
+
+    The cost of each layer is taken proportional to :attr:`LayerInfo.flops` (Gram + eigensolve);
+    fits and I/O are not counted, so the estimate is a lower bound within a factor of about 2.
+    """
+    probe = LayerMatrix.from_tensor("probe", "matrix", torch.randn(1024, 512))
+    flops = 1024 * 512**2 + 4.0 * 512**3
+    esd_layers([probe], device=device, precision=precision)  # warm-up: BLAS threads, allocator
+    t0 = time.perf_counter()
+    esd_layers([probe], device=device, precision=precision)
+    rate = flops / max(time.perf_counter() - t0, 1e-6)
+    return sum(info.flops for info in plan.layers) / rate
+
+
+def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
+    """Analyze every weight matrix of a torch model or a checkpoint (file or model folder).
+
+    Parameters
+    ----------
+    model : torch.nn.Module, str or Path
+        A module, or anything :func:`analysis.checkpoints.open_checkpoint` reads (``.safetensors``,
+        a sharded index, a Hugging Face model folder, ``.pt``/``.bin``, ``.npy``/``.npz``).
     **kw
-        ``conv`` and ``min_dim`` go to :func:`~analysis.layers.extract_layers`; ``device`` and
-        ``localization`` to :func:`analyze_layers`.
+        ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
+        and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
+        ``localization`` and ``precision`` to :func:`analyze_layers`.
 
     Returns
     -------
     pandas.DataFrame
         One row per layer, columns ``ROW_KEYS`` (+ localization columns); no ``eigs`` column.
+        Tied parameters (a tied LM head) appear once.
 
     Examples
     --------
@@ -258,14 +356,18 @@ def analyze_model(model: torch.nn.Module, **kw: Any) -> Any:
     """
     import pandas as pd
 
-    extract_kw = {k: kw.pop(k) for k in ("conv", "min_dim") if k in kw}
-    unknown = set(kw) - {"device", "localization"}
+    plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
+    plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
+    unknown = set(kw) - {"device", "localization", "precision"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
-    layers = extract_layers(model, **extract_kw)
-    rows = analyze_layers(layers, **kw)
-    for row in rows:
+    if isinstance(model, torch.nn.Module):
+        plan_kw.pop("trust_pickle", None)
+    plan = plan_layers(model, **plan_kw)
+    rows = []
+    for row in iter_analysis(plan, **kw):
         row.pop("eigs", None)
+        rows.append(row)
     columns = list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
     return pd.DataFrame(rows, columns=columns)
 
