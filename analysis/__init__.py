@@ -18,7 +18,7 @@ from analysis.esd import esd, esd_batch
 from analysis.layers import LayerMatrix, extract_layers, load_matrices
 from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur, mp_density, mp_edges, shuffle_baseline
 from analysis.phases import PHASE_CODES, PHASES, PhaseResult, classify_phase
-from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator
+from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator, pl_alpha_hill
 
 __all__ = [
     "PHASES",
@@ -42,6 +42,7 @@ __all__ = [
     "load_matrices",
     "mp_density",
     "mp_edges",
+    "pl_alpha_hill",
     "shuffle_baseline",
     "synthetic",
 ]

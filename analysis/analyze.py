@@ -25,7 +25,7 @@ from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
-from analysis.powerlaw_fit import fit_power_law, hill_estimator
+from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
@@ -113,13 +113,13 @@ def analyze_eigs(
         pl = fit_power_law(above, xmax=xmax)
         if not pl.success:
             warnings_.append(f"power-law fit failed: {pl.message}")
-        alpha_hill = hill_estimator(above) if above.size >= 3 else _NAN
+        alpha_hill = pl_alpha_hill(above)
     mp = fit_marchenko_pastur(x, q)
     if not mp.success and x.size >= MIN_FIT_EIGS:
         warnings_.append(f"MP fit failed: {mp.message}")
     phase = classify_phase(x, q=q, mp=mp, pl=pl)
 
-    metrics = spectral_metrics(x, alpha=pl.alpha)
+    metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
     row: dict[str, Any] = {
         "name": name,
         "kind": "",

@@ -488,28 +488,44 @@ def fit_marchenko_pastur(eigs: Any, q: float, *, max_spike_frac: float = 0.5) ->
 
 
 @validate({"W": ["array-like"], "rng": ["random_state"]})
-def shuffle_baseline(W: Any, *, rng: Any = None) -> np.ndarray:
+@validate({"n_permutations": [None, Interval(int, 1, None)], "rng": ["random_state"]})
+def shuffle_baseline(W: Any, *, n_permutations: int | None = None, rng: Any = None) -> np.ndarray:
     """ESD of ``W`` with its entries randomly permuted (destroys correlations, keeps ``‖W‖_F``).
 
     Parameters
     ----------
     W : array-like or torch.Tensor of shape (n_rows, n_cols)
-        A weight matrix (transposed internally by :func:`analysis.esd.esd` so that ``N >= M``).
+        A weight matrix, any float dtype (bfloat16/float16 tensors are upcast; the shuffle and the
+        eigensolve run in float64). Transposed internally so that ``N >= M``.
+    n_permutations : int, optional
+        Number of independent permutations. ``None`` (default) gives one ESD of shape ``(M,)``;
+        an int ``k`` gives ``k`` ESDs stacked into shape ``(k, M)`` (as numpy's ``size``
+        argument does), for a spread over permutations.
     rng : None, int or numpy.random.Generator, default=None
-        Source of the permutation.
+        Source of the permutations.
 
     Returns
     -------
-    ndarray of shape (M,)
+    ndarray of shape (M,) or (n_permutations, M)
         Ascending eigenvalues of ``W_shufᵀ W_shuf / N``; its MP fit gives ``σ²_shuf`` [1]_ (Sec. 6.3).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((200, 50))
+    >>> shuffle_baseline(W, n_permutations=3, rng=1).shape
+    (3, 50)
     """
     from analysis.esd import esd  # local: analysis.esd may import this module's package
 
     if hasattr(W, "detach"):
-        W = W.detach().cpu().numpy()
+        # numpy has no bfloat16: upcast on the tensor side first
+        W = W.detach().double().cpu().numpy()
     a = np.asarray(W, dtype=np.float64)
     if a.ndim != 2:
         raise ValueError(f"shuffle_baseline: W must be 2-D, got shape {a.shape}")
     gen = check_random_state(rng)
-    shuffled = gen.permutation(a.ravel()).reshape(a.shape)
-    return esd(shuffled)
+    flat = a.ravel()
+    k = 1 if n_permutations is None else n_permutations
+    out = np.stack([esd(gen.permutation(flat).reshape(a.shape)) for _ in range(k)])
+    return out[0] if n_permutations is None else out

@@ -1,11 +1,17 @@
 """Spectral metrics of a layer from its ESD, and eigenvector localization.
 
-All functions take the eigenvalues λ of X = WᵀW / N (any order; λ = ν² / N for the singular
-values ν of W). Norm conventions follow WeightWatcher: ``log_frobenius_norm = log10 Σλ``,
-``log_spectral_norm = log10 λmax``, ``alpha_weighted = alpha · log10 λmax``,
-``log_alpha_norm = log10 Σ λ^alpha``. Matrix entropy and stable rank follow Martin & Mahoney
-(implicit self-regularization, eqs. 6–7); effective rank is Roy & Vetterli's exp of the Shannon
-entropy of the normalized singular values.
+The rank and entropy metrics take the eigenvalues λ of X = WᵀW / N (any order; λ = ν² / N for the
+singular values ν of W); they are scale-free, so they are the same on any scale.
+
+The norm metrics are on WeightWatcher's scale (and that of Martin, Peng & Mahoney 2021), the squared
+singular values ν² = N·λ of W itself, not the normalized λ, so that they do not shift by a
+layer-dependent log10 N and compare directly with WeightWatcher's columns:
+``log_frobenius_norm = log10 Σν² = log10 ‖W‖²_F``, ``log_spectral_norm = log10 ν²max = log10 ‖W‖²_2``,
+``alpha_weighted = alpha · log10 ν²max``, ``log_alpha_norm = log10 Σ (ν²)^alpha``. These functions take
+``sv2`` (ν²); :func:`spectral_metrics` converts from λ with the layer's N.
+
+Matrix entropy and stable rank follow Martin & Mahoney (implicit self-regularization, eqs. 6–7);
+effective rank is Roy & Vetterli's exp of the Shannon entropy of the normalized singular values.
 """
 
 from __future__ import annotations
@@ -93,25 +99,25 @@ def effective_rank(eigs: Any) -> float:
     return float(math.exp(-(p * np.log(p)).sum()))
 
 
-def log_frobenius_norm(eigs: Any) -> float:
-    """log10 Σλ (Σλ = ‖W‖²_F / N)."""
-    return _log10(float(_eigs(eigs).sum()))
+def log_frobenius_norm(sv2: Any) -> float:
+    """log10 Σν² = log10 ‖W‖²_F, from the squared singular values ``sv2`` (WeightWatcher's ``log_norm``)."""
+    return _log10(float(_eigs(sv2).sum()))
 
 
-def log_spectral_norm(eigs: Any) -> float:
-    """log10 λmax."""
-    x = _eigs(eigs)
+def log_spectral_norm(sv2: Any) -> float:
+    """log10 ν²max = log10 ‖W‖²_2, from the squared singular values ``sv2``."""
+    x = _eigs(sv2)
     return _log10(float(x.max())) if x.size else math.nan
 
 
-def alpha_weighted(eigs: Any, alpha: float) -> float:
-    """alpha · log10 λmax (NaN when alpha is NaN)."""
-    return float(alpha) * log_spectral_norm(eigs)
+def alpha_weighted(sv2: Any, alpha: float) -> float:
+    """alpha · log10 ν²max (Martin & Mahoney's α̂; NaN when alpha is NaN)."""
+    return float(alpha) * log_spectral_norm(sv2)
 
 
-def log_alpha_norm(eigs: Any, alpha: float) -> float:
-    """log10 Σ λ^alpha, computed stably in log space (NaN when alpha is NaN)."""
-    x = _eigs(eigs)
+def log_alpha_norm(sv2: Any, alpha: float) -> float:
+    """log10 Σ (ν²)^alpha, the log Schatten α-norm, computed stably in log space (NaN when alpha is NaN)."""
+    x = _eigs(sv2)
     x = x[x > 0]
     if x.size == 0 or not np.isfinite(alpha):
         return math.nan
@@ -120,32 +126,44 @@ def log_alpha_norm(eigs: Any, alpha: float) -> float:
     return top + math.log10(float(np.sum(10.0 ** (logs - top))))
 
 
-def spectral_metrics(eigs: Any, *, alpha: float = math.nan) -> dict[str, float]:
+def spectral_metrics(eigs: Any, *, n: int, alpha: float = math.nan) -> dict[str, float]:
     """All eigenvalue-only metrics of the metrics row.
 
     Parameters
     ----------
     eigs : array-like of shape (M,)
+        Eigenvalues λ of X = WᵀW / N.
+    n : int
+        N, the larger dimension of W: the norm metrics use ν² = N·λ (WeightWatcher's scale).
     alpha : float, default=nan
         Power-law exponent for ``alpha_weighted`` and ``log_alpha_norm``.
 
     Returns
     -------
     dict
-        ``lambda_max, stable_rank, matrix_entropy, effective_rank, log_frobenius_norm,
-        log_spectral_norm, alpha_weighted, log_alpha_norm, numerical_rank`` (floats; the rank as
-        an int).
+        ``lambda_max`` (of X, the ESD's scale), ``stable_rank, matrix_entropy, effective_rank``
+        (scale-free), ``log_frobenius_norm, log_spectral_norm, alpha_weighted, log_alpha_norm``
+        (on the ν² scale) and ``numerical_rank`` (an int).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> # W = diag(3, 1): ν = (3, 1), N = 2, so λ = ν² / 2 = (0.5, 4.5) and ‖W‖²_2 = 9
+    >>> m = spectral_metrics(np.array([0.5, 4.5]), n=2, alpha=2.0)
+    >>> round(10 ** m["log_spectral_norm"], 9), round(10 ** m["log_frobenius_norm"], 9)
+    (9.0, 10.0)
     """
     x = _eigs(eigs)
+    sv2 = x * float(n)
     return {
         "lambda_max": float(x.max()) if x.size else math.nan,
         "stable_rank": stable_rank(x),
         "matrix_entropy": matrix_entropy(x),
         "effective_rank": effective_rank(x),
-        "log_frobenius_norm": log_frobenius_norm(x),
-        "log_spectral_norm": log_spectral_norm(x),
-        "alpha_weighted": alpha_weighted(x, alpha),
-        "log_alpha_norm": log_alpha_norm(x, alpha),
+        "log_frobenius_norm": log_frobenius_norm(sv2),
+        "log_spectral_norm": log_spectral_norm(sv2),
+        "alpha_weighted": alpha_weighted(sv2, alpha),
+        "log_alpha_norm": log_alpha_norm(sv2, alpha),
         "numerical_rank": numerical_rank(x),
     }
 

@@ -16,7 +16,7 @@ from analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
 from analysis.esd import esd
 from analysis.layers import extract_layers
 from analysis.metrics import spectral_metrics
-from analysis.powerlaw_fit import fit_power_law
+from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,11 @@ def test_row_keys_types_and_mp_closed_form(gaussian):
     assert_allclose(row["lambda_plus"], (1 + 1 / math.sqrt(2)) ** 2, rtol=0.03)
     assert row["n_spikes"] == 0 and row["phase"] == "random_like" and row["warning"] == ""
     eigs = esd(gaussian, device="cpu")
-    ref = spectral_metrics(eigs, alpha=fit_power_law(eigs).alpha)
+    ref = spectral_metrics(eigs, n=600, alpha=fit_power_law(eigs).alpha)
     for key, value in ref.items():
         assert_allclose(row[key], value, rtol=1e-12)
+    # alpha_hill is the seeds' PL_Alpha_Hill
+    assert_allclose(row["alpha_hill"], pl_alpha_hill(eigs), rtol=1e-12)
     json.dumps(row)  # JSON-serializable: only str/int/float values
     assert all(type(v) in (str, int, float) for v in row.values())
 

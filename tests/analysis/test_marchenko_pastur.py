@@ -209,6 +209,28 @@ def test_shuffle_baseline_destroys_spikes_keeps_frobenius():
         shuffle_baseline(np.ones(5))
 
 
+def test_shuffle_baseline_several_permutations_and_half_precision():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    n, m = 400, 100
+    W = _spiked(rng, n, m, [5.0])
+    several = shuffle_baseline(W, n_permutations=4, rng=3)
+    assert several.shape == (4, m)
+    # each permutation is a different draw of the same MP law, with the same trace
+    assert not np.allclose(several[0], several[1])
+    assert_allclose(several.sum(axis=1), _eigs(W).sum(), rtol=1e-10)
+    # the first of k permutations is the single permutation from the same seed
+    assert_allclose(several[0], shuffle_baseline(W, rng=3), rtol=0, atol=0)
+    for dtype in (torch.bfloat16, torch.float16):
+        t = torch.from_numpy(W).to(dtype)
+        low = shuffle_baseline(t, n_permutations=2, rng=0)
+        exact = shuffle_baseline(t.double(), n_permutations=2, rng=0)
+        assert_allclose(low, exact, rtol=1e-12)  # upcast before shuffling: same permutation, same ESD
+        assert fit_marchenko_pastur(low[0], q=n / m).n_spikes == 0
+    with pytest.raises(ValueError, match="'n_permutations'"):
+        shuffle_baseline(W, n_permutations=0)
+
+
 def test_spike_count_respects_max_spike_frac():
     # Half the spectrum far above the rest: the fit must keep (1 - max_spike_frac) M in the bulk.
     rng = np.random.default_rng(5)

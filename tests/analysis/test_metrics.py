@@ -12,7 +12,7 @@ from analysis import metrics
 
 
 def test_stable_rank_and_norms():
-    eigs = np.array([1.0, 2.0, 3.0, 4.0])
+    eigs = np.array([1.0, 2.0, 3.0, 4.0])  # read as squared singular values by the norm functions
     assert metrics.stable_rank(eigs) == pytest.approx(10.0 / 4.0)  # Σλ/λmax
     assert metrics.log_frobenius_norm(eigs) == pytest.approx(1.0)  # log10(10)
     assert metrics.log_spectral_norm(eigs) == pytest.approx(math.log10(4.0))
@@ -51,12 +51,32 @@ def test_numerical_rank_uses_noise_floor():
 
 
 def test_spectral_metrics_keys_and_values():
-    out = metrics.spectral_metrics(np.array([1.0, 1.0, 2.0]), alpha=2.0)
+    out = metrics.spectral_metrics(np.array([1.0, 1.0, 2.0]), n=1, alpha=2.0)
     assert set(out) == {"lambda_max", "stable_rank", "matrix_entropy", "effective_rank",
                         "log_frobenius_norm", "log_spectral_norm", "alpha_weighted",
                         "log_alpha_norm", "numerical_rank"}
     assert out["stable_rank"] == pytest.approx(2.0)
     assert out["log_alpha_norm"] == pytest.approx(math.log10(6.0))  # 1 + 1 + 4
+
+
+def test_norm_metrics_are_on_weightwatchers_scale():
+    # W = U diag(ν) Vᵀ with known singular values: every norm metric has a closed form in ν
+    rng = np.random.default_rng(3)
+    n, m = 50, 20
+    nu = np.linspace(0.5, 4.0, m)
+    U, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    W = U @ np.diag(nu) @ V.T
+    lam = np.linalg.eigvalsh(W.T @ W / n)  # the ESD: λ = ν² / N
+    out = metrics.spectral_metrics(lam, n=n, alpha=2.5)
+    assert out["log_frobenius_norm"] == pytest.approx(math.log10(np.linalg.norm(W, "fro") ** 2), rel=1e-12)
+    assert out["log_spectral_norm"] == pytest.approx(math.log10(np.linalg.norm(W, 2) ** 2), rel=1e-12)
+    assert out["alpha_weighted"] == pytest.approx(2.5 * math.log10(nu.max() ** 2), rel=1e-12)
+    assert out["log_alpha_norm"] == pytest.approx(math.log10(np.sum(nu ** (2 * 2.5))), rel=1e-12)
+    # lambda_max stays on the ESD's scale (it is compared with λ+); scale-free metrics do not move
+    assert out["lambda_max"] == pytest.approx(nu.max() ** 2 / n, rel=1e-12)
+    assert out["stable_rank"] == pytest.approx(np.sum(nu**2) / nu.max() ** 2, rel=1e-12)
+    assert metrics.spectral_metrics(lam, n=1, alpha=2.5)["stable_rank"] == pytest.approx(out["stable_rank"])
 
 
 def test_localization_extremes():

@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose
 
 from analysis import powerlaw_fit
 from analysis.esd import esd
-from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator
+from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator, pl_alpha_hill
 
 
 def pareto(alpha: float, n: int, rng: np.random.Generator, xmin: float = 1.0) -> np.ndarray:
@@ -170,6 +170,26 @@ def test_result_is_frozen_with_aligned_repr():
     # the tail density integrates to 1 over [xmin, inf) (numerically on a wide grid)
     grid = np.geomspace(fit.xmin, fit.xmin * 1e8, 200_001)
     assert_allclose(np.trapezoid(fit.pdf(grid), grid), 1.0, atol=2e-3)
+
+
+def test_pl_alpha_hill_is_the_median_xmin_formula():
+    # PL_Alpha_Hill (TempBalance "xmin_mid"): i = len // 2, n = len - i,
+    # alpha = 1 + n / (Σ_{j≥i} ln λ_j - n ln λ_i); by hand on 5 values: i = 2, n = 3, xmin = 3
+    x = np.array([5.0, 1.0, 3.0, 8.0, 2.0])
+    by_hand = 1 + 3 / (math.log(3) + math.log(5) + math.log(8) - 3 * math.log(3))
+    assert pl_alpha_hill(x) == pytest.approx(by_hand, rel=1e-14)
+    # zeros (a rank-deficient layer) and NaN are dropped before the median is taken
+    assert pl_alpha_hill(np.r_[0.0, 0.0, np.nan, x]) == pytest.approx(by_hand, rel=1e-14)
+    assert math.isnan(pl_alpha_hill([2.0]))
+    assert math.isnan(pl_alpha_hill(np.ones(10)))
+
+
+@pytest.mark.parametrize("alpha", [2.0, 3.0, 4.5])
+def test_pl_alpha_hill_recovers_planted_power_law(alpha):
+    rng = np.random.default_rng(int(alpha * 10))
+    x = (1.0 - rng.random(50_000)) ** (-1.0 / (alpha - 1.0))  # Pareto, density exponent alpha
+    # the top half of a pure Pareto sample is Pareto again: Hill's standard error (alpha-1)/sqrt(n)
+    assert_allclose(pl_alpha_hill(x), alpha, atol=5 * (alpha - 1) / math.sqrt(25_000))
 
 
 def test_hill_estimator():
