@@ -2,10 +2,14 @@
 
 :func:`analyze_eigs` is the single place where a row is built; :func:`analyze_matrix`,
 :func:`analyze_layers` (batched ESDs, used by the trainer's spectral monitor and the Ray ESD
-service) and :func:`analyze_model` only get eigenvalues and call it. Each fit runs once and is
-handed to the phase classifier. The row's keys are the "metrics row" of ``docs/interfaces.md``;
-values are floats (NaN where a fit is impossible), ints, or strings, and ``warning`` says why a
-fit was impossible (``""`` when all is well).
+service), :func:`iter_analysis` (a layer plan streamed one layer at a time: checkpoints of any
+size) and :func:`analyze_model` (a module or a checkpoint path) only get eigenvalues and call it.
+Each fit runs once and is handed to the phase classifier. The row's keys are the "metrics row" of
+``docs/interfaces.md``; values are floats (NaN where a fit is impossible), ints, or strings, and
+``warning`` says why a fit was impossible (``""`` when all is well).
+
+The ESDs are computed in :data:`DEFAULT_PRECISION` (float32; see :mod:`analysis.esd` for when a
+spectrum is redone in float64), and correlation traps (:func:`trap_metrics`) are opt-in.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ import torch
 from analysis._validation import Interval, Options, validate
 from analysis.esd import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
 from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
-from analysis.marchenko_pastur import fit_marchenko_pastur
+from analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
 from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
-    "analyze_model", "estimate_seconds", "iter_analysis", "json_safe",
+    "analyze_model", "estimate_seconds", "iter_analysis", "json_safe", "trap_metrics",
 ]
 
 #: Working precision of :func:`analyze_layers` / :func:`analyze_model` / ``htsweep analyze``
@@ -51,6 +55,8 @@ ROW_KEYS = (
     "log_alpha_norm", "numerical_rank", "phase", "phase_confidence", "warning", "precision",
 )
 LOCALIZATION_KEYS = ("vector_entropy", "localization_ratio", "participation_ratio")
+#: Keys added by ``traps=k`` (correlation traps, see :func:`trap_metrics`).
+TRAP_KEYS = ("n_traps", "shuffle_lambda_plus", "shuffle_lambda_max", "shuffle_distance")
 
 _NAN = math.nan
 _EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
@@ -164,6 +170,55 @@ def _localization_row(eigs: np.ndarray, vecs: np.ndarray) -> dict[str, float]:
     return {k: float(loc[k][0]) for k in LOCALIZATION_KEYS}
 
 
+def _ks_two_sample(a: np.ndarray, b: np.ndarray) -> float:
+    """Kolmogorov–Smirnov distance between two samples (sup of the difference of their ECDFs)."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(a, grid, side="right") / a.size
+    fb = np.searchsorted(b, grid, side="right") / b.size
+    return float(np.max(np.abs(fa - fb)))
+
+
+@validate({"n_permutations": [Interval(int, 1, None, closed="left")], "rng": ["random_state"]})
+def trap_metrics(W: Any, eigs: Any, *, n_permutations: int = 3, rng: Any = 0) -> dict[str, float]:
+    """Correlation traps: what is left of the ESD's outliers once the entries of W are shuffled.
+
+    Shuffling the entries (:func:`~analysis.marchenko_pastur.shuffle_baseline`) destroys every
+    correlation and keeps the entry distribution, so the shuffled ESD is a Marchenko–Pastur bulk
+    unless single entries are large enough to make outliers by themselves: WeightWatcher's
+    *correlation traps* (its ``randomize`` option, ``num_rand_spikes``; Martin & Mahoney, Sec. 6.3).
+
+    Parameters
+    ----------
+    W : array-like or torch.Tensor of shape (n_rows, n_cols)
+        Any float dtype; the shuffle runs in float64 (a float64 copy of W per permutation).
+    eigs : array-like of shape (M,)
+        The ESD of W itself.
+    n_permutations : int, default=3
+    rng : None, int or numpy.random.Generator, default=0
+        Seed of the permutations (fixed by default: the same row every time).
+
+    Returns
+    -------
+    dict
+        ``n_traps``: median over permutations of the shuffled eigenvalues above the shuffled MP
+        edge plus the Tracy–Widom margin (:func:`~analysis.marchenko_pastur.fit_marchenko_pastur`);
+        ``shuffle_lambda_plus`` and ``shuffle_lambda_max``: medians of that edge and of the
+        largest shuffled eigenvalue; ``shuffle_distance``: KS distance between the ESD and the
+        pooled shuffled ESDs (0 for a matrix with no correlations, towards 1 when learning moved
+        the spectrum far from its shuffled version).
+    """
+    shuffled = shuffle_baseline(W, n_permutations=n_permutations, rng=rng)
+    n, m = max(np.shape(W)), min(np.shape(W))
+    fits = [fit_marchenko_pastur(e, n / m) for e in shuffled]
+    return {
+        "n_traps": int(np.median([f.n_spikes for f in fits])),
+        "shuffle_lambda_plus": float(np.median([f.lambda_plus for f in fits])),
+        "shuffle_lambda_max": float(np.median(shuffled[:, -1])),
+        "shuffle_distance": _ks_two_sample(np.asarray(eigs, dtype=np.float64), shuffled.ravel()),
+    }
+
+
 _PRECISION = [Options(set(PRECISIONS))]
 # on a GPU, layers of a plan are analysed together up to about this many bytes of weights
 _GROUP_BYTES = 1 << 28
@@ -215,10 +270,10 @@ def analyze_matrix(
 
 
 @validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION})
+           "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")]})
 def analyze_layers(
     layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_PRECISION, traps: int = 0,
 ) -> list[dict[str, Any]]:
     """Analyze many layers: batched ESDs (one ``eigvalsh`` per Gram size), then one row each.
 
@@ -233,6 +288,10 @@ def analyze_layers(
     precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
         Working precision (:mod:`analysis.esd`); float32 spectra with rank-collapse evidence are
         redone in float64, and the row's ``precision`` says which was used.
+    traps : int, default=0
+        With ``k > 0``, add the correlation-trap metrics ``TRAP_KEYS`` from ``k`` shuffles of each
+        matrix (:func:`trap_metrics`; NaN for pooled conv and LoRA layers). Each shuffle costs
+        about one float64 analysis of the layer, so it is off by default.
 
     Returns
     -------
@@ -265,6 +324,10 @@ def analyze_layers(
             row["warning"] = f"{row['warning']}; {note}" if row["warning"] else note
         if localization:
             row.update(_localization_row(eigs, vecs[i]) if i in vecs else dict.fromkeys(LOCALIZATION_KEYS, _NAN))
+        if traps:
+            plain = layer.matrix.ndim == 2 and layer.kind != "lora"
+            row.update(trap_metrics(layer.matrix, eigs, n_permutations=traps) if plain
+                       else dict.fromkeys(TRAP_KEYS, _NAN))
         row["eigs"] = eigs
         rows.append(row)
     return rows
@@ -272,7 +335,7 @@ def analyze_layers(
 
 def iter_analysis(
     plan: LayerPlan, *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, on_layer: Callable[[LayerInfo], None] | None = None,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, on_layer: Callable[[LayerInfo], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Analyze the layers of a plan in order and yield one row per layer as soon as it is done.
 
@@ -284,7 +347,7 @@ def iter_analysis(
     ----------
     plan : LayerPlan
         From :func:`analysis.layers.plan_layers`.
-    device, localization, precision
+    device, localization, precision, traps
         As for :func:`analyze_layers`.
     on_layer : callable, optional
         Called with each :class:`~analysis.layers.LayerInfo` before its matrix is read (progress).
@@ -304,10 +367,11 @@ def iter_analysis(
         group.append(layer)
         size += layer.matrix.numel() * layer.matrix.element_size()
         if size >= limit:
-            yield from analyze_layers(group, device=device, localization=localization, precision=precision)
+            yield from analyze_layers(group, device=device, localization=localization, precision=precision,
+                                      traps=traps)
             group, size = [], 0
     if group:
-        yield from analyze_layers(group, device=device, localization=localization, precision=precision)
+        yield from analyze_layers(group, device=device, localization=localization, precision=precision, traps=traps)
 
 
 def estimate_seconds(plan: LayerPlan, *, precision: str = DEFAULT_PRECISION,
@@ -337,13 +401,13 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     **kw
         ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
         and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
-        ``localization`` and ``precision`` to :func:`analyze_layers`.
+        ``localization``, ``precision`` and ``traps`` to :func:`analyze_layers`.
 
     Returns
     -------
     pandas.DataFrame
-        One row per layer, columns ``ROW_KEYS`` (+ localization columns); no ``eigs`` column.
-        Tied parameters (a tied LM head) appear once.
+        One row per layer, columns ``ROW_KEYS`` (+ localization, + trap columns); no ``eigs``
+        column. Tied parameters (a tied LM head) appear once.
 
     Examples
     --------
@@ -358,7 +422,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
 
     plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
     plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
-    unknown = set(kw) - {"device", "localization", "precision"}
+    unknown = set(kw) - {"device", "localization", "precision", "traps"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(model, torch.nn.Module):
@@ -368,7 +432,8 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     for row in iter_analysis(plan, **kw):
         row.pop("eigs", None)
         rows.append(row)
-    columns = list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
+    columns = (list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
+               + (list(TRAP_KEYS) if kw.get("traps") else []))
     return pd.DataFrame(rows, columns=columns)
 
 

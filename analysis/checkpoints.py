@@ -142,6 +142,13 @@ class Checkpoint:
             with safe_open(str(info.file), framework="pt") as fh:
                 sl = fh.get_slice(key)
                 return torch.stack([sl[r : r + 1][0] for r in rows])
+        if self.format == "torch" and info.file.is_file():  # memory-mapped: only these rows' pages are read
+            try:
+                state = _load_state(info.file, trust_pickle=False)
+            except ValueError:  # a trusted pickle: take the slow way
+                state = {}
+            if isinstance(state, dict) and isinstance(state.get(key), torch.Tensor):
+                return state[key][rows].clone()
         return self.read(key)[rows]
 
 

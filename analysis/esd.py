@@ -201,7 +201,15 @@ def _eig_groups(items: list[tuple[int, torch.Tensor]], dtype: torch.dtype, devic
             for b, (i, _, x) in enumerate(batch):
                 stack[b].copy_(_gram(x, dtype, device))
                 ok.append(_check_gram(stack[b], x, labels[i]))
-            evals = torch.linalg.eigvalsh(stack, UPLO="L").clamp_(min=0.0).to(torch.float64).cpu().numpy()
+                if not ok[b]:
+                    stack[b].zero_()  # overflowed: redone in float64 by the caller
+            try:
+                evals = torch.linalg.eigvalsh(stack, UPLO="L").clamp_(min=0.0).to(torch.float64).cpu().numpy()
+            except torch.linalg.LinAlgError as exc:  # no convergence: float32 retries in float64
+                if dtype == torch.float64:
+                    names = ", ".join(sorted({labels[i] for i, *_ in batch}))
+                    raise ValueError(f"{names}: eigensolver failed ({str(exc).splitlines()[0]})") from None
+                ok = [False] * len(batch)
             for b, (i, j, _) in enumerate(batch):
                 if ok[b]:
                     out[i][j] = evals[b]

@@ -23,6 +23,8 @@ __all__ = ["LARGE_SECONDS", "format_row_json", "run_analyze"]
 
 #: Estimated run time (s) from which a summary line is printed before the analysis starts.
 LARGE_SECONDS = 30.0
+# only models of at least this many flops (seconds on one core) are worth the 0.1 s speed probe
+_PROBE_FLOPS = 5e10
 
 _TABLE_COLUMNS = (
     ("name", "layer"), ("kind", "kind"), ("shape", "N×M"), ("alpha", "α"), ("alpha_hill", "α_hill"),
@@ -60,12 +62,15 @@ def _table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for key, header in _TABLE_COLUMNS:
+    keys = list(_TABLE_COLUMNS)
+    if rows and "n_traps" in rows[0]:
+        keys.insert(-2, ("n_traps", "traps"))
+    for key, header in keys:
         table.add_column(header, justify="left" if key in ("name", "kind", "phase", "warning") else "right",
                          overflow="fold")
     for row in rows:
         cells = []
-        for key, _ in _TABLE_COLUMNS:
+        for key, _ in keys:
             if key == "shape":
                 cells.append(f"{row['n']}×{row['m']}")
             elif key == "phase":
@@ -147,6 +152,7 @@ def run_analyze(
     max_dim: int | None = None,
     list_only: bool = False,
     threads: int | None = None,
+    traps: int = 0,
 ) -> list[dict[str, Any]]:
     """Analyze the weight matrices in ``path`` and print the results.
 
@@ -172,6 +178,9 @@ def run_analyze(
         Print the planned layers (name, kind, shape, dtype, tied tensors) and stop.
     threads : int, optional
         CPU threads for torch and the BLAS (default: all cores).
+    traps : int, default=0
+        Shuffles per layer for the correlation-trap metrics (0: off; each costs about one float64
+        analysis of the layer).
 
     Returns
     -------
@@ -196,6 +205,8 @@ def run_analyze(
         raise _fail(f"--conv must be one of {', '.join(CONV_MODES)}; got {conv!r}")
     if precision not in PRECISIONS:
         raise _fail(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if traps < 0:
+        raise _fail(f"--traps must be >= 0; got {traps}")
     if min_dim < 1 or (max_dim is not None and max_dim < min_dim):
         raise _fail(f"--min-dim/--max-dim must satisfy 1 <= min <= max; got {min_dim}, {max_dim}")
     try:
@@ -211,10 +222,9 @@ def run_analyze(
         return []
 
     n_threads = _set_threads(threads)
-    err_console = Console(stderr=True, highlight=False)
+    err_console = Console(stderr=True, highlight=False, soft_wrap=True)
     total = sum(info.flops for info in plan.layers)
-    # only models that may take long are worth the 0.1 s probe (5e10 flops: seconds on one core)
-    eta = estimate_seconds(plan, precision=precision) if total >= 5e10 else 0.0
+    eta = estimate_seconds(plan, precision=precision) if total >= _PROBE_FLOPS else 0.0
     if eta >= LARGE_SECONDS:
         big = max(plan.layers, key=lambda i: i.numel)
         err_console.print(
@@ -236,7 +246,8 @@ def run_analyze(
             progress.update(task, description=f"analyzing {info.name}")
 
         try:
-            for row in iter_analysis(plan, localization=localization, precision=precision, on_layer=on_layer):
+            for row in iter_analysis(plan, localization=localization, precision=precision, traps=traps,
+                                     on_layer=on_layer):
                 rows.append(row)
                 progress.update(task, advance=pending.pop(0).flops, done=len(rows))
                 if json_out:
