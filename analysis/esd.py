@@ -20,7 +20,8 @@ float64 (:func:`esd_layers` reports which precision each spectrum came from).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ _BATCH_BYTES = 1 << 29
 # Rows of W converted to the working precision at a time: about this many bytes per chunk.
 _CHUNK_BYTES = 1 << 25
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# smallest M whose CPU eigensolve may use more than one thread
+_THREADED_MIN_M = 1024
 _PRECISION = [Options(set(PRECISIONS))]
 
 
@@ -178,6 +181,28 @@ def _slices(t: torch.Tensor) -> list[torch.Tensor]:
     return [_oriented(x) for x in mats]
 
 
+@contextmanager
+def _small_single_threaded(m: int, device: torch.device) -> Iterator[None]:
+    """One thread (torch and the BLAS) for the CPU Grams and eigensolves of M < ``_THREADED_MIN_M``.
+
+    A multi-threaded BLAS/LAPACK call on a small matrix costs more in thread hand-offs than it saves,
+    and on a busy machine each hand-off waits for the other thread to be scheduled (measured: a
+    200×200 ``eigvalsh`` took 0.6 s with 2 threads under load, 5 ms with one).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or m >= _THREADED_MIN_M or threads == 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _eig_groups(items: list[tuple[int, torch.Tensor]], dtype: torch.dtype, device: torch.device,
                 labels: list[str]) -> dict[int, list[np.ndarray | None]]:
     """Eigenvalues of every slice of every item; Grams of one size are diagonalized together.
@@ -193,27 +218,34 @@ def _eig_groups(items: list[tuple[int, torch.Tensor]], dtype: torch.dtype, devic
         for j, x in enumerate(mats):
             by_m.setdefault(int(x.shape[1]), []).append((i, j, x))
     for m, entries in by_m.items():
-        step = max(1, _BATCH_BYTES // (m * m * dtype.itemsize))
-        for start in range(0, len(entries), step):
-            batch = entries[start : start + step]
-            stack = torch.empty((len(batch), m, m), dtype=dtype, device=device)
-            ok = []
-            for b, (i, _, x) in enumerate(batch):
-                stack[b].copy_(_gram(x, dtype, device))
-                ok.append(_check_gram(stack[b], x, labels[i]))
-                if not ok[b]:
-                    stack[b].zero_()  # overflowed: redone in float64 by the caller
-            try:
-                evals = torch.linalg.eigvalsh(stack, UPLO="L").clamp_(min=0.0).to(torch.float64).cpu().numpy()
-            except torch.linalg.LinAlgError as exc:  # no convergence: float32 retries in float64
-                if dtype == torch.float64:
-                    names = ", ".join(sorted({labels[i] for i, *_ in batch}))
-                    raise ValueError(f"{names}: eigensolver failed ({str(exc).splitlines()[0]})") from None
-                ok = [False] * len(batch)
-            for b, (i, j, _) in enumerate(batch):
-                if ok[b]:
-                    out[i][j] = evals[b]
+        with _small_single_threaded(m, device):
+            _eig_batches(m, entries, dtype, device, labels, out)
     return out
+
+
+def _eig_batches(m: int, entries: list[tuple[int, int, torch.Tensor]], dtype: torch.dtype, device: torch.device,
+                 labels: list[str], out: dict[int, list[np.ndarray | None]]) -> None:
+    """Grams and batched eigensolves of the slices of one size M, written into ``out``."""
+    step = max(1, _BATCH_BYTES // (m * m * dtype.itemsize))
+    for start in range(0, len(entries), step):
+        batch = entries[start : start + step]
+        stack = torch.empty((len(batch), m, m), dtype=dtype, device=device)
+        ok = []
+        for b, (i, _, x) in enumerate(batch):
+            stack[b].copy_(_gram(x, dtype, device))
+            ok.append(_check_gram(stack[b], x, labels[i]))
+            if not ok[b]:
+                stack[b].zero_()  # overflowed: redone in float64 by the caller
+        try:
+            evals = torch.linalg.eigvalsh(stack, UPLO="L").clamp_(min=0.0).to(torch.float64).cpu().numpy()
+        except torch.linalg.LinAlgError as exc:  # no convergence: float32 retries in float64
+            if dtype == torch.float64:
+                names = ", ".join(sorted({labels[i] for i, *_ in batch}))
+                raise ValueError(f"{names}: eigensolver failed ({str(exc).splitlines()[0]})") from None
+            ok = [False] * len(batch)
+        for b, (i, j, _) in enumerate(batch):
+            if ok[b]:
+                out[i][j] = evals[b]
 
 
 def _merge(parts: list[np.ndarray | None]) -> np.ndarray | None:

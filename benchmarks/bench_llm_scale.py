@@ -5,9 +5,9 @@ The benchmark writes the checkpoint itself: TinyLlama-1.1B shapes (22 blocks, hi
 bfloat16 weights (std 0.02), as a Hugging Face folder of sharded ``.safetensors`` with
 ``model.safetensors.index.json`` and ``config.json``: about 2.2 GB, in a temporary folder that is
 always removed at the end (also on error or Ctrl-C). Then it runs the command line in a child
-process (``python -m sweeps.cli analyze DIR --json``, all cores, default precision) and reads the
-child's resource usage: wall time, user + system CPU time, peak RSS. It also times ``--list``
-(planning from the headers alone).
+process (``python -m sweeps.cli analyze DIR --json``, all cores, default precision) and reads that
+child's own resource usage (``os.wait4``): wall time, user + system CPU time, peak RSS. It also
+times ``--list`` (planning from the headers alone).
 
 Run ``python benchmarks/bench_llm_scale.py`` (``--quick``: 2 small blocks, seconds). It prints a
 summary and writes ``benchmarks/results/bench_llm_scale.json``. The machine's load average is
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -55,7 +56,7 @@ def tensor_shapes(cfg: dict[str, int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoint(folder: Path, cfg: dict[str, int], *, shard_bytes: int = 1 << 30, seed: int = 0) -> int:
+def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 30, seed: int = 0) -> int:
     """Write random bfloat16 weights as sharded safetensors + index + config; return the parameter count."""
     from safetensors.torch import save_file
 
@@ -95,24 +96,24 @@ def write_checkpoint(folder: Path, cfg: dict[str, int], *, shard_bytes: int = 1 
     return n_params
 
 
-def measured(args: list[str]) -> dict[str, Any]:
-    """Run ``python -m sweeps.cli ARGS``: output, wall time, CPU time and peak RSS of that child.
+def measured(args: list[str], workdir: Path) -> dict[str, Any]:
+    """Run ``python -m sweeps.cli ARGS``: output, wall time, CPU time and peak RSS of that child alone.
 
-    CPU time is the change of ``RUSAGE_CHILDREN``; its ``ru_maxrss`` is the largest peak of any
-    child so far, so the largest child (the analysis) is run last.
+    The child's own resource usage comes from ``os.wait4``; its output goes to files (a pipe
+    would have to be drained while waiting).
     """
-    import resource
-
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, check=False)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "wall_s": wall,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "peak_rss_gb": after.ru_maxrss * 1024 / 1e9}  # Linux reports KiB
+    out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"returncode": proc.returncode, "stdout": out_path.read_text(), "stderr": err_path.read_text(),
+            "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9}  # Linux reports KiB
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -124,20 +125,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else TINYLLAMA
 
-    folder = Path(tempfile.mkdtemp(prefix="htsweep-llm-", dir=args.tmp))
+    scratch = Path(tempfile.mkdtemp(prefix="htsweep-llm-", dir=args.tmp))
+    folder = scratch / "model"
+    folder.mkdir()
     try:
         t0 = time.perf_counter()
-        n_params = write_checkpoint(folder, cfg)
+        # written by a child process, so that this one stays small (a child forked from it starts
+        # with its resident pages) and the measured child's peak RSS is its own
+        writer = multiprocessing.get_context("spawn").Process(target=write_checkpoint, args=(folder, cfg))
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            raise SystemExit(f"writing the checkpoint failed (exit code {writer.exitcode})")
+        n_params = sum(int(torch.Size(s).numel()) for s in tensor_shapes(cfg).values())
         t_write = time.perf_counter() - t0
         disk = sum(f.stat().st_size for f in folder.iterdir())
         print(f"wrote {n_params / 1e9:.3f} B parameters ({disk / 1e9:.2f} GB, "
               f"{len(list(folder.glob('*.safetensors')))} shards) in {t_write:.0f} s to {folder}", flush=True)
-        listing = measured(["analyze", str(folder), "--list", "--json"])
+        listing = measured(["analyze", str(folder), "--list", "--json"], scratch)
         load_before = os.getloadavg()
-        run = measured(["analyze", str(folder), "--json"])
+        run = measured(["analyze", str(folder), "--json"], scratch)
         load_after = os.getloadavg()
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     if run["returncode"] != 0:
         raise SystemExit(f"htsweep analyze failed ({run['returncode']}): {run['stderr'][-2000:]}")
     rows = [json.loads(line) for line in run["stdout"].splitlines() if line.strip()]
