@@ -1,27 +1,54 @@
 """Empirical spectral densities: eigenvalues of the correlation matrix X = WᵀW / N.
 
 The weight matrix W is transposed if needed so that N ≥ M (N rows, M columns); the M×M Gram
-matrix WᵀW / N is formed in float64 with torch and diagonalized with ``torch.linalg.eigvalsh``
-(never an SVD). Matrices of equal shape are stacked and diagonalized in one batched call, on CUDA
-when it is available. Round-off can make the smallest eigenvalues slightly negative; they are
-clipped to 0.
+matrix WᵀW / N is accumulated over chunks of rows, each converted to the working precision
+(``float64`` or ``float32``) on its own, so no full-size copy of W is ever made (a 128k×4096
+bfloat16 embedding costs one 4096² Gram and one 32 MiB chunk, not a 4 GB float64 copy), and
+diagonalized with ``torch.linalg.eigvalsh`` (never an SVD). On the CPU each chunk goes through the
+BLAS symmetric rank-k update (``?syrk``, half the flops of a general product); on a GPU through
+``torch.addmm``. Grams of equal size are diagonalized in one batched call. Round-off can make the
+smallest eigenvalues slightly negative; they are clipped to 0.
+
+Precision. ``float64`` is the reference. ``float32`` halves the cost; its eigenvalues carry an
+absolute error of about ``M · eps32 · λmax`` (eps32 ≈ 1.2e-7), harmless for the tail fit, the
+MP bulk and every metric, but it would blur the near-zero eigenvalues that are the evidence of
+rank collapse. So a float32 spectrum with a cluster of at least ``F32_REDO_FRAC`` of its
+eigenvalues below ``F32_FLOOR · M · eps32 · λmax``, set apart from the rest, is recomputed in
+float64 (:func:`esd_layers` reports which precision each spectrum came from).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-from analysis._validation import validate
+from analysis._validation import Options, validate
 
-__all__ = ["as_matrix", "default_device", "esd", "esd_batch", "gram_eigh"]
+__all__ = [
+    "F32_FLOOR", "F32_REDO_FRAC", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers",
+    "gram_eigh",
+]
 
-# Upper bound on the bytes of one stacked float64 batch (inputs + Gram); larger groups are split.
+#: Working precisions of the Gram matrix and the eigensolver.
+PRECISIONS = ("float32", "float64")
+#: float32 noise floor, in units of ``M · eps32 · λmax``.
+F32_FLOOR = 10.0
+#: Fraction of float32 eigenvalues under the floor from which the spectrum is redone in float64.
+F32_REDO_FRAC = 0.05
+
+# Upper bound on the bytes of the Grams diagonalized in one batched call; larger groups are split.
 _BATCH_BYTES = 1 << 29
+# Rows of W converted to the working precision at a time: about this many bytes per chunk.
+_CHUNK_BYTES = 1 << 25
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# smallest M whose CPU eigensolve may use more than one thread
+_THREADED_MIN_M = 1024
+_PRECISION = [Options(set(PRECISIONS))]
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -31,7 +58,7 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-def as_matrix(W: Any, *, name: str = "") -> torch.Tensor:
+def as_matrix(W: Any, *, name: str = "", check_finite: bool = True) -> torch.Tensor:
     """Convert ``W`` (ndarray, tensor or nested list) to a 2-D tensor, checking shape and finiteness.
 
     Parameters
@@ -39,6 +66,9 @@ def as_matrix(W: Any, *, name: str = "") -> torch.Tensor:
     W : array-like or torch.Tensor of shape (n_rows, n_cols)
     name : str, default=''
         Layer name used in error messages.
+    check_finite : bool, default=True
+        Scan for NaN/Inf (the ESD functions skip the scan and check the Gram diagonal instead,
+        which is non-finite exactly when a column of W is).
 
     Returns
     -------
@@ -67,7 +97,7 @@ def as_matrix(W: Any, *, name: str = "") -> torch.Tensor:
         raise ValueError(f"{label}: empty matrix of shape {tuple(t.shape)}")
     if t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{label}: expected a real matrix, got dtype {t.dtype}")
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if check_finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{label}: weights contain {n_bad} NaN/Inf value(s)")
     return t
@@ -78,34 +108,222 @@ def _oriented(t: torch.Tensor) -> torch.Tensor:
     return t.T if t.shape[0] < t.shape[1] else t
 
 
-def _eigvals_stack(mats: list[torch.Tensor], device: torch.device) -> np.ndarray:
-    """Eigenvalues of WᵀW/N for a list of equally shaped (N, M) matrices, N ≥ M: shape (B, M)."""
-    n, m = mats[0].shape
-    if len(mats) == 1:
-        W = mats[0].to(device=device, dtype=torch.float64).unsqueeze(0)
-    else:  # one float64 buffer, filled in place (a single copy per matrix, dtype cast included)
-        W = torch.empty((len(mats), n, m), dtype=torch.float64, device=device)
-        for i, mat in enumerate(mats):
-            W[i].copy_(mat)
-    gram = torch.matmul(W.transpose(-1, -2), W)
+def _gram(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """X = tᵀt / N of an oriented (N ≥ M) matrix, accumulated over row chunks in ``dtype``.
+
+    Returns a (M, M) tensor on ``device`` whose lower triangle holds X (the CPU path fills only
+    that triangle; pass ``UPLO="L"`` to the eigensolver).
+    """
+    n, m = int(t.shape[0]), int(t.shape[1])
+    step = max(1, _CHUNK_BYTES // (m * dtype.itemsize))
+    if device.type == "cpu":
+        from scipy.linalg import blas
+
+        syrk = blas.dsyrk if dtype == torch.float64 else blas.ssyrk
+        acc = None
+        for r0 in range(0, n, step):
+            chunk = t[r0 : r0 + step].to(device="cpu", dtype=dtype).contiguous()
+            # a C-ordered (rows, M) chunk is the Fortran-ordered (M, rows) matrix A: syrk adds A·Aᵀ
+            a = chunk.numpy().T
+            if acc is None:
+                acc = syrk(1.0, a, trans=0, lower=0)
+            else:
+                acc = syrk(1.0, a, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
+        # Fortran upper triangle = C-order lower triangle
+        gram = torch.from_numpy(acc.T)  # type: ignore[union-attr]
+    else:
+        gram = torch.zeros((m, m), dtype=dtype, device=device)
+        for r0 in range(0, n, step):
+            chunk = t[r0 : r0 + step].to(device=device, dtype=dtype)
+            gram.addmm_(chunk.T, chunk)
     gram /= n
-    evals = torch.linalg.eigvalsh(gram)
-    evals.clamp_(min=0.0)
-    return evals.cpu().numpy()
+    return gram
 
 
-@validate({"device": [None, str, torch.device]})
-def esd(W: Any, *, device: str | torch.device | None = None, name: str = "") -> np.ndarray:
-    """Eigenvalues of X = WᵀW / N, ascending, in float64.
+def _check_gram(gram: torch.Tensor, t: torch.Tensor, label: str) -> bool:
+    """False if the Gram overflowed; ValueError naming the layer if W holds NaN/Inf."""
+    if bool(torch.isfinite(torch.diagonal(gram)).all()):
+        return True
+    n_bad = 0
+    step = max(1, _CHUNK_BYTES // (int(t.shape[1]) * t.element_size()))
+    for r0 in range(0, int(t.shape[0]), step):
+        chunk = t[r0 : r0 + step]
+        if chunk.is_floating_point():
+            n_bad += int((~torch.isfinite(chunk)).sum())
+    if n_bad:
+        raise ValueError(f"{label}: weights contain {n_bad} NaN/Inf value(s)")
+    return False
+
+
+def _needs_float64(evals: np.ndarray) -> bool:
+    """Rank-collapse evidence in a float32 spectrum: a cluster in the round-off floor, set apart.
+
+    True when at least ``F32_REDO_FRAC`` of the eigenvalues lie below the floor
+    ``F32_FLOOR · M · eps32 · λmax`` and the decade above the floor holds fewer than a third as
+    many: a (near-)zero cluster separated from the live eigenvalues, whose size and gap float32
+    cannot resolve. A continuous density reaching down to zero (a square matrix: MP with Q = 1
+    has density ∝ λ^(-1/2) near 0, so the decade above a small floor holds about twice the
+    eigenvalues below it) is left in float32.
+    """
+    m = evals.size
+    top = float(evals[-1]) if m else 0.0
+    if not top > 0:
+        return m > 0
+    floor = F32_FLOOR * m * float(np.finfo(np.float32).eps) * top
+    below = int(np.searchsorted(evals, floor))
+    decade = int(np.searchsorted(evals, 10.0 * floor)) - below
+    return below >= F32_REDO_FRAC * m and below > 3 * decade
+
+
+def _slices(t: torch.Tensor) -> list[torch.Tensor]:
+    """The oriented (N ≥ M) matrices of one layer: itself, or each slice of a pooled stack."""
+    mats = list(t) if t.ndim == 3 else [t]
+    return [_oriented(x) for x in mats]
+
+
+@contextmanager
+def _small_single_threaded(m: int, device: torch.device) -> Iterator[None]:
+    """One thread (torch and the BLAS) for the CPU Grams and eigensolves of M < ``_THREADED_MIN_M``.
+
+    A multi-threaded BLAS/LAPACK call on a small matrix costs more in thread hand-offs than it saves,
+    and on a busy machine each hand-off waits for the other thread to be scheduled (measured: a
+    200×200 ``eigvalsh`` took 0.6 s with 2 threads under load, 5 ms with one).
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or m >= _THREADED_MIN_M or threads == 1:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _eig_groups(items: list[tuple[int, torch.Tensor]], dtype: torch.dtype, device: torch.device,
+                labels: list[str]) -> dict[int, list[np.ndarray | None]]:
+    """Eigenvalues of every slice of every item; Grams of one size are diagonalized together.
+
+    Returns item index → list of ascending eigenvalue arrays (one per slice), ``None`` for a slice
+    whose Gram overflowed. At most ``_BATCH_BYTES`` of Grams are alive at a time.
+    """
+    by_m: dict[int, list[tuple[int, int, torch.Tensor]]] = {}
+    out: dict[int, list[np.ndarray | None]] = {}
+    for i, t in items:
+        mats = _slices(t)
+        out[i] = [None] * len(mats)
+        for j, x in enumerate(mats):
+            by_m.setdefault(int(x.shape[1]), []).append((i, j, x))
+    for m, entries in by_m.items():
+        with _small_single_threaded(m, device):
+            _eig_batches(m, entries, dtype, device, labels, out)
+    return out
+
+
+def _eig_batches(m: int, entries: list[tuple[int, int, torch.Tensor]], dtype: torch.dtype, device: torch.device,
+                 labels: list[str], out: dict[int, list[np.ndarray | None]]) -> None:
+    """Grams and batched eigensolves of the slices of one size M, written into ``out``."""
+    step = max(1, _BATCH_BYTES // (m * m * dtype.itemsize))
+    for start in range(0, len(entries), step):
+        batch = entries[start : start + step]
+        stack = torch.empty((len(batch), m, m), dtype=dtype, device=device)
+        ok = []
+        for b, (i, _, x) in enumerate(batch):
+            stack[b].copy_(_gram(x, dtype, device))
+            ok.append(_check_gram(stack[b], x, labels[i]))
+            if not ok[b]:
+                stack[b].zero_()  # overflowed: redone in float64 by the caller
+        try:
+            evals = torch.linalg.eigvalsh(stack, UPLO="L").clamp_(min=0.0).to(torch.float64).cpu().numpy()
+        except torch.linalg.LinAlgError as exc:  # no convergence: float32 retries in float64
+            if dtype == torch.float64:
+                names = ", ".join(sorted({labels[i] for i, *_ in batch}))
+                raise ValueError(f"{names}: eigensolver failed ({str(exc).splitlines()[0]})") from None
+            ok = [False] * len(batch)
+        for b, (i, j, _) in enumerate(batch):
+            if ok[b]:
+                out[i][j] = evals[b]
+
+
+def _merge(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    if any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))  # type: ignore[arg-type]
+
+
+@validate({"device": [None, str, torch.device], "precision": _PRECISION})
+def esd_layers(
+    mats: Sequence[Any], *, device: str | torch.device | None = None, precision: str = "float64"
+) -> list[tuple[np.ndarray, str]]:
+    """Eigenvalues of each matrix (or pooled stack) and the precision they were computed in.
+
+    Parameters
+    ----------
+    mats : sequence of array-like, torch.Tensor or LayerMatrix
+        2-D matrices; a :class:`~analysis.layers.LayerMatrix` may also hold a 3-D stack of slices
+        (a pooled conv layer), whose eigenvalues are pooled.
+    device : str or torch.device, optional
+    precision : {'float64', 'float32'}, default='float64'
+        ``'float32'`` spectra with rank-collapse evidence are redone in float64.
+
+    Returns
+    -------
+    list of (ndarray, str)
+        Ascending float64 eigenvalues and ``'float32'`` or ``'float64'``, in the order of ``mats``.
+    """
+    dev = default_device(device)
+    tensors: list[torch.Tensor] = []
+    labels: list[str] = []
+    for i, item in enumerate(mats):
+        matrix = getattr(item, "matrix", item)
+        name = getattr(item, "name", None) or f"mats[{i}]"
+        pooled = getattr(item, "kind", "").startswith("conv") and isinstance(matrix, torch.Tensor) and matrix.ndim == 3
+        if pooled:
+            t = matrix.detach()
+            for x in t:
+                as_matrix(x, name=name, check_finite=False)  # shape and dtype checks
+        else:
+            t = as_matrix(matrix, name=name, check_finite=False)
+        tensors.append(t)
+        labels.append(f"layer {name!r}")
+    todo = list(enumerate(tensors))
+    out: list[tuple[np.ndarray, str] | None] = [None] * len(tensors)
+    if precision == "float32":
+        first = _eig_groups(todo, torch.float32, dev, labels)
+        todo = []
+        for i, parts in first.items():
+            merged = _merge(parts)
+            if merged is None or _needs_float64(merged):
+                todo.append((i, tensors[i]))
+            else:
+                out[i] = (merged, "float32")
+    if todo:
+        for i, parts in _eig_groups(todo, torch.float64, dev, labels).items():
+            merged = _merge(parts)
+            if merged is None:  # float64 overflow needs |w| > 1e154: treat like NaN/Inf
+                raise ValueError(f"{labels[i]}: the Gram matrix overflows float64")
+            out[i] = (merged, "float64")
+    return out  # type: ignore[return-value]
+
+
+@validate({"device": [None, str, torch.device], "precision": _PRECISION})
+def esd(W: Any, *, device: str | torch.device | None = None, name: str = "", precision: str = "float64") -> np.ndarray:
+    """Eigenvalues of X = WᵀW / N, ascending, as float64.
 
     Parameters
     ----------
     W : array-like or torch.Tensor of shape (n_rows, n_cols)
-        Transposed internally when n_rows < n_cols so that N = max, M = min of the two.
+        Any real dtype (bfloat16 included). Transposed internally when n_rows < n_cols so that
+        N = max, M = min of the two.
     device : str or torch.device, optional
         Where to diagonalize; ``None`` means CUDA if available, else CPU.
     name : str, default=''
         Layer name, used in error messages.
+    precision : {'float64', 'float32'}, default='float64'
+        Working precision of the Gram matrix and the eigensolver (module docstring).
 
     Returns
     -------
@@ -124,56 +342,52 @@ def esd(W: Any, *, device: str | torch.device | None = None, name: str = "") -> 
     >>> esd(W, device="cpu")
     array([0.33333333, 1.33333333, 3.        ])
     """
-    t = _oriented(as_matrix(W, name=name))
-    return _eigvals_stack([t], default_device(device))[0]
+    return esd_layers([_Named(name, as_matrix(W, name=name, check_finite=False))], device=device,
+                      precision=precision)[0][0]
 
 
-@validate({"device": [None, str, torch.device]})
-def esd_batch(mats: Sequence[Any], *, device: str | torch.device | None = None) -> list[np.ndarray]:
-    """Eigenvalues of WᵀW / N for many matrices, one batched ``eigvalsh`` per distinct shape.
+class _Named:
+    """A matrix with a name for error messages (what esd_layers reads from a LayerMatrix)."""
+
+    def __init__(self, name: str, matrix: torch.Tensor) -> None:
+        self.name = name
+        self.matrix = matrix
+
+
+@validate({"device": [None, str, torch.device], "precision": _PRECISION})
+def esd_batch(
+    mats: Sequence[Any], *, device: str | torch.device | None = None, precision: str = "float64"
+) -> list[np.ndarray]:
+    """Eigenvalues of WᵀW / N for many matrices, one batched ``eigvalsh`` per Gram size.
 
     Parameters
     ----------
     mats : sequence of array-like, torch.Tensor or LayerMatrix
         Each of shape (n_rows, n_cols). A :class:`~analysis.layers.LayerMatrix` contributes its
-        ``matrix`` and its ``name`` (used in error messages); other items are named ``mats[i]``.
+        ``matrix`` (a 3-D stack for a pooled conv layer: its slices' eigenvalues are pooled) and
+        its ``name`` (used in error messages); other items are named ``mats[i]``.
     device : str or torch.device, optional
         ``None`` means CUDA if available, else CPU.
+    precision : {'float64', 'float32'}, default='float64'
 
     Returns
     -------
     list of ndarray
-        ``out[i]`` has shape (M_i,), ascending, in the order of ``mats``.
+        ``out[i]`` has shape (M_i,) (pooled: M_i times the slices), ascending, in the order of
+        ``mats``.
 
     Raises
     ------
     ValueError
         Non-2-D input or NaN/Inf entries, naming the offending layer.
     """
-    dev = default_device(device)
-    tensors: list[torch.Tensor] = []
-    for i, item in enumerate(mats):
-        matrix = getattr(item, "matrix", item)
-        name = getattr(item, "name", None) or f"mats[{i}]"
-        tensors.append(_oriented(as_matrix(matrix, name=name)))
-
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((int(t.shape[0]), int(t.shape[1])), []).append(i)
-
-    out: list[np.ndarray | None] = [None] * len(tensors)
-    for (n, m), idx in groups.items():
-        per_item = 8 * (n * m + 2 * m * m)
-        step = max(1, _BATCH_BYTES // per_item)
-        for start in range(0, len(idx), step):
-            chunk = idx[start : start + step]
-            evals = _eigvals_stack([tensors[i] for i in chunk], dev)
-            for row, i in enumerate(chunk):
-                out[i] = evals[row]
-    return out  # type: ignore[return-value]
+    return [e for e, _ in esd_layers(mats, device=device, precision=precision)]
 
 
-def gram_eigh(W: Any, *, device: str | torch.device | None = None, name: str = "") -> tuple[np.ndarray, np.ndarray]:
+@validate({"device": [None, str, torch.device], "precision": _PRECISION})
+def gram_eigh(
+    W: Any, *, device: str | torch.device | None = None, name: str = "", precision: str = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues and eigenvectors of X = WᵀW / N (for eigenvector localization).
 
     Parameters
@@ -181,15 +395,18 @@ def gram_eigh(W: Any, *, device: str | torch.device | None = None, name: str = "
     W : array-like or torch.Tensor of shape (n_rows, n_cols)
     device : str or torch.device, optional
     name : str, default=''
+    precision : {'float64', 'float32'}, default='float64'
 
     Returns
     -------
     eigs : ndarray of shape (M,)
-        Ascending, clipped at 0.
+        Ascending, clipped at 0, float64.
     vecs : ndarray of shape (M, M)
         Column ``j`` is the unit eigenvector of ``eigs[j]``.
     """
-    t = _oriented(as_matrix(W, name=name)).to(device=default_device(device), dtype=torch.float64)
-    gram = t.T @ t / t.shape[0]
-    evals, evecs = torch.linalg.eigh(gram)
-    return evals.clamp(min=0.0).cpu().numpy(), evecs.cpu().numpy()
+    t = _oriented(as_matrix(W, name=name, check_finite=False))
+    dev = default_device(device)
+    gram = _gram(t, _DTYPES[precision], dev)
+    _check_gram(gram, t, f"layer {name!r}" if name else "matrix")
+    evals, evecs = torch.linalg.eigh(gram, UPLO="L")
+    return evals.clamp(min=0.0).to(torch.float64).cpu().numpy(), evecs.to(torch.float64).cpu().numpy()

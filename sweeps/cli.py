@@ -26,16 +26,35 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def analyze(
-    path: Path = typer.Argument(..., help="A .pt state dict / checkpoint, or a .npy / .npz matrix file."),
+    path: Path = typer.Argument(..., help="A .safetensors / .pt / .bin checkpoint, a sharded *.index.json, a Hugging "
+                                "Face model folder, or a .npy / .npz matrix file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per layer instead of a table."),
     plot: Path | None = typer.Option(None, "--plot", help="Write one ESD figure per layer into this folder."),
-    conv: str = typer.Option("reshape", help="Conv layers: 'reshape' (out, in*kh*kw) or 'kernel' (per position)."),
+    conv: str = typer.Option("reshape", help="Conv layers: 'reshape' (out, in*k), 'kernel' (one matrix per "
+                             "position) or 'pooled' (positions pooled into one ESD, as WeightWatcher)."),
     localization: bool = typer.Option(False, help="Also compute eigenvector localization metrics."),
+    precision: str | None = typer.Option(None, help="Working precision, 'float32' or 'float64' (default float32; "
+                                         "rank-collapse spectra are redone in float64)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow torch files that need full unpickling. "
+                                      "This runs code from the file: only for files you trust."),
+    include: list[str] | None = typer.Option(None, "--include", help="Only layers whose name matches this glob "
+                                             "(repeatable), e.g. '*.self_attn.*'."),
+    exclude: list[str] | None = typer.Option(None, "--exclude", help="Drop layers whose name matches (repeatable)."),
+    kind: list[str] | None = typer.Option(None, "--kind", help="Only layers of this kind (repeatable; globs)."),
+    exclude_kind: list[str] | None = typer.Option(None, "--exclude-kind", help="Drop layers of this kind."),
+    min_dim: int = typer.Option(2, "--min-dim", help="Skip matrices whose smaller side is below this."),
+    max_dim: int | None = typer.Option(None, "--max-dim", help="Skip matrices whose smaller side is above this."),
+    list_only: bool = typer.Option(False, "--list", help="List the layers (shapes, kinds, tied tensors) and stop."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
+    traps: int = typer.Option(0, "--traps", help="Correlation traps: shuffle each matrix this many times and count "
+                              "the outliers that survive (0: off; each shuffle costs about one float64 analysis)."),
 ) -> None:
     """Analyze the weight matrices in PATH: alpha, MP fit, metrics and phase per layer."""
     from sweeps.analyze_cmd import run_analyze
 
-    run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization)
+    run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization, precision=precision,
+                trust_pickle=trust_pickle, include=include, exclude=exclude, kinds=kind, exclude_kinds=exclude_kind,
+                min_dim=min_dim, max_dim=max_dim, list_only=list_only, threads=threads, traps=traps)
 
 
 @app.command()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from analysis.esd import esd, esd_batch, gram_eigh
+from analysis.esd import esd, esd_batch, esd_layers, gram_eigh
 from analysis.layers import LayerMatrix
 
 
@@ -103,3 +103,42 @@ def test_read_only_arrays_are_accepted_silently():
         warnings.simplefilter("error")
         eigs = esd(W, device="cpu")
     assert_allclose(eigs, np.linalg.eigvalsh(W.T @ W / 20), rtol=1e-10, atol=1e-14)
+
+
+def test_float32_and_bfloat16_inputs():
+    rng = np.random.default_rng(13)
+    W = rng.standard_normal((500, 200))
+    e64 = esd(W, device="cpu")
+    e32 = esd(torch.from_numpy(W).float(), device="cpu", precision="float32")
+    # float32: absolute error about M·eps32·λmax (module docstring)
+    assert_allclose(e32, e64, rtol=0, atol=200 * np.finfo(np.float32).eps * e64[-1])
+    wb = torch.from_numpy(W).to(torch.bfloat16)
+    ref = np.linalg.eigvalsh(wb.double().numpy().T @ wb.double().numpy() / 500)
+    assert_allclose(esd(wb, device="cpu"), np.clip(ref, 0, None), rtol=1e-10, atol=1e-12)
+    half = torch.from_numpy(W[:60, :40]).half()
+    assert esd_batch([half], device="cpu", precision="float32")[0].shape == (40,)
+
+
+def test_row_chunks_give_the_same_gram(monkeypatch):
+    esd_mod = importlib.import_module("analysis.esd")
+    rng = np.random.default_rng(14)
+    tall, wide = rng.standard_normal((301, 40)), rng.standard_normal((37, 290))
+    whole = [esd(tall, device="cpu"), esd(wide, device="cpu")]
+    monkeypatch.setattr(esd_mod, "_CHUNK_BYTES", 8 * 40 * 7)  # 7-row chunks (the last one shorter)
+    assert_allclose(esd(tall, device="cpu"), whole[0], rtol=1e-12)
+    assert_allclose(esd(wide, device="cpu"), whole[1], rtol=1e-12)  # wide: chunks are column blocks
+
+
+def test_pooled_stack_pools_slice_eigenvalues():
+    rng = np.random.default_rng(15)
+    stack = torch.from_numpy(rng.standard_normal((4, 30, 12)))
+    layer = LayerMatrix.from_tensor("conv", "conv2d", stack)
+    (pooled,) = esd_batch([layer], device="cpu")
+    assert_allclose(pooled, np.sort(np.concatenate([esd(s, device="cpu") for s in stack])), rtol=1e-12)
+
+
+def test_float32_overflow_falls_back_to_float64():
+    W = np.full((40, 20), 1e20)  # finite, but its float32 Gram overflows (1e40 > 3.4e38)
+    W[np.arange(20), np.arange(20)] *= 2.0
+    (eigs, used), = esd_layers([W], device="cpu", precision="float32")
+    assert used == "float64" and np.isfinite(eigs).all() and eigs[-1] > 1e39

@@ -79,3 +79,85 @@ def test_bad_input_one_line_error_exit_2(tmp_path, setup, message):
 def test_bad_conv_option(state_dict_path):
     result = runner.invoke(app, ["analyze", str(state_dict_path), "--conv", "flatten"])
     assert result.exit_code == 2 and "--conv must be" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A Hugging Face-style folder: config.json + sharded model.safetensors with its index."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    state = {"model.embed_tokens.weight": torch.randn(300, 64), "lm_head.weight": torch.randn(300, 64),
+             "model.layers.0.self_attn.q_proj.weight": torch.randn(64, 64) * 0.1,
+             "model.layers.0.mlp.up_proj.weight": torch.randn(160, 64).to(torch.bfloat16),
+             "model.layers.0.input_layernorm.weight": torch.ones(64)}
+    folder = tmp_path_factory.mktemp("hf")
+    keys = list(state)
+    shards = {"model-00001-of-00002.safetensors": keys[:2], "model-00002-of-00002.safetensors": keys[2:]}
+    for fname, ks in shards.items():
+        save_file({k: state[k] for k in ks}, folder / fname)
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {k: f for f, ks in shards.items() for k in ks}}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "tie_word_embeddings": False}))
+    return folder
+
+
+def test_hf_folder_list_and_analyze(hf_folder):
+    listing = runner.invoke(app, ["analyze", str(hf_folder), "--list", "--json"])
+    assert listing.exit_code == 0, listing.output
+    planned = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [(p["name"], p["kind"], p["shape"]) for p in planned] == [
+        ("lm_head", "linear", [300, 64]), ("model.embed_tokens", "embedding", [300, 64]),
+        ("model.layers.0.mlp.up_proj", "linear", [160, 64]), ("model.layers.0.self_attn.q_proj", "linear", [64, 64])]
+    assert planned[2]["dtype"] == "bfloat16"
+    table = runner.invoke(app, ["analyze", str(hf_folder), "--list"])
+    assert "model.embed_tokens" in table.stdout and "4 layers" in table.stdout
+    result = runner.invoke(app, ["analyze", str(hf_folder), "--json", "--exclude", "lm_head", "--kind", "linear"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["model.layers.0.mlp.up_proj", "model.layers.0.self_attn.q_proj"]
+    assert all(r["precision"] == "float32" and r["phase"] for r in rows)
+    f64 = runner.invoke(app, ["analyze", str(hf_folder / "model.safetensors.index.json"), "--json",
+                              "--precision", "float64", "--include", "*.q_proj", "--threads", "1"])
+    (row,) = [json.loads(line) for line in f64.stdout.splitlines()]
+    assert row["precision"] == "float64" and abs(row["alpha"] - rows[1]["alpha"]) < 0.02
+
+
+def test_large_model_message(hf_folder, monkeypatch):
+    import sweeps.analyze_cmd as cmd
+
+    monkeypatch.setattr(cmd, "LARGE_SECONDS", 0.0)
+    monkeypatch.setattr(cmd, "_PROBE_FLOPS", 0.0)
+    monkeypatch.setattr("analysis.analyze.estimate_seconds", lambda plan, **kw: 12.0)
+    result = runner.invoke(app, ["analyze", str(hf_folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "Large model: 4 layers, 52.74 k weights, biggest matrix lm_head 300×64; estimated 12 s" in result.stderr
+
+
+def test_unsafe_pickle_refused_with_the_opt_in_named(tmp_path):
+    import pathlib
+
+    target = tmp_path / "created-by-pickle"
+
+    class Evil:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (target,))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.randn(40, 40)}, "x": Evil()}, path)
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 2 and not target.exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "refusing to unpickle" in line and "--trust-pickle" in line
+    module = tmp_path / "module.pt"
+    torch.save(nn.Sequential(nn.Linear(50, 40)), module)
+    assert runner.invoke(app, ["analyze", str(module)]).exit_code == 2
+    trusted = runner.invoke(app, ["analyze", str(module), "--trust-pickle", "--json"])
+    assert trusted.exit_code == 0 and json.loads(trusted.stdout)["name"] == "0"
+
+
+def test_empty_selection_and_bad_precision(state_dict_path):
+    result = runner.invoke(app, ["analyze", str(state_dict_path), "--include", "nothing*"])
+    assert result.exit_code == 2 and "no weight matrices found (after layer selection)" in result.stderr
+    result = runner.invoke(app, ["analyze", str(state_dict_path), "--precision", "float16"])
+    assert result.exit_code == 2 and "--precision must be one of float32, float64" in result.stderr
