@@ -385,11 +385,11 @@ class Trainer:
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
         self.batcher = Batcher(self.data, bs, cfg.seed)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.batcher.steps_per_epoch
-        params = layer_param_groups(self.model) if cfg.alpha_balance else self.model.parameters()
+        params = layer_param_groups(self.model) if cfg.alpha_balance is not None else self.model.parameters()
         self.optimizer = build_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, **cfg.optimizer_kwargs)
         self.lr_factors: dict[str, float] = {g["name"]: 1.0 for g in self.optimizer.param_groups if "name" in g}
-        if cfg.alpha_balance:
+        if cfg.alpha_balance is not None:
             self.callbacks.append(AlphaBalance(cfg.alpha_balance))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, total_steps=self.total_steps,
                                          step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
@@ -420,6 +420,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.config.seed + 31)
         return torch.randperm(n, generator=g)[:k].sort().values.to(self.device)
 
+    # ------------------------------------------------------------------ per-layer learning rates
     def set_lr_factors(self, factors: Mapping[str, float]) -> None:
         """Set per-layer learning-rate factors, in effect from the next optimizer step.
 
