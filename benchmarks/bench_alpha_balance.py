@@ -14,9 +14,14 @@ one seed run back to back in an order rotated per seed, and each overhead is the
 seed. Both wall time and the process's CPU time are recorded: on a machine loaded by other work
 the CPU-time ratio is the steadier of the two (one thread: CPU time = wall time when unloaded).
 
+The step overhead is measured apart from the full runs as well (``step_overhead``): best-of-N
+times of the same optimizer steps with one parameter group vs per-layer groups under ``scaled_lr``,
+interleaved, plus the cost of one ``AlphaBalance.on_monitor``; best-of timings are robust to load.
+
 ``python benchmarks/bench_alpha_balance.py`` prints a table, writes
 ``benchmarks/results/bench_alpha_balance.json`` and ``docs/figures/alpha_balance.png``;
-``--quick`` (300 steps, one seed) is a smoke run.
+``--quick`` (300 steps, one seed) is a smoke run; ``--overhead-only`` refreshes just the step
+overhead in the results file; ``--seeds ... --arms ... --out FILE`` runs more seeds into another file.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import single_thread_env  # noqa: E402
+from benchmarks.common import best_time, single_thread_env  # noqa: E402
 
 single_thread_env()  # before numpy / torch load their thread pools
 
@@ -131,6 +136,37 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def step_overhead(model: str, *, steps: int = 20, repeat: int = 15) -> dict[str, float]:
+    """Best-of-``repeat`` time of ``steps`` optimizer steps, plain vs per-layer groups with factors."""
+    data = load_dataset(BASE["dataset"], seed=0)
+    trainers = {}
+    for arm in ("plain", "tempbalance"):
+        cfg = TrainConfig(model=model, steps=10**9, seed=0, alpha_balance=ARMS[arm], **BASE, **MODELS[model])
+        trainers[arm] = Trainer(cfg, [SpectralMonitor()], data=data)
+    balanced = trainers["tempbalance"]
+    balanced.set_lr_factors({name: 0.75 for name in balanced.lr_factors})  # every group really rescaled
+
+    def run(trainer: Trainer) -> None:
+        for _ in range(steps):
+            trainer._train_step(*trainer.batcher.next()[:2])
+
+    for trainer in trainers.values():
+        run(trainer)  # warm-up
+    best = {arm: math.inf for arm in trainers}
+    for _ in range(repeat):  # interleaved, so drifting load hits both alike
+        for arm, trainer in trainers.items():
+            best[arm] = min(best[arm], best_time(lambda t=trainer: run(t), repeat=1))
+    monitor = balanced.callbacks[0]
+    monitor.on_monitor(balanced, balanced.model, 0)
+    callback = balanced.callbacks[-1]
+    update_s = best_time(lambda: callback.on_monitor(balanced, balanced.model, 0), repeat=50)
+    step_plain, step_bal = best["plain"] / steps, best["tempbalance"] / steps
+    every = BASE["spectral_every"]
+    return {"model": model, "ms_per_step_plain": 1e3 * step_plain, "ms_per_step_balanced": 1e3 * step_bal,
+            "step_ratio": step_bal / step_plain, "update_ms": 1e3 * update_s, "spectral_every": every,
+            "overhead_pct": 100.0 * ((step_bal + update_s / every) / step_plain - 1.0)}
+
+
 def plot(runs: list[dict[str, Any]], path: Path, seed: int) -> None:
     """Per-layer PL_Alpha_Hill over training, one panel per (model, arm), for one seed."""
     import matplotlib
@@ -168,13 +204,27 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=16 * STEPS_PER_EPOCH)
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--quick", action="store_true", help="300 steps, seed 0, no files written")
+    parser.add_argument("--overhead-only", action="store_true", help="only refresh step_overhead in the results")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (the figure only for the default)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.seeds = 300, [0]
     torch.set_num_threads(1)
+    overhead = [step_overhead(model) for model in args.models]
+    for row in overhead:
+        print(f"{row['model']:7s} step {row['ms_per_step_plain']:.2f} ms plain, {row['ms_per_step_balanced']:.2f} ms "
+              f"per-layer groups (x{row['step_ratio']:.3f}); one factor update {row['update_ms']:.3f} ms; "
+              f"overhead at spectral_every={row['spectral_every']}: {row['overhead_pct']:+.2f}%", flush=True)
+    if args.overhead_only:
+        out = json.loads(args.out.read_text())
+        out["step_overhead"] = overhead
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"updated step_overhead in {args.out}")
+        return
     runs = []
-    arms = list(ARMS)
+    arms = args.arms
     for model in args.models:
         warm = load_dataset(BASE["dataset"], seed=0)
         for arm in arms:  # first-call costs (allocator, kernels, analysis caches) stay out of the timings
@@ -204,12 +254,15 @@ def main() -> None:
                        "torch": torch.__version__, "threads": 1, "device": "cpu"},
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": "python benchmarks/bench_alpha_balance.py " + " ".join(sys.argv[1:]),
-           "config": {"base": BASE, "models": MODELS, "arms": ARMS, "steps": args.steps, "seeds": args.seeds},
-           "summary": summary, "runs": runs}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    plot(runs, FIGURE, args.seeds[0])
-    print(f"wrote {RESULTS} and {FIGURE}")
+           "config": {"base": BASE, "models": MODELS, "arms": {a: ARMS[a] for a in arms}, "steps": args.steps,
+                      "seeds": args.seeds},
+           "step_overhead": overhead, "summary": summary, "runs": runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    if args.out == RESULTS:
+        plot(runs, FIGURE, args.seeds[0])
+        print(f"wrote {FIGURE}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,10 @@ is the Clauset–Shalizi–Newman maximum-likelihood fit (``analysis.fit_power_l
 convolutional layers are balanced (TempBalance balances ``Linear``/``Conv2d``); embeddings and all
 other parameters keep factor 1. Like TempBalance, the first and last of these layers are left out
 by default (``exclude_first``/``exclude_last``), and so is every layer whose α is not finite at a
-step (too few eigenvalues for a fit: it keeps the factor it had).
+step (too few eigenvalues for a fit: it keeps the factor it had). PL_Alpha_Hill of a random layer
+grows with its aspect ratio Q (about 2.1 at Q = 1, 3.2 at Q = 3), so a layer with a large Q reads
+as under-trained partly by shape, under every method. ``docs/reproductions.md`` compares the
+methods with plain training.
 
 References
 ----------

@@ -117,7 +117,14 @@ def test_lr_factors_reach_mlflow_over_steps(tmp_path, monkeypatch):
     init_store(tracking.tracking_uri)
     logger = MlflowTrialLogger(tracking, trial_id="t0", params=trial)
     config = TrainConfig.from_dict(merge_config(train_config_dict(spec), trial))
-    Trainer(config, [SpectralMonitor(), logger]).fit()
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # idle OpenMP threads spin on a loaded 2-core machine
+    try:
+        Trainer(config, [SpectralMonitor(), logger]).fit()
+    finally:
+        torch.set_num_threads(before)
 
     client = mlflow.MlflowClient(tracking.tracking_uri)
     for layer in ("fc1", "fc2", "fc3"):

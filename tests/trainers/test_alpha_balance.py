@@ -178,7 +178,13 @@ def _alphas(trainer: Trainer) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def plain_runs():
-    return {seed: _alphas(_run(seed, None)) for seed in (0, 1)}
+    # A module fixture is set up before the autouse one-thread fixture: pin the threads here too.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {seed: _alphas(_run(seed, None)) for seed in (0, 1)}
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
