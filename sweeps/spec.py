@@ -25,10 +25,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
+    with_config,
 )
+from typing_extensions import TypedDict
 
 __all__ = [
     "TRAIN_FIELDS",
@@ -40,18 +43,20 @@ __all__ = [
     "LogUniform",
     "IntRange",
     "ObjectiveSpec",
+    "AlphaBalanceSettings",
 ]
 
 #: Settings of ``trainers.train.TrainConfig`` a spec may fix or search (docs/interfaces.md).
-#: ``model_kwargs.<key>`` / ``data_kwargs.<key>`` / ``optimizer_kwargs.<key>`` reach into the nested dicts.
+#: ``model_kwargs.<key>`` / ``data_kwargs.<key>`` / ``optimizer_kwargs.<key>`` / ``alpha_balance.<key>``
+#: reach into the nested dicts.
 #: (``checkpoint_dir``/``checkpoint_every`` are left out: Ray Tune owns a trial's checkpoints.)
 TRAIN_FIELDS: tuple[str, ...] = (
     "batch_size", "lr", "optimizer", "momentum", "weight_decay", "dropout", "schedule",
     "lr_step_size", "lr_gamma", "epochs", "steps", "eval_every", "spectral_every", "eval_at_start",
     "eval_samples", "grad_clip", "seed", "device", "threads", "model_kwargs", "data_kwargs",
-    "optimizer_kwargs", "data_dir",
+    "optimizer_kwargs", "data_dir", "alpha_balance",
 )
-_NESTED = ("model_kwargs", "data_kwargs", "optimizer_kwargs")
+_NESTED = ("model_kwargs", "data_kwargs", "optimizer_kwargs", "alpha_balance")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -141,6 +146,51 @@ class IntRange(_Strict):
 
 
 Domain = Annotated[Choice | Grid | Uniform | LogUniform | IntRange, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- train.alpha_balance
+# TypedDicts keep ``train`` a plain dict while pydantic checks ``train.alpha_balance.<key>`` and
+# names it in errors. The bounds mirror ``trainers.alpha_balance.AlphaBalanceConfig`` (this module
+# does not import torch); tests/sweeps/test_spec_alpha_balance.py keeps the two in step.
+@with_config(ConfigDict(extra="forbid"))
+class AlphaBalanceSettings(TypedDict, total=False):
+    """``train.alpha_balance``: alpha-guided per-layer learning rates (``trainers.alpha_balance``).
+
+    Every key is optional (defaults in ``AlphaBalanceConfig``) and searchable as
+    ``alpha_balance.<key>``.
+    """
+
+    target: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    method: Literal["tempbalance", "tempbalance_rank", "proportional"]
+    min_factor: Annotated[float, Field(gt=0, le=1)]
+    max_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)]
+    metric: Literal["alpha_hill", "alpha"]
+    gain: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    exclude_first: bool
+    exclude_last: bool
+
+
+@with_config(ConfigDict(extra="allow"))
+class _TrainSettings(TypedDict, total=False):
+    # Only the structured settings are typed here; SweepSpec._train_keys checks the other keys.
+    alpha_balance: AlphaBalanceSettings
+
+
+_ALPHA_BALANCE = TypeAdapter(AlphaBalanceSettings)
+
+
+def _check_alpha_balance_domain(key: str, domain: Any) -> None:
+    """Every value a searched ``alpha_balance.<sub>`` domain can produce must be a valid setting."""
+    sub = key.partition(".")[2]
+    if sub not in AlphaBalanceSettings.__annotations__:
+        raise ValueError(f"cannot search {key!r}; alpha_balance settings: "
+                         f"{', '.join(AlphaBalanceSettings.__annotations__)}")
+    values = domain.values if hasattr(domain, "values") else [domain.low, domain.high]
+    for value in values:
+        try:
+            _ALPHA_BALANCE.validate_python({sub: value})
+        except ValidationError as exc:
+            raise ValueError(f"{key}: value {value!r} is not a valid setting: {exc.errors()[0]['msg']}") from None
 
 
 # --------------------------------------------------------------------------- sections
@@ -237,7 +287,7 @@ class SweepSpec(_Strict):
     description: str = ""
     model: str
     dataset: str
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: _TrainSettings = Field(default_factory=dict)
     search: dict[str, Domain] = Field(default_factory=dict)
     monitor: MonitorSpec = MonitorSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -280,12 +330,13 @@ class SweepSpec(_Strict):
         for key in v:
             head, _, tail = key.partition(".")
             if tail and head not in _NESTED:
-                raise ValueError(f"{key!r}: only model_kwargs.<key>, data_kwargs.<key> and optimizer_kwargs.<key> "
-                                 "may be dotted")
+                raise ValueError(f"{key!r}: only {', '.join(f'{n}.<key>' for n in _NESTED)} may be dotted")
             if not tail and key not in TRAIN_FIELDS:
                 raise ValueError(f"cannot search {key!r}; searchable: {', '.join(TRAIN_FIELDS)} or model_kwargs.<key>")
             if not tail and key in _NESTED:
                 raise ValueError(f"search {key}.<key> instead of the whole {key} mapping")
+            if head == "alpha_balance":
+                _check_alpha_balance_domain(key, v[key])
         return v
 
     @model_validator(mode="after")

@@ -37,11 +37,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainers.alpha_balance import AlphaBalance, AlphaBalanceConfig
 from trainers.callbacks import Callback
 from trainers.data import DATASETS, Batcher, DataBundle, load_dataset
 from trainers.models import MODELS, _check_choice, build_model
 from trainers.monitor import SpectralSnapshot
-from trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from trainers.optim import (
+    OPTIMIZERS,
+    SCHEDULES,
+    build_optimizer,
+    build_scheduler,
+    layer_param_groups,
+    scaled_lr,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -142,6 +150,11 @@ class TrainConfig:
         Where periodic checkpoints go.
     checkpoint_every : int, optional
         Write a checkpoint every this many steps (needs ``checkpoint_dir``).
+    alpha_balance : dict, optional
+        Alpha-guided per-layer learning rates (``trainers.alpha_balance.AlphaBalanceConfig``
+        settings: ``target, method, min_factor, max_factor, metric, gain, exclude_first,
+        exclude_last``; stored with defaults filled in). When set, every layer gets its own
+        optimizer parameter group and the trainer appends an ``AlphaBalance`` callback.
     """
 
     model: str = "mlp3"
@@ -171,6 +184,7 @@ class TrainConfig:
     data_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None
+    alpha_balance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -206,6 +220,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every needs checkpoint_dir")
         if self.batch_size == "full" and self.dataset == "text":
             raise ValueError("batch_size='full' is not supported for the text (language-model) dataset")
+        if self.alpha_balance is not None:
+            self.alpha_balance = AlphaBalanceConfig.from_dict(self.alpha_balance).to_dict()
 
     def _check_length(self) -> None:
         if (self.epochs is None) == (self.steps is None):
@@ -346,6 +362,9 @@ class Trainer:
         Set by callbacks to end training after the current step.
     hook_seconds : dict of str to float
         Wall time per ``"<Callback class>.<hook>"``.
+    lr_factors : dict of str to float
+        Per-layer learning-rate factors (parameter-group name → factor, applied on top of the
+        schedule); empty unless ``config.alpha_balance`` is set. Change with ``set_lr_factors``.
     """
 
     def __init__(self, config: TrainConfig | Mapping[str, Any], callbacks: Iterable[Callback] = (), *,
@@ -366,8 +385,12 @@ class Trainer:
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
         self.batcher = Batcher(self.data, bs, cfg.seed)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.batcher.steps_per_epoch
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        params = layer_param_groups(self.model) if cfg.alpha_balance is not None else self.model.parameters()
+        self.optimizer = build_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, **cfg.optimizer_kwargs)
+        self.lr_factors: dict[str, float] = {g["name"]: 1.0 for g in self.optimizer.param_groups if "name" in g}
+        if cfg.alpha_balance is not None:
+            self.callbacks.append(AlphaBalance(cfg.alpha_balance))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, total_steps=self.total_steps,
                                          step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
         self.step = self.epoch = 0
@@ -396,6 +419,27 @@ class Trainer:
             return None
         g = torch.Generator().manual_seed(self.config.seed + 31)
         return torch.randperm(n, generator=g)[:k].sort().values.to(self.device)
+
+    # ------------------------------------------------------------------ per-layer learning rates
+    def set_lr_factors(self, factors: Mapping[str, float]) -> None:
+        """Set per-layer learning-rate factors, in effect from the next optimizer step.
+
+        Parameters
+        ----------
+        factors : mapping of str to float
+            Parameter-group name → factor (finite, > 0); groups left out keep theirs.
+
+        Raises
+        ------
+        ValueError
+            An unknown group (the message lists the known ones) or a bad factor.
+        """
+        for name, value in factors.items():
+            if name not in self.lr_factors:
+                raise ValueError(f"no parameter group {name!r}; groups: {', '.join(self.lr_factors) or '(none)'}")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"lr factor of {name!r} must be a finite number > 0, got {value!r}")
+        self.lr_factors.update({name: float(v) for name, v in factors.items()})
 
     # ------------------------------------------------------------------ hooks
     def _call_hooks(self, name: str, *args: Any) -> None:
@@ -463,7 +507,8 @@ class Trainer:
         loss.backward()
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        with scaled_lr(self.optimizer, self.lr_factors):
+            self.optimizer.step()
         self.scheduler.step()
         self._losses.append(value)
         return value
@@ -619,6 +664,7 @@ class Trainer:
             "callback_metrics": dict(self.callback_metrics),
             "losses": list(self._losses),
             "last_report": dict(self._last_report),
+            "lr_factors": dict(self.lr_factors),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(ckpt, tmp)
@@ -645,6 +691,10 @@ class Trainer:
             if saved.get(key) != getattr(self.config, key):
                 raise ValueError(f"checkpoint {str(path)!r} was made with {key}={saved.get(key)!r}, "
                                  f"this trainer has {key}={getattr(self.config, key)!r}")
+        if (saved.get("alpha_balance") is None) != (self.config.alpha_balance is None):
+            # per-layer parameter groups exist only with alpha_balance; the optimizer state would not fit
+            raise ValueError(f"checkpoint {str(path)!r} was made with alpha_balance={saved.get('alpha_balance')!r}, "
+                             f"this trainer has alpha_balance={self.config.alpha_balance!r}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -653,6 +703,7 @@ class Trainer:
         self.callback_metrics = dict(ckpt["callback_metrics"])
         self._losses = list(ckpt["losses"])
         self._last_report = dict(ckpt.get("last_report", {}))
+        self.lr_factors.update(ckpt.get("lr_factors", {}))
         self._done_at = {"evaluate": self.step, "monitor": self.step}
         states = ckpt["callbacks"]
         for cb in self.callbacks:
