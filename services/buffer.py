@@ -9,11 +9,19 @@ rejects for good (e.g. a parameter that changed value) goes to ``<journal>.rejec
 A run created while the server is down has no id yet; operations refer to it by a local reference
 (``"local:<trial_id>"``) that the create operation resolves. Replaying is idempotent: the create
 operation first looks the run up by its ``trial_id`` tag, MLflow ignores a metric logged twice with
-the same key, step, timestamp and value, and tags and artifacts overwrite.
+the same key, step, timestamp and value, and tags and artifacts overwrite. A run that is re-opened
+(a trial retried, or re-run after its driver was killed) never gets a metric point at a step it
+already has: points up to the run's last logged step are skipped (:attr:`BufferedClient.n_skipped`).
+
+A full disk (``ENOSPC``) never fails the caller: operations that cannot be journaled stay in memory
+(sent when the server answers; lost only if the process dies before that), one warning says so,
+and :attr:`BufferedClient.n_unsaved` counts them. :func:`flush_journals` sends the journals of
+finished trials under one deadline for all of them.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from services.redact import redact
 
 try:
     import mlflow
@@ -31,7 +41,8 @@ except ImportError:  # pragma: no cover - mlflow is a dependency, but keep the i
     mlflow = None
     MlflowException = None  # type: ignore[assignment,misc]
 
-__all__ = ["BufferedClient", "ensure_experiment", "ensure_run", "is_transient"]
+__all__ = ["BufferedClient", "ensure_experiment", "ensure_run", "flush_journals", "is_disk_full", "is_transient",
+           "last_logged_step"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +80,17 @@ def is_transient(exc: BaseException) -> bool:
     if MlflowException is not None and isinstance(exc, MlflowException):
         return exc.error_code not in _PERMANENT_CODES
     return True  # connection errors, timeouts, OSError, sqlite "database is locked", ...
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an ``OSError`` means the disk (or the user's quota, or a file size limit) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def last_logged_step(client: Any, run_id: str) -> int | None:
+    """The largest step of any metric of ``run_id`` (None when it has no metrics yet)."""
+    steps = [m.step for m in client.get_run(run_id).to_proto().data.metrics]
+    return max(steps) if steps else None
 
 
 def _chunks(op: dict) -> list[dict]:
@@ -109,6 +131,12 @@ class BufferedClient:
         Local run references resolved to MLflow run ids.
     n_sent, n_buffered, n_rejected : int
         Operations sent, written to the journal, and rejected for good.
+    n_skipped : int
+        Metric points not sent because the re-opened run already had their step.
+    n_attempts_failed : int
+        Sends that found the server unreachable (each costs at most one client call's timeout).
+    n_unsaved : int
+        Pending operations that could not be journaled (disk full): kept in memory only.
     """
 
     def __init__(self, tracking_uri: str, *, journal: str | Path, retry_interval: float = 5.0,
@@ -121,11 +149,16 @@ class BufferedClient:
         self.max_retry_interval = max(float(max_retry_interval), self.retry_interval)
         self._failures = 0
         self.run_ids: dict[str, str] = {}
-        self.n_sent = self.n_buffered = self.n_rejected = 0
+        self.n_sent = self.n_buffered = self.n_rejected = self.n_skipped = self.n_attempts_failed = 0
+        self._floors: dict[str, int] = {}  # run id -> last step it had when this client re-opened it
+        self._on_disk = 0  # how many of the pending operations the journal holds (a prefix)
+        self._sent_since_persist = False
+        self._warned_full = False
         self._client = mlflow.MlflowClient(tracking_uri)
         self._lock = threading.RLock()
         self._retry_at = 0.0
         self._pending: list[dict] = self._load()
+        self._on_disk = len(self._pending)
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -198,24 +231,54 @@ class BufferedClient:
         """Rewrite the journal to hold exactly the pending operations (atomic replace)."""
         if not self._pending:
             self.journal.unlink(missing_ok=True)
+            self._on_disk = 0
             return
-        self.journal.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.journal.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            for op in self._pending:
-                fh.write(json.dumps(self._substitute(op)) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.journal)
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                for op in self._pending:
+                    fh.write(json.dumps(self._substitute(op)) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.journal)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            tmp.unlink(missing_ok=True)
+            # The journal on disk (if any) keeps what it held; it no longer mirrors the pending list.
+            self._on_disk = 0 if self._sent_since_persist else min(self._on_disk, len(self._pending))
+            self._disk_full(exc)
+            return
+        self._on_disk, self._sent_since_persist = len(self._pending), False
 
     def _append(self, ops: list[dict]) -> None:
         """Append ops to the journal (which mirrors the pending list while it exists)."""
-        if not self.journal.exists():
-            self._persist()
+        if not self.journal.exists() or self.n_unsaved:
+            self._persist()  # a journal that missed operations is rewritten whole, never appended to
             return
-        with open(self.journal, "a") as fh:
-            for op in ops:
-                fh.write(json.dumps(self._substitute(op)) + "\n")
+        size = self.journal.stat().st_size
+        try:
+            with open(self.journal, "a") as fh:
+                fh.write("".join(json.dumps(self._substitute(op)) + "\n" for op in ops))
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            os.truncate(self.journal, size)  # no torn line: the journal stays a clean prefix
+            self._disk_full(exc)
+            return
+        self._on_disk += len(ops)
+
+    @property
+    def n_unsaved(self) -> int:
+        """Pending operations that are not in the journal (disk full): lost if this process dies."""
+        return max(0, len(self._pending) - self._on_disk)
+
+    def _disk_full(self, exc: OSError) -> None:
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("cannot journal MLflow writes in %s (%s): keeping them in memory until the tracking "
+                        "server answers; they are lost if this process dies first", self.journal, exc.strerror)
 
     def _substitute(self, op: dict) -> dict:
         run = op.get("run")
@@ -232,6 +295,7 @@ class BufferedClient:
             except Exception as exc:  # noqa: BLE001 - classified below
                 if is_transient(exc):
                     self._failures += 1
+                    self.n_attempts_failed += 1
                     wait = min(self.retry_interval * 2 ** min(self._failures - 1, 30), self.max_retry_interval)
                     self._retry_at = time.monotonic() + wait
                     self._persist()
@@ -243,17 +307,24 @@ class BufferedClient:
                 self.n_sent += 1
                 self._failures = 0
             self._pending.pop(0)
-            sent_any = True
+            self._on_disk = max(0, self._on_disk - 1)
+            self._sent_since_persist = sent_any = True
         if sent_any or self.journal.exists():
             self._persist()
         return True
 
     def _reject(self, op: dict, exc: BaseException) -> None:
         self.n_rejected += 1
-        log.warning("MLflow rejected %s for good: %s", op["op"], exc)
-        self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.rejected_path, "a") as fh:
-            fh.write(json.dumps({"op": self._substitute(op), "error": str(exc)[:2000]}) + "\n")
+        error = redact(str(exc))
+        log.warning("MLflow rejected %s for good: %s", op["op"], error[:500])
+        try:
+            self.rejected_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.rejected_path, "a") as fh:
+                fh.write(json.dumps({"op": self._substitute(op), "error": error[:2000]}) + "\n")
+        except OSError as err:
+            if not is_disk_full(err):
+                raise
+            log.warning("disk full: the rejected %s is not kept in %s", op["op"], self.rejected_path)
 
     def _run_id(self, op: dict) -> str:
         run = op["run"]
@@ -266,14 +337,27 @@ class BufferedClient:
         kind = op["op"]
         c = self._client
         if kind == "ensure_run":
-            self.run_ids[op["ref"]] = ensure_run(
+            run_id = ensure_run(
                 c, experiment=op["experiment"], match=tuple(op["match"]),
                 artifact_location=op.get("artifact_location"), tags=op.get("tags"),
                 run_name=op.get("run_name"), start_time=op.get("start_time"))
+            last = last_logged_step(c, run_id)
+            if last is not None:  # re-opened: whatever re-runs must not log these steps again
+                self._floors[run_id] = last
+            self.run_ids[op["ref"]] = run_id
         elif kind == "log_batch":
+            run_id = self._run_id(op)
+            metrics = op.get("metrics", [])
+            floor = self._floors.get(run_id)
+            if floor is not None:
+                kept = [m for m in metrics if int(m[3]) > floor]
+                self.n_skipped += len(metrics) - len(kept)
+                metrics = kept
+            if not (metrics or op.get("params") or op.get("tags")):
+                return
             c.log_batch(
-                self._run_id(op),
-                metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in op.get("metrics", [])],
+                run_id,
+                metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in metrics],
                 params=[Param(k, str(v)) for k, v in op.get("params", [])],
                 tags=[RunTag(k, str(v)) for k, v in op.get("tags", [])],
                 synchronous=True,
@@ -289,6 +373,41 @@ class BufferedClient:
             c.set_terminated(self._run_id(op), status=op["status"], end_time=op.get("end_time"))
         else:
             raise MlflowException(f"unknown buffered operation {kind!r}", error_code=BAD_REQUEST)
+
+
+def flush_journals(tracking_uri: str, directory: str | Path, *, timeout: float = 0.0) -> tuple[int, int]:
+    """Send the journals under ``directory`` (``*.jsonl``), all within one deadline.
+
+    Each attempt costs at most one client call (the MLflow HTTP timeout and retries bound it).
+    Journals are sent one after the other while the server takes them; the first that finds it
+    unreachable retries until the deadline, and the remaining journals wait for the next flush: a
+    hung server costs ``timeout`` plus one call in all, however many trials left journals.
+
+    Parameters
+    ----------
+    tracking_uri : str
+    directory : path-like
+        Where the journals are (``<workdir>/mlbuffer``).
+    timeout : float, default=0.0
+        Seconds for all journals together (0: one attempt).
+
+    Returns
+    -------
+    (int, int)
+        Operations sent and operations still pending.
+    """
+    deadline = time.monotonic() + float(timeout)
+    sent = left = 0
+    reachable = True
+    for journal in sorted(Path(directory).glob("*.jsonl")):
+        if journal.name.endswith(".rejected.jsonl"):
+            continue
+        buf = BufferedClient(tracking_uri, journal=journal, retry_interval=0.0)
+        if reachable:  # the server took every journal so far: worth one more
+            reachable = buf.flush(timeout=max(0.0, deadline - time.monotonic()))
+        sent += buf.n_sent
+        left += buf.pending
+    return sent, left
 
 
 def ensure_experiment(client: Any, name: str, *, artifact_location: str | None = None) -> str:

@@ -7,10 +7,13 @@ diagonalizes equally shaped matrices from different requests in one batched ``ei
 (:func:`analysis.analyze.analyze_eigs`). While a batch computes, new requests pile up and form
 the next batch, so batches grow with the load. The queue is bounded: a request waits for room.
 
-Fault tolerance: the actor restarts forever (``max_restarts=-1``); :class:`ActorAnalyzer`, the
-``analyzer`` a trial hands to :class:`trainers.monitor.SpectralMonitor`, retries a call that
-failed because the actor died or is restarting (``RayActorError``) with a bounded exponential
-backoff, and as a last resort analyzes in-process, so a trial never dies because the actor did.
+Fault tolerance: the actor restarts forever (``max_restarts=-1``), and the driver checks that it
+runs before trials start (:func:`wait_ready`). :class:`ActorAnalyzer`, the ``analyzer`` a trial
+hands to :class:`trainers.monitor.SpectralMonitor`, bounds every call by a timeout derived from the
+measured service time; any failure (dead, restarting, pending, frozen, too slow) opens a
+:class:`CircuitBreaker` shared by every caller in the process, so that call and the following ones
+analyze in-process at once while the actor is re-probed periodically. A trial never dies, and never
+waits long, because the actor did.
 
 Examples
 --------
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,11 +53,15 @@ __all__ = [
     "DEFAULT_NAME",
     "DEFAULT_NAMESPACE",
     "ActorAnalyzer",
+    "CallPolicy",
+    "CircuitBreaker",
     "ESDService",
     "LayerPayload",
     "analyze_payloads",
+    "circuit_breaker",
     "get_esd_service",
     "shutdown_esd_service",
+    "wait_ready",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,6 +177,7 @@ class ESDService:
         self._batch_sizes: Counter[int] = Counter()
         self._max_batch_seen = self._max_depth = self._in_flight = 0
         self._compute_s = self._latency_s = 0.0
+        self._recent_per_matrix: deque[float] = deque(maxlen=64)
         self._restarted = False
         if ray is not None and ray.is_initialized():
             try:
@@ -216,8 +226,11 @@ class ESDService:
             rows = await asyncio.gather(*futures)
         finally:
             self._in_flight -= 1
+        took = time.perf_counter() - t0
         self._requests += 1
-        self._latency_s += time.perf_counter() - t0
+        self._latency_s += took
+        if payloads:
+            self._recent_per_matrix.append(took / len(payloads))
         return list(rows)
 
     async def _run(self) -> None:
@@ -281,8 +294,10 @@ class ESDService:
             ``requests`` served, ``matrices`` analyzed, ``batches``, ``batch_size_mean``,
             ``batch_size_max``, ``batch_sizes`` (size → count), ``queue_depth`` (now),
             ``queue_depth_max``, ``in_flight`` requests, ``time_per_matrix_s`` (compute time per
-            matrix; ``compute_s`` in all), ``latency_mean_s`` (per request, queueing included), ``errors``,
-            ``uptime_s``, ``device``, ``pid``, ``restarted`` (this instance is a restart).
+            matrix; ``compute_s`` in all), ``latency_mean_s`` (per request, queueing included),
+            ``latency_per_matrix_max_s`` (the slowest of the last 64 requests, per matrix: what
+            callers derive their timeouts from), ``errors``, ``uptime_s``, ``device``, ``pid``,
+            ``restarted`` (this instance is a restart).
         """
         return {
             "requests": self._requests,
@@ -297,6 +312,7 @@ class ESDService:
             "time_per_matrix_s": self._compute_s / self._matrices if self._matrices else 0.0,
             "compute_s": self._compute_s,
             "latency_mean_s": self._latency_s / self._requests if self._requests else 0.0,
+            "latency_per_matrix_max_s": max(self._recent_per_matrix, default=0.0),
             "errors": self._errors,
             "uptime_s": time.time() - self._started,
             "device": self.device or _default_device_name(),
@@ -348,7 +364,7 @@ def get_esd_service(
         Outlive the driver; then end it with :func:`shutdown_esd_service`.
     max_task_retries : int, default=0
         Ray-level retries of a call interrupted by a crash. 0 hands the failure to the caller
-        (:class:`ActorAnalyzer` retries with backoff and can fall back to in-process); -1 retries
+        (:class:`ActorAnalyzer` analyzes in-process at once and re-probes later); -1 retries
         transparently forever (a request that crashes the actor would then crash it forever).
     device : str, optional
         Torch device inside the actor; None: ``"cuda"`` when ``num_gpus > 0``, else ``"cpu"``.
@@ -387,27 +403,182 @@ def shutdown_esd_service(name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_N
     return True
 
 
+@dataclass(frozen=True)
+class CallPolicy:
+    """How long a caller waits for the shared actor, and how it stops waiting after a failure.
+
+    Attributes
+    ----------
+    timeout_factor : float, default=10.0
+        A call may take this many times the measured service time (seconds per matrix in recent
+        successful calls of this process or, before the first one, as the actor reports it, times
+        the call's matrices) ...
+    min_timeout, max_timeout : float, default=10.0, 600.0
+        ... clipped to this range (seconds).
+    first_timeout : float, default=120.0
+        Per-call timeout while nothing has been measured yet (a fresh actor).
+    ready_timeout : float, default=5.0
+        Seconds a cheap probe (``stats``) may take: before a process's first call, and before each
+        re-probe of an open breaker. A pending or frozen actor fails it.
+    probe_interval, max_probe_interval : float, default=10.0, 120.0
+        After a failure, calls go in-process at once for ``probe_interval`` seconds, then one call
+        re-probes the actor; each further failure doubles the wait, up to ``max_probe_interval``.
+    """
+
+    timeout_factor: float = 10.0
+    min_timeout: float = 10.0
+    max_timeout: float = 600.0
+    first_timeout: float = 120.0
+    ready_timeout: float = 5.0
+    probe_interval: float = 10.0
+    max_probe_interval: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_factor", "min_timeout", "max_timeout", "first_timeout", "ready_timeout",
+                     "probe_interval", "max_probe_interval"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"CallPolicy.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.min_timeout > self.max_timeout:
+            raise ValueError(f"CallPolicy.min_timeout {self.min_timeout} exceeds max_timeout {self.max_timeout}")
+
+
+class CircuitBreaker:
+    """The state of one actor as every caller in this process sees it (closed, open or probing).
+
+    One instance per ``(namespace, name)`` and process (:func:`circuit_breaker`), shared by all
+    :class:`ActorAnalyzer` objects there: trials that reuse a worker process, and threads. After a
+    failure the breaker is *open*: callers analyze in-process without waiting; when the probe
+    interval is over, the next caller probes the actor, and a success closes the breaker again.
+
+    Attributes
+    ----------
+    ready : bool
+        A probe answered in this process (the actor exists and is running).
+    failures : int
+        Consecutive failures (0 while closed).
+    reason : str
+        Why the breaker last opened.
+    gone : bool
+        The actor died and its name is no longer registered: no probe will ever succeed.
+    """
+
+    def __init__(self, policy: CallPolicy) -> None:
+        self.policy = policy
+        self.ready = False
+        self.gone = False
+        self.failures = 0
+        self.reason = ""
+        self._probe_at = 0.0
+        self._probing = False
+        self._per_matrix: deque[float] = deque(maxlen=32)
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        """Calls go in-process (a failure was seen and no probe has succeeded since)."""
+        return self.failures > 0
+
+    def allow(self) -> bool:
+        """Whether this caller may use the actor now (closed, or the one probe of an open breaker)."""
+        with self._lock:
+            if self.gone:
+                return False
+            if not self.failures:
+                return True
+            if self._probing or time.monotonic() < self._probe_at:
+                return False
+            self._probing = True
+            return True
+
+    def observe(self, per_matrix_s: float) -> None:
+        """Add a measured service time (seconds per matrix of a request, queueing included)."""
+        if per_matrix_s > 0 and math.isfinite(per_matrix_s):
+            with self._lock:
+                self._per_matrix.append(float(per_matrix_s))
+
+    def success(self, seconds: float, n_matrices: int) -> None:
+        """A call answered: close the breaker and learn its service time."""
+        self.observe(seconds / max(n_matrices, 1))
+        with self._lock:
+            if self.failures:
+                log.warning("ESD actor answers again (after: %s); back to the shared actor", self.reason)
+            self.ready, self.failures, self._probing, self.reason = True, 0, False, ""
+
+    def failure(self, reason: str) -> None:
+        """A call or probe failed: open (or re-open) the breaker with a doubled probe interval."""
+        with self._lock:
+            self.failures += 1
+            self._probing = False
+            self.reason = reason
+            wait = min(self.policy.probe_interval * 2 ** (self.failures - 1), self.policy.max_probe_interval)
+            self._probe_at = time.monotonic() + wait
+            if self.failures == 1:
+                log.warning("ESD actor unavailable (%s); analyzing in-process, next probe in %.0f s", reason, wait)
+
+    def timeout(self, n_matrices: int) -> float:
+        """Seconds one call of ``n_matrices`` may take (see :class:`CallPolicy`)."""
+        p = self.policy
+        with self._lock:
+            if not self._per_matrix:
+                return p.first_timeout
+            service = max(self._per_matrix) * max(n_matrices, 1)
+        return float(min(p.max_timeout, max(p.min_timeout, p.timeout_factor * service)))
+
+
+_BREAKERS: dict[tuple[str, str], CircuitBreaker] = {}
+_BREAKERS_LOCK = threading.Lock()
+
+
+def circuit_breaker(name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_NAMESPACE,
+                    policy: CallPolicy | None = None) -> CircuitBreaker:
+    """This process's breaker for the actor ``namespace/name`` (created with ``policy`` on first use)."""
+    key = (namespace, name)
+    with _BREAKERS_LOCK:
+        if key not in _BREAKERS:
+            _BREAKERS[key] = CircuitBreaker(policy or CallPolicy())
+        return _BREAKERS[key]
+
+
+def wait_ready(handle: Any, *, timeout: float = 60.0) -> dict[str, Any] | None:
+    """The actor's :meth:`ESDService.stats` once it runs, or None if it did not answer in ``timeout``.
+
+    The driver calls it right after :func:`get_esd_service`: an actor whose resources are not
+    available stays pending, and one that cannot start dies; either way the sweep should say so at
+    once instead of each trial finding out.
+    """
+    _require_ray()
+    try:
+        return ray.get(handle.stats.remote(), timeout=timeout)
+    except (GetTimeoutError, RayActorError) as exc:
+        log.debug("ESD actor not ready: %s", exc)
+        return None
+
+
 class ActorAnalyzer:
     """``analyzer(layers, step) -> list[dict]`` for :class:`trainers.monitor.SpectralMonitor`.
 
-    Puts every matrix into the object store once, calls the shared actor, retries on
-    ``RayActorError`` (dead or restarting actor) with exponential backoff, and falls back to
-    in-process :func:`analysis.analyze.analyze_layers` when the retries are spent or the call
-    times out.
+    Puts every matrix into the object store once and calls the shared actor, with a per-call
+    timeout derived from the measured service time. A failure (actor dead, restarting, pending,
+    frozen, or too slow) opens this process's :class:`CircuitBreaker` for the actor: this call and
+    the following ones analyze in-process at once (:func:`analysis.analyze.analyze_layers`, the
+    same numbers), and the actor is re-probed periodically, so no step is lost and none waits
+    for a broken actor.
 
     Parameters
     ----------
     handle : ActorHandle, optional
         From :func:`get_esd_service`; None looks the actor up by ``name``/``namespace``.
-    retries : int, default=5
-        Retries after the first failed attempt.
-    backoff : float, default=0.5
-        First wait in seconds; doubled each retry up to ``max_backoff``.
-    max_backoff : float, default=4.0
-    timeout : float, default=600.0
-        Seconds to wait for one call before falling back.
+    policy : CallPolicy, optional
+        Timeouts and probe intervals; default ``CallPolicy()``. Applies when this process's
+        breaker for the actor is created (the first analyzer of the actor in the process).
     fallback : bool, default=True
-        Analyze in-process when the actor cannot answer; False raises the last error.
+        Analyze in-process when the actor cannot answer. False (benchmarks, tests of the actor
+        itself) never short-cuts: it retries ``RayActorError`` up to ``retries`` times with an
+        exponential backoff, then raises the last error.
+    retries : int, default=5
+        Retries after the first failed attempt (only with ``fallback=False``).
+    backoff, max_backoff : float, default=0.5, 4.0
+        First wait in seconds, doubled each retry up to ``max_backoff`` (only with ``fallback=False``).
     name, namespace : str
         The actor's name when ``handle`` is None (and for re-lookups after failures).
     device : str, optional
@@ -418,21 +589,27 @@ class ActorAnalyzer:
     n_calls, n_retries, n_fallbacks : int
         Calls made, failed attempts retried, calls answered in-process.
     gone : bool
-        The actor died and its name is no longer registered (killed for good): later calls go
-        straight to in-process analysis.
+        The actor died and its name is no longer registered (killed for good, or its driver is gone):
+        later calls in this process go straight to in-process analysis, without probes.
+    breaker : CircuitBreaker
     """
 
-    def __init__(self, handle: Any = None, *, retries: int = 5, backoff: float = 0.5, max_backoff: float = 4.0,
-                 timeout: float = 600.0, fallback: bool = True, name: str = DEFAULT_NAME,
+    def __init__(self, handle: Any = None, *, policy: CallPolicy | None = None, fallback: bool = True,
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 4.0, name: str = DEFAULT_NAME,
                  namespace: str = DEFAULT_NAMESPACE, device: str | None = None) -> None:
-        if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
-            raise ValueError("retries, backoff and max_backoff must be >= 0 and timeout > 0")
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must be >= 0")
         self.handle = handle
         self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
-        self.timeout, self.fallback = float(timeout), bool(fallback)
+        self.fallback = bool(fallback)
         self.name, self.namespace, self.device = name, namespace, device
+        self.breaker = circuit_breaker(name, namespace=namespace, policy=policy)
         self.n_calls = self.n_retries = self.n_fallbacks = 0
-        self.gone = False
+
+    @property
+    def gone(self) -> bool:
+        """The actor is gone for good (shared by every analyzer of it in this process)."""
+        return self.breaker.gone
 
     @classmethod
     def by_name(cls, name: str = DEFAULT_NAME, *, namespace: str = DEFAULT_NAMESPACE, **kwargs: Any) -> ActorAnalyzer:
@@ -444,66 +621,108 @@ class ActorAnalyzer:
             self.handle = ray.get_actor(self.name, namespace=self.namespace)
         return self.handle
 
-    def _relookup(self, exc: BaseException) -> None:
+    def _relookup(self, exc: BaseException | None) -> None:
         """After a failure, pick up a replacement actor registered under the same name, if any."""
         try:
             self.handle = ray.get_actor(self.name, namespace=self.namespace)
         except ValueError:
-            # Died (not restarting) and no successor under its name: killed for good or its driver
-            # is gone, and retrying every later call would only add the whole backoff each time.
-            self.gone = isinstance(exc, ActorDiedError)
+            # Not registered: the driver creates the actor before any trial starts, so it died for
+            # good (killed, or its driver is gone). Probing it again would only cost time.
+            self.breaker.gone = exc is None or isinstance(exc, ActorDiedError)
 
     def __call__(self, layers: list[Any], step: int) -> list[dict[str, Any]]:
-        """Metrics rows (with ``"eigs"``) for ``layers``, computed by the shared actor."""
+        """Metrics rows (with ``"eigs"``) for ``layers``, computed by the shared actor if it can."""
         _require_ray()
         self.n_calls += 1
         layers = list(layers)
         if not layers:
             return []
         if not ray.is_initialized():  # ray.put would silently start a private Ray with no actor
-            return self._in_process(layers, step, RuntimeError("Ray is not initialized in this process"))
-        if self.gone:
+            exc = RuntimeError("Ray is not initialized in this process")
+            if self.fallback and not self.n_fallbacks:
+                log.warning("%s; analyzing in-process", exc)
+            return self._in_process(layers, step, exc)
+        if not self.fallback:
+            return self._call_with_retries(layers, step)
+        if not self.breaker.allow():
             return self._in_process(layers, step, None)
-        # One object for the request: numpy buffers are stored zero-copy, and a retry re-sends
-        # only the reference, never the weights.
+        try:
+            rows = self._call_once(layers, step)
+        except _Unavailable as exc:
+            self.breaker.failure(str(exc) + (" (gone for good)" if self.gone else ""))
+            return self._in_process(layers, step, exc)
+        return rows
+
+    def _probe(self) -> None:
+        """A cheap call before using the actor: fails fast for a pending, frozen or dead actor."""
+        try:
+            stats = ray.get(self._handle().stats.remote(), timeout=self.breaker.policy.ready_timeout)
+        except ValueError as exc:  # not registered under its name
+            self._relookup(None)
+            raise _Unavailable(f"no actor {self.namespace}/{self.name}") from exc
+        except GetTimeoutError as exc:
+            raise _Unavailable(f"no answer to a probe within {self.breaker.policy.ready_timeout:g} s "
+                               "(pending, frozen or overloaded)") from exc
+        except RayActorError as exc:
+            self._relookup(exc)
+            raise _Unavailable(f"{type(exc).__name__}") from exc
+        served = stats.get("latency_per_matrix_max_s") or 0.0
+        self.breaker.observe(served)
+
+    def _call_once(self, layers: list[Any], step: int) -> list[dict[str, Any]]:
+        if not self.breaker.ready or self.breaker.is_open:
+            self._probe()
+        # One object for the request: numpy buffers are stored zero-copy.
+        refs = [ray.put([LayerPayload.from_layer(layer) for layer in layers])]
+        timeout = self.breaker.timeout(len(layers))
+        t0 = time.perf_counter()
+        ref = self._handle().analyze.remote(refs, step=int(step))
+        try:
+            rows = ray.get(ref, timeout=timeout)
+        except GetTimeoutError as exc:
+            _cancel(ref)
+            raise _Unavailable(f"no answer within {timeout:.0f} s (the per-call limit from the measured "
+                               "service time)") from exc
+        except RayActorError as exc:
+            self._relookup(exc)
+            raise _Unavailable(type(exc).__name__) from exc
+        self.breaker.success(time.perf_counter() - t0, len(layers))
+        return rows
+
+    def _call_with_retries(self, layers: list[Any], step: int) -> list[dict[str, Any]]:
+        """``fallback=False``: the actor or an error, retrying a dead or restarting actor with backoff."""
         refs = [ray.put([LayerPayload.from_layer(layer) for layer in layers])]
         delay, last_exc = self.backoff, None
         for attempt in range(self.retries + 1):
             try:
                 ref = self._handle().analyze.remote(refs, step=int(step))
-            except ValueError as exc:  # not found by name (yet): the driver has not created it
+                return ray.get(ref, timeout=self.breaker.policy.max_timeout)
+            except ValueError as exc:
+                if isinstance(exc, ray.exceptions.RayTaskError):
+                    raise  # the analysis itself failed (e.g. NaN weights): not the actor's fault
+                last_exc = exc  # not registered (yet)
+            except GetTimeoutError:
+                _cancel(ref)
+                raise
+            except RayActorError as exc:
                 last_exc = exc
-            else:
-                try:
-                    return ray.get(ref, timeout=self.timeout)
-                except GetTimeoutError as exc:
-                    try:
-                        ray.cancel(ref)
-                    except Exception:  # noqa: BLE001 - best effort
-                        pass
-                    last_exc = exc
-                    break  # an overloaded actor gets no extra load from us
-                except RayActorError as exc:
-                    last_exc = exc
-                    self._relookup(exc)
-                    if self.gone:
-                        break
+                self._relookup(exc)
+                if self.gone:
+                    break
             if attempt < self.retries:
                 self.n_retries += 1
                 log.info("ESD actor unavailable (%s); retry %d/%d in %.1f s",
                          type(last_exc).__name__, attempt + 1, self.retries, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
-        return self._in_process(layers, step, last_exc)
+        raise last_exc or RuntimeError(f"ESD actor {self.namespace}/{self.name} is gone")
 
     def _in_process(self, layers: list[Any], step: int, exc: BaseException | None) -> list[dict[str, Any]]:
-        """The last resort: analyze here (or raise ``exc`` when ``fallback`` is off)."""
+        """Analyze here: the same :func:`analysis.analyze.analyze_layers` the actor runs."""
         if not self.fallback:
             raise exc or RuntimeError(f"ESD actor {self.namespace}/{self.name} is gone")
         self.n_fallbacks += 1
-        if exc is not None or self.n_fallbacks == 1:
-            gone = " (gone for good: later steps too)" if self.gone else ""
-            log.warning("ESD actor unavailable (%s)%s; analyzing step %s in-process", exc, gone, step)
+        log.debug("analyzing step %s in-process (%s)", step, exc or self.breaker.reason)
         from analysis.analyze import analyze_layers
 
         return analyze_layers(layers, device=self.device)
@@ -511,3 +730,14 @@ class ActorAnalyzer:
     def stats(self) -> dict[str, int]:
         """Caller-side counters: calls, retries, fallbacks."""
         return {"calls": self.n_calls, "retries": self.n_retries, "fallbacks": self.n_fallbacks}
+
+
+class _Unavailable(Exception):
+    """The actor could not answer this call (the message says why)."""
+
+
+def _cancel(ref: Any) -> None:
+    try:
+        ray.cancel(ref)
+    except Exception:  # noqa: BLE001 - best effort: the actor may be gone or frozen
+        pass

@@ -50,7 +50,14 @@ from typing import Any
 import numpy as np
 
 from analysis.analyze import json_safe
-from services.buffer import LOCAL_PREFIX, BufferedClient, _require_mlflow, ensure_run
+from services.buffer import (
+    LOCAL_PREFIX,
+    BufferedClient,
+    _require_mlflow,
+    ensure_run,
+    flush_journals,
+    is_disk_full,
+)
 from services.tracking_uri import default_tracking_uri
 
 try:
@@ -76,6 +83,8 @@ TRIAL_TAG = "trial_id"
 SWEEP_TAG = "htsweep.sweep"  # on every run of the sweep (parent and trials)
 SWEEP_RUN_TAG = "htsweep.sweep_run"  # only on the parent run: how a resumed sweep finds it
 ROLE_TAG = "htsweep.role"  # "sweep" or "trial"
+END_REASON_TAG = "htsweep.end_reason"  # why a trial run ended: completed, diverged: ..., error: ...
+DROPPED_TAG = "htsweep.dropped"  # what a full disk kept from the run (artifacts not staged)
 _KEY_BAD = re.compile(r"[^\w\-./ :]")
 _REMOTE_SCHEMES = ("http://", "https://", "databricks")
 _initialized: set[str] = set()
@@ -291,6 +300,9 @@ def end_sweep_run(config: TrackingConfig, run_id: str, *, status: str = "FINISHE
 def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
     """Send what trials left in the outage journals of ``config``'s buffer directory.
 
+    ``timeout`` bounds the whole call, however many journals there are
+    (:func:`services.buffer.flush_journals`).
+
     Returns
     -------
     int
@@ -298,16 +310,7 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
     """
     _require_mlflow()
     config.configure_http()
-    # ``timeout`` bounds the whole call: a sweep with many journals must not wait once per trial.
-    deadline = time.monotonic() + timeout
-    left = 0
-    for journal in sorted(config.resolved_buffer_dir().glob("*.jsonl")):
-        if journal.name.endswith(".rejected.jsonl"):
-            continue
-        buf = BufferedClient(config.tracking_uri, journal=journal, retry_interval=0.0)
-        buf.flush(timeout=max(0.0, deadline - time.monotonic()))
-        left += buf.pending
-    return left
+    return flush_journals(config.tracking_uri, config.resolved_buffer_dir(), timeout=timeout)[1]
 
 
 def _is_number(value: Any) -> bool:
@@ -364,6 +367,7 @@ class MlflowTrialLogger(Callback):
         self._last_rows: list[dict] | None = None
         self._last_metrics: dict[str, Any] = {}
         self._ended = False
+        self._dropped: list[str] = []
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -393,10 +397,23 @@ class MlflowTrialLogger(Callback):
         self._submit({"op": "log_artifact", "path": str(path), "artifact_path": artifact_path,
                       "delete_after": True})
 
-    def _stage(self, rel: str) -> Path:
+    def _write_artifact(self, rel: str, artifact_path: str | None, write: Any) -> None:
+        """Stage ``rel`` with ``write(path)`` and queue its upload; a full disk drops it (counted)."""
         path = self.staging_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            path.unlink(missing_ok=True)
+            if not self._dropped:
+                log.warning("disk full staging MLflow artifacts in %s (%s): training goes on, artifacts that do "
+                            "not fit are dropped (counted in the run's %s tag)", self.staging_dir, exc.strerror,
+                            DROPPED_TAG)
+            self._dropped.append(rel)
+            return
+        self._artifact(path, artifact_path)
 
     # -- hooks --------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, model: Any) -> None:
@@ -467,9 +484,7 @@ class MlflowTrialLogger(Callback):
     def _save_npz(self, step: int, rows: list[dict]) -> None:
         arrays = {str(r["name"]).replace("/", "|"): np.asarray(r["eigs"], dtype=np.float64)
                   for r in rows if r.get("eigs") is not None}
-        path = self._stage(f"esd/step_{step}.npz")
-        np.savez_compressed(path, **arrays)
-        self._artifact(path, "esd")
+        self._write_artifact(f"esd/step_{step}.npz", "esd", lambda path: np.savez_compressed(path, **arrays))
 
     def _save_figures(self, rows: list[dict], artifact_dir: str) -> None:
         try:
@@ -480,15 +495,13 @@ class MlflowTrialLogger(Callback):
         for row in rows:
             if row.get("eigs") is None:
                 continue
-            path = self._stage(f"{artifact_dir}/{_safe_name(row['name'])}.png")
             try:
-                plot_layer(row, path)
+                self._write_artifact(f"{artifact_dir}/{_safe_name(row['name'])}.png", artifact_dir,
+                                     lambda path, row=row: plot_layer(row, path))
             except Exception as exc:  # noqa: BLE001 - a figure must never fail the trial
                 log.warning("ESD figure for %s failed: %s", row.get("name"), exc)
-                continue
-            self._artifact(path, artifact_dir)
 
-    def _finish(self, trainer: Any, status: str) -> None:
+    def _finish(self, trainer: Any, status: str, reason: str) -> None:
         if self._buffer is None or self._ended:
             return
         self._ended = True
@@ -508,9 +521,12 @@ class MlflowTrialLogger(Callback):
                 "phase": model_phase(rows), "metrics": self._last_metrics,
                 "layers": [{k: v for k, v in r.items() if k != "eigs"} for r in rows],
             }
-            path = self._stage("spectral_summary.json")
-            path.write_text(json.dumps(json_safe(summary), indent=2))
-            self._artifact(path, None)
+            text = json.dumps(json_safe(summary), indent=2)
+            self._write_artifact("spectral_summary.json", None, lambda path: path.write_text(text))
+        tags = [[END_REASON_TAG, reason[:5000]]]
+        if self._dropped:
+            tags.append([DROPPED_TAG, f"{len(self._dropped)} artifact(s), disk full: {', '.join(self._dropped)}"[:5000]])
+        self._submit({"op": "log_batch", "tags": tags})
         self._submit({"op": "set_terminated", "status": status, "end_time": int(time.time() * 1000)})
         if self._buffer.flush(timeout=self.config.flush_timeout if status == "FINISHED" else 0.0):
             shutil.rmtree(self.staging_dir, ignore_errors=True)  # every staged file was uploaded
@@ -521,11 +537,12 @@ class MlflowTrialLogger(Callback):
 
     def on_fit_end(self, trainer: Any, model: Any) -> None:
         """Save final figures and ``spectral_summary.json``, end the run FINISHED, flush."""
-        self._finish(trainer, "FINISHED")
+        self._finish(trainer, "FINISHED", "completed")
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
-        """End the run FAILED (what was logged so far stays)."""
-        self._finish(trainer, "FAILED")
+        """End the run FAILED (what was logged so far stays); the reason tag says diverged or the error."""
+        kind = "diverged" if isinstance(exc, FloatingPointError) else f"error: {type(exc).__name__}"
+        self._finish(trainer, "FAILED", f"{kind}: {exc}")
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -100,6 +100,23 @@ def resume(
 
 
 @app.command()
+def sync(
+    workdir: Path = typer.Argument(..., help="Sweep directory whose MLflow outage journals (mlbuffer/) to send."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds to keep trying, for all journals together."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Send there instead of the sweep's store."),
+) -> None:
+    """Replay MLflow writes that trials journaled while the tracking server was unreachable."""
+    from sweeps.run_cmd import sync_command
+    from sweeps.spec import SpecError
+
+    try:
+        code = sync_command(workdir, timeout=timeout, tracking_uri=tracking_uri)
+    except SpecError as exc:
+        _fail(exc)
+    raise typer.Exit(code=code)
+
+
+@app.command()
 def status(
     workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
 ) -> None:

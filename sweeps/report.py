@@ -298,7 +298,7 @@ def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path
     if len(spec.search) < 2:
         return None, "parameter importances need at least two searched parameters"
     try:
-        study = load_optuna_study(meta.name, meta.optuna_storage)
+        study = load_optuna_study(meta.study, meta.optuna_storage)
         target = (lambda t: t.values[0]) if spec.objective.multi_objective else None
         with warnings.catch_warnings():  # PED-ANOVA's reminder that lower targets are better
             warnings.simplefilter("ignore")

@@ -3,6 +3,10 @@
 After the sweep: the trial table, the best configuration with its alpha and phase, where the
 HTML report is, and how to browse the trials in MLflow (``htsweep ui``). An interrupted sweep
 prints how to resume it instead.
+
+Exit codes: 0 finished, 1 finished but every trial errored (a summary of the errors is printed),
+2 a user error (one line, from the CLI), 130 interrupted. ``htsweep sync`` (:func:`sync_command`)
+sends MLflow writes that trials journaled during a tracking outage.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 
 from sweeps.spec import SweepSpec
 
-__all__ = ["run_command", "resume_command", "summarize"]
+__all__ = ["run_command", "resume_command", "summarize", "sync_command", "exit_code"]
+
+#: ``htsweep run``/``resume`` exit code when the sweep finished but every trial errored.
+ALL_ERRORED = 1
 
 
 def _quiet_libraries() -> None:
@@ -59,6 +66,21 @@ def summarize(workdir: Path, *, status: str, elapsed_s: float | None = None, rep
     console.print(f"Browse:     htsweep ui {where}     (MLflow UI on http://127.0.0.1:5000)")
 
 
+def exit_code(outcome, console=None) -> int:
+    """0 finished, 130 interrupted, 1 when every trial errored (printing one line per error)."""
+    if outcome.status != "finished":
+        return 130
+    if outcome.n_trials and outcome.n_errors >= outcome.n_trials:
+        if console is not None:
+            console.print(f"[red]All {outcome.n_trials} trials errored[/red]; nothing was learned:")
+            for line in outcome.errors[:10]:
+                console.print(f"  {line}", markup=False, highlight=False)
+            if len(outcome.errors) > 10:
+                console.print(f"  ... and {len(outcome.errors) - 10} more")
+        return ALL_ERRORED
+    return 0
+
+
 def _aborted(console, workdir: Path) -> int:
     console.print(f"\n[yellow]Sweep aborted.[/yellow] Continue it with:  htsweep resume {shlex.quote(str(workdir))}")
     return 130
@@ -88,7 +110,7 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
     except KeyboardInterrupt:
         return _aborted(console, workdir)
     summarize(outcome.workdir, status=outcome.status, elapsed_s=outcome.elapsed_s, report=report)
-    return 0 if outcome.status == "finished" else 130
+    return exit_code(outcome, console)
 
 
 def resume_command(workdir: Path, *, address: str | None, report: bool, quiet: bool) -> int:
@@ -108,4 +130,33 @@ def resume_command(workdir: Path, *, address: str | None, report: bool, quiet: b
     except KeyboardInterrupt:
         return _aborted(console, workdir)
     summarize(outcome.workdir, status=outcome.status, elapsed_s=outcome.elapsed_s, report=report)
-    return 0 if outcome.status == "finished" else 130
+    return exit_code(outcome, console)
+
+
+def sync_command(workdir: Path, *, timeout: float, tracking_uri: str | None = None) -> int:
+    """``htsweep sync``: send the journaled MLflow writes of a sweep; 0 when none is left, else 1."""
+    from services.buffer import flush_journals
+    from services.redact import redact
+    from sweeps.status import make_console
+    from sweeps.workdir import SweepMeta
+
+    meta = SweepMeta.load(workdir)
+    _quiet_libraries()
+    from services.tracking import TrackingConfig
+
+    config = TrackingConfig.for_workdir(meta.workdir, experiment=meta.experiment,
+                                        tracking_uri=tracking_uri or meta.tracking_uri)
+    console = make_console()
+    journals = [j for j in config.resolved_buffer_dir().glob("*.jsonl") if not j.name.endswith(".rejected.jsonl")]
+    if not journals:
+        console.print(f"Nothing to sync: no journals under {config.resolved_buffer_dir()}")
+        return 0
+    config.configure_http()
+    sent, left = flush_journals(config.tracking_uri, config.resolved_buffer_dir(), timeout=timeout)
+    where = redact(config.tracking_uri)
+    if left:
+        console.print(f"[yellow]Sent {sent} operation(s) to {where}; {left} still pending[/yellow] in "
+                      f"{config.resolved_buffer_dir()} (server unreachable?); run `htsweep sync` again later")
+        return 1
+    console.print(f"Sent {sent} operation(s) from {len(journals)} journal(s) to {where}; nothing left")
+    return 0

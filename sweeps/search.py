@@ -4,17 +4,23 @@ The search space is data — a mapping from parameter name to an Optuna distribu
 from the trainable. :class:`ResumableOptunaSearch` is Ray Tune's ``OptunaSearch`` made safe for
 restarts (see ``shared/STACK_NOTES.md``): after a hard kill Tune may re-run a trial that the sqlite
 study already finished, and Optuna then raises ``UpdateFinishedTrialError``; this subclass logs and
-ignores it. It also records, on each Optuna trial, the Tune trial id and the final alpha, phase and
-accuracy as user attributes, so the study alone can answer ``htsweep status``. It lives in an
-importable module because Tune pickles the searcher into its experiment state and unpickles it on
-``Tuner.restore``.
+ignores it. It never drops a finished value: ``study.tell`` is retried while sqlite reports a lock,
+any other failure is logged as an error (Ray's ``OptunaSearch`` swallows it as a warning), and the
+value is kept in ``<workdir>/optuna_pending.jsonl`` until :func:`tell_pending` records it at the
+end of the sweep. It also records, on each Optuna trial, the Tune trial id and the final alpha,
+phase and accuracy as user attributes, so the study alone can answer ``htsweep status``. It lives
+in an importable module because Tune pickles the searcher into its experiment state and unpickles
+it on ``Tuner.restore``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -43,10 +49,18 @@ __all__ = [
     "AskTellGridSampler",
     "optuna_storage_url",
     "fail_stale_trials",
+    "tell_pending",
+    "optuna_outcomes",
     "USER_ATTRS",
+    "PENDING_FILE",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Finished values Optuna could not record yet (one JSON object per line), in the sweep directory.
+PENDING_FILE = "optuna_pending.jsonl"
+#: How long ``study.tell`` keeps retrying while the sqlite store is locked by another writer.
+TELL_RETRY_S = 30.0
 
 #: Result keys copied onto each finished Optuna trial as user attributes.
 USER_ATTRS = (ALPHA_AGG, "alpha_mean", "test_acc", "train_acc", TEST_ERROR, FEASIBLE, "phase_code",
@@ -158,23 +172,119 @@ class ResumableOptunaSearch(OptunaSearch):
             logger.info("Optuna already finished the trial of Tune trial %s; ignoring its result", trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Record user attributes, then tell Optuna the final value(s)."""
+        """Record user attributes, then tell Optuna the final value(s); a value is never dropped."""
+        if trial_id in self._completed_trials:
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is None:
             logger.warning("Tune trial %s has no Optuna trial; not recorded in the study", trial_id)
             return
-        if result:
-            for key in USER_ATTRS:
-                value = result.get(key)
-                if isinstance(value, int | float | str | bool):
-                    try:
-                        ot_trial.set_user_attr(key, value)
-                    except UpdateFinishedTrialError:
-                        break
+        attrs = {k: v for k, v in (result or {}).items() if k in USER_ATTRS and isinstance(v, int | float | str | bool)}
+        values, state = self._final_values(result, error)
         try:
-            super().on_trial_complete(trial_id, result=result, error=error)
-        except UpdateFinishedTrialError:  # pragma: no cover - parent already logs tell() errors
-            self._completed_trials.add(trial_id)
+            _retry_locked(lambda: _tell(self._ot_study, ot_trial.number, values, state, attrs))
+        except UpdateFinishedTrialError:
+            logger.info("Optuna already finished the trial of Tune trial %s; keeping its first value", trial_id)
+        except Exception as exc:  # noqa: BLE001 - surfaced, and the value is kept for later
+            logger.error("Optuna could not record the result of Tune trial %s (trial #%d): %s; kept in %s and "
+                         "recorded at the end of the sweep", trial_id, ot_trial.number, exc, self.pending_path)
+            _append_pending(self.pending_path, {"study": self._ot_study.study_name, "number": ot_trial.number,
+                                                "values": values, "state": state.name, "attrs": attrs,
+                                                "error": str(exc)[:500]})
+        self._completed_trials.add(trial_id)
+
+    def _final_values(self, result: dict | None, error: bool) -> tuple[Any, TrialState]:
+        """What Ray's ``OptunaSearch`` would tell: the metric value(s), or FAIL / PRUNED without one."""
+        metric = self.metric
+        val = None
+        if result:
+            val = [result.get(m) for m in metric] if isinstance(metric, list) else result.get(metric)
+            if isinstance(val, list) and any(v is None for v in val):
+                val = None
+        if val is None:
+            return None, TrialState.FAIL if error else TrialState.PRUNED
+        return val, TrialState.COMPLETE
+
+    @property
+    def pending_path(self) -> Path | None:
+        """Where finished values wait when the study cannot take them (None: in memory only)."""
+        return Path(self._pending_dir) / PENDING_FILE if getattr(self, "_pending_dir", None) else None
+
+
+def _tell(study: optuna.Study, number: int, values: Any, state: TrialState, attrs: dict[str, Any]) -> None:
+    """Set the user attributes, then finish trial ``number`` with ``values`` (or ``state`` without)."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    if values is None:
+        study.tell(number, state=state)
+    else:
+        study.tell(number, values)
+
+
+def _is_locked(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it: Optuna wraps sqlalchemy errors) is sqlite's lock timeout."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if "database is locked" in str(exc) or "database table is locked" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _retry_locked(call: Any, *, budget_s: float | None = None) -> Any:
+    """``call()``, retried with a growing wait while sqlite says another writer holds the lock
+    (for up to ``budget_s``, default :data:`TELL_RETRY_S`)."""
+    deadline = time.monotonic() + (TELL_RETRY_S if budget_s is None else budget_s)
+    wait = 0.05
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not _is_locked(exc) or time.monotonic() + wait > deadline:
+                raise
+            logger.info("Optuna storage locked; retrying in %.2f s", wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 2.0)
+
+
+def _append_pending(path: Path | None, record: dict[str, Any]) -> None:
+    if path is None:
+        return
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def tell_pending(workdir: str | Path, storage_url: str) -> int:
+    """Record the finished values the searcher could not (``optuna_pending.jsonl``); returns how many.
+
+    Called at the end of a sweep, before stale trials are marked FAIL. What still fails stays in
+    the file for the next resume.
+    """
+    path = Path(workdir) / PENDING_FILE
+    if not path.exists():
+        return 0
+    done, keep = 0, []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        try:
+            study = load_optuna_study(rec["study"], storage_url)
+            _retry_locked(lambda rec=rec, study=study: _tell(study, rec["number"], rec["values"],
+                                                             TrialState[rec["state"]], rec["attrs"]))
+            done += 1
+        except UpdateFinishedTrialError:
+            done += 1
+        except Exception as exc:  # noqa: BLE001 - kept for the next attempt
+            logger.error("Optuna trial #%s still cannot be recorded: %s", rec.get("number"), exc)
+            keep.append(line)
+    if keep:
+        path.write_text("\n".join(keep) + "\n")
+    else:
+        path.unlink()
+    return done
 
 
 def _finite(value: Any) -> bool:
@@ -182,7 +292,7 @@ def _finite(value: Any) -> bool:
 
 
 def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[str], storage_url: str,
-                  ) -> ConcurrencyLimiter:
+                  study_name: str | None = None, pending_dir: str | Path | None = None) -> ConcurrencyLimiter:
     """The Optuna searcher on a persistent study, behind a concurrency limiter.
 
     Parameters
@@ -192,11 +302,15 @@ def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[
         From :func:`sweeps.objective.metric_and_mode`.
     storage_url : str
         The Optuna RDB storage URL (``sqlite:///<workdir>/optuna.db`` by default).
+    study_name : str, optional
+        Default ``spec.name``.
+    pending_dir : path-like, optional
+        Where finished values wait when the study cannot take them (the sweep directory).
 
     Returns
     -------
     ray.tune.search.ConcurrencyLimiter
-        Wrapping a :class:`ResumableOptunaSearch` whose study is ``spec.name``.
+        Wrapping a :class:`ResumableOptunaSearch` on the study ``study_name``.
     """
     storage = open_optuna_storage(storage_url)
     searcher = ResumableOptunaSearch(
@@ -204,10 +318,11 @@ def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[
         metric=metric,
         mode=mode,
         sampler=make_sampler(spec),
-        study_name=spec.name,
+        study_name=study_name or spec.name,
         storage=storage,
         seed=spec.seed,
     )
+    searcher._pending_dir = str(pending_dir) if pending_dir is not None else None
     return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent_trials)
 
 
@@ -246,3 +361,22 @@ def fail_stale_trials(storage_url: str, study_name: str) -> int:
         except UpdateFinishedTrialError:
             pass
     return n
+
+
+def optuna_outcomes(storage_url: str, study_name: str) -> dict[str, str]:
+    """Tune trial id → how its Optuna trial ended: ``COMPLETE``, ``PRUNED``, ``FAIL``, ``STALE`` (a FAIL
+    :func:`fail_stale_trials` set) or ``RUNNING``. A COMPLETE trial wins over other records of the same id."""
+    try:
+        study = load_optuna_study(study_name, storage_url)
+    except KeyError:
+        return {}
+    rank = {"COMPLETE": 3, "PRUNED": 2, "STALE": 1, "FAIL": 1, "RUNNING": 0, "WAITING": 0}
+    out: dict[str, str] = {}
+    for t in study.get_trials(deepcopy=False):
+        tune_id = t.user_attrs.get("tune_trial_id")
+        if not tune_id:
+            continue
+        state = "STALE" if t.state == TrialState.FAIL and "stale" in t.user_attrs else t.state.name
+        if rank.get(state, 0) >= rank.get(out.get(tune_id, ""), -1):
+            out[tune_id] = state
+    return out

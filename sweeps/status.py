@@ -116,7 +116,7 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
     meta = SweepMeta.load(workdir)
     spec = meta.spec()
     try:
-        study = load_optuna_study(meta.name, meta.optuna_storage)
+        study = load_optuna_study(meta.study, meta.optuna_storage)
     except KeyError:
         return meta, spec, []
     target, min_acc = spec.objective.target_alpha, spec.objective.min_test_accuracy

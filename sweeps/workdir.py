@@ -8,32 +8,40 @@
         optuna.db        the Optuna study (sqlite, unless the spec names another storage)
         mlflow.db        MLflow tracking store (sqlite, unless a tracking URI is given)
         mlartifacts/     MLflow artifacts (ESD npz/PNGs per trial)
+        mlbuffer/        MLflow writes journaled during a tracking outage (``htsweep sync`` sends them)
         tune/            Ray Tune experiment state, trial directories and checkpoints
         report/          ``htsweep report`` output (index.html + PNGs)
+        .lock            held (``flock``) by the one driver running the sweep; names its pid and host
 
-Reading these needs neither Ray nor MLflow, so ``status``/``best`` stay quick.
+Reading these needs neither Ray nor MLflow, so ``status``/``best`` stay quick. Credentials in the
+stores' URIs never reach ``sweep.json`` (:func:`services.redact.redact`); a resume takes them from the
+persisted spec or the environment again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.redact import is_redacted, redact, redact_mapping
 from sweeps.spec import SpecError, SweepSpec
 
 __all__ = [
-    "SweepMeta", "TUNE_NAME", "choose_workdir", "default_workdir", "esd_namespace_for", "find_workdir",
-    "load_optuna_study", "open_optuna_storage",
+    "SweepLock", "SweepMeta", "TUNE_NAME", "choose_workdir", "default_workdir", "esd_namespace_for",
+    "find_workdir", "load_optuna_study", "open_optuna_storage", "store_names",
 ]
 
 TUNE_NAME = "tune"
 META_FILE = "sweep.json"
 SPEC_FILE = "spec.yaml"
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -62,6 +70,12 @@ class SweepMeta:
         Unique id of this sweep; tags its MLflow parent run (``None`` in sweeps older than it).
     esd_namespace : str or None
         Ray namespace of the sweep's ESD actor (``None``: older sweeps, see :func:`esd_namespace_for`).
+    tune_name, study_name : str or None
+        The Ray Tune experiment and the Optuna study (see :func:`store_names`; ``None`` in older
+        sweeps: ``tune`` and ``name``).
+    ray_session_dir : str or None
+        Session directory of the private local Ray the last driver started (``None`` on a cluster):
+        a resume after a hard kill ends what is left of that session.
     """
 
     name: str
@@ -77,6 +91,9 @@ class SweepMeta:
     driver_host: str | None = None
     sweep_id: str | None = None
     esd_namespace: str | None = None
+    tune_name: str | None = None
+    study_name: str | None = None
+    ray_session_dir: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def driver_alive(self) -> bool:
@@ -98,29 +115,156 @@ class SweepMeta:
 
     @property
     def tune_path(self) -> str:
-        """The Ray Tune experiment directory (``<storage_path>/tune``)."""
-        return f"{self.storage_path.rstrip('/')}/{TUNE_NAME}"
+        """The Ray Tune experiment directory (``<storage_path>/<tune_name>``)."""
+        return f"{self.storage_path.rstrip('/')}/{self.tune_name or TUNE_NAME}"
+
+    @property
+    def study(self) -> str:
+        """The Optuna study's name."""
+        return self.study_name or self.name
 
     def spec(self) -> SweepSpec:
         """The persisted spec of this sweep."""
         return SweepSpec.from_yaml(self.path / SPEC_FILE)
 
     def save(self) -> None:
-        """Write ``sweep.json`` atomically."""
+        """Write ``sweep.json`` atomically, with credentials in the store URIs masked."""
         tmp = self.path / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.write_text(json.dumps(redact_mapping(asdict(self)), indent=2))
         os.replace(tmp, self.path / META_FILE)
 
     @classmethod
     def load(cls, workdir: str | Path) -> SweepMeta:
-        """Read ``<workdir>/sweep.json``; a clear error if it is not a sweep directory."""
+        """Read ``<workdir>/sweep.json``; a one-line error if it is missing or corrupt.
+
+        Store URIs whose credentials were masked are taken again from the persisted spec (or the
+        environment, for the tracking URI), and must match what was recorded.
+        """
         workdir = Path(workdir)
         meta = workdir / META_FILE
         if not meta.is_file():
             raise SpecError(f"{workdir}: not a sweep directory (no {META_FILE}); start one with `htsweep run SPEC`")
-        data = json.loads(meta.read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(meta.read_text())
+            known = {f for f in cls.__dataclass_fields__}
+            loaded = cls(**{k: v for k, v in data.items() if k in known})
+            if not all(isinstance(getattr(loaded, k), str) for k in ("name", "workdir", "tracking_uri",
+                                                                     "optuna_storage", "storage_path")):
+                raise TypeError("a store location is not a string")
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise SpecError(f"{meta}: corrupt sweep metadata ({first[:200]}); it cannot be resumed or shown "
+                            "as it is") from None
+        if any(is_redacted(v) for v in (loaded.tracking_uri, loaded.optuna_storage, loaded.storage_path)):
+            loaded._restore_secrets()
+        return loaded
+
+    def _restore_secrets(self) -> None:
+        """Put back the credentials :meth:`save` masked, from the persisted spec and the environment."""
+        from services.tracking_uri import default_tracking_uri
+
+        spec = self.spec()
+        candidates = {
+            "tracking_uri": default_tracking_uri(self.workdir, spec.tracking.uri),
+            "optuna_storage": spec.optuna_storage,
+            "storage_path": spec.storage_path,
+        }
+        for key, real in candidates.items():
+            stored = getattr(self, key)
+            if not is_redacted(stored):
+                continue
+            if not real or redact(real) != stored:
+                where = ("tracking.uri in the spec or $HTSWEEP_TRACKING_URI" if key == "tracking_uri"
+                         else f"{key} in {SPEC_FILE}")
+                raise SpecError(f"{self.path / META_FILE}: {key} {stored} had credentials that were not "
+                                f"stored; set them again in {where}")
+            setattr(self, key, real)
+
+
+def store_names(name: str, sweep_id: str, *, own_tune: bool, own_study: bool) -> tuple[str, str]:
+    """The Ray Tune experiment and Optuna study names of a new sweep.
+
+    In the sweep's own directory (the default ``storage_path`` and ``optuna.db``) nothing else can
+    collide: ``tune`` and the sweep's name. In a store shared with other sweeps (a given
+    ``storage_path`` or ``optuna_storage``) both carry the sweep's id as well, so two sweeps of one
+    spec never share a Tune experiment or merge their studies.
+
+    Returns
+    -------
+    (str, str)
+        ``(tune_name, study_name)``.
+    """
+    unique = f"{name}-{sweep_id[:8]}"
+    return (TUNE_NAME if own_tune else unique), (name if own_study else unique)
+
+
+class SweepLock:
+    """An exclusive OS lock on a sweep directory, held by the one driver that runs the sweep.
+
+    ``flock`` on ``<workdir>/.lock``: the kernel releases it when the holder exits in any way (even
+    SIGKILL), so a stale lock cannot block a resume. The file records the holder's pid and host
+    for the error the next driver gets. The descriptor is not inherited by child processes
+    (Python opens files non-inheritable), so Ray processes outliving a killed driver do not keep it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with SweepLock(d):
+    ...     SweepLock(d).acquire()
+    Traceback (most recent call last):
+    ...
+    sweeps.spec.SpecError: ... is in use by another htsweep driver (pid ... on ...); wait for it to end or stop it (Ctrl-C)
+    """
+
+    def __init__(self, workdir: str | Path) -> None:
+        self.path = Path(workdir) / LOCK_FILE
+        self._fh: Any = None
+
+    def acquire(self) -> SweepLock:
+        """Take the lock or raise :class:`SpecError` naming the holder's pid and host."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder(fh)
+            fh.close()
+            raise SpecError(f"{self.path.parent} is in use by another htsweep driver (pid {holder.get('pid', '?')} "
+                            f"on {holder.get('host', '?')}); wait for it to end or stop it (Ctrl-C)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    @staticmethod
+    def _holder(fh: Any) -> dict[str, Any]:
+        """Who holds the lock (the holder writes it right after taking the lock: wait a moment for it)."""
+        for _ in range(40):
+            fh.seek(0)
+            try:
+                holder = json.loads(fh.read() or "{}")
+            except ValueError:
+                holder = {}
+            if holder.get("pid"):
+                return holder
+            time.sleep(0.05)
+        return {}
+
+    def release(self) -> None:
+        """Release the lock (the file stays: deleting it would race with the next driver)."""
+        if self._fh is not None:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> SweepLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def default_workdir(spec: SweepSpec) -> Path:
@@ -178,23 +322,41 @@ def open_optuna_storage(url: str, *, attempts: int = 20, wait_s: float = 0.25) -
     ``htsweep status`` or a test polling it) can collide on the version row. The loser retries
     once the winner is done.
     """
-    import time
-
     import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-        except (IntegrityError, OperationalError):
-            if attempt == attempts - 1:
-                raise
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts - 1 or "not a database" in str(exc):
+                raise _storage_error(url, exc) from None
             time.sleep(wait_s)
+        except (SQLAlchemyError, ValueError, ImportError) as exc:  # corrupt file, bad URL, missing driver
+            raise _storage_error(url, exc) from None
     raise AssertionError("unreachable")
 
 
-def load_optuna_study(name: str, url: str) -> Any:
-    """``optuna.load_study`` through :func:`open_optuna_storage` (``KeyError`` if there is no such study)."""
-    import optuna
+def _storage_error(url: str, exc: BaseException) -> SpecError:
+    first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return SpecError(f"cannot open the Optuna storage at {redact(url)}: {redact(first)[:300]}")
 
-    return optuna.load_study(study_name=name, storage=open_optuna_storage(url))
+
+def load_optuna_study(name: str, url: str) -> Any:
+    """``optuna.load_study`` through :func:`open_optuna_storage`.
+
+    Raises
+    ------
+    KeyError
+        There is no such study.
+    SpecError
+        The storage cannot be opened or read (a corrupt ``optuna.db``), in one line.
+    """
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    storage = open_optuna_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except SQLAlchemyError as exc:
+        raise _storage_error(url, exc) from None

@@ -177,6 +177,15 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _check_finite(layers: Sequence[Any], step: int) -> None:
+    """Raise ``FloatingPointError`` naming the first layer with NaN/Inf weights (the run diverged)."""
+    import torch
+
+    for layer in layers:
+        if not bool(torch.isfinite(layer.matrix).all()):
+            raise FloatingPointError(f"non-finite weights in layer {layer.name} at step {step}")
+
+
 class InProcessAnalyzer:
     """The default analyzer: ``analysis.analyze_layers`` in this process.
 
@@ -248,11 +257,19 @@ class SpectralMonitor(Callback):
         return extract_layers(model, conv=self.conv, min_dim=self.min_dim)
 
     def on_monitor(self, trainer: Trainer, model: nn.Module, step: int) -> None:
-        """Analyze, then set ``trainer.spectral`` and merge the aggregates into ``callback_metrics``."""
+        """Analyze, then set ``trainer.spectral`` and merge the aggregates into ``callback_metrics``.
+
+        Raises
+        ------
+        FloatingPointError
+            A weight matrix holds NaN or Inf: the run diverged, exactly as a non-finite loss says.
+        """
         t0 = time.perf_counter()
         if self.analyzer is None:
             self.on_fit_start(trainer, model)
-        rows = list(self.analyzer(self.extract(model), step))
+        layers = self.extract(model)
+        _check_finite(layers, step)
+        rows = list(self.analyzer(layers, step))
         snapshot = SpectralSnapshot(step, rows)
         trainer.spectral = self.last = snapshot
         trainer.callback_metrics.update(spectral_aggregates(rows))

@@ -185,3 +185,127 @@ def test_analyze_payloads_is_analyze_layers_on_payloads(layer_set):
     layers = layer_set(7, [(80, 40), (60, 30), (80, 40)], prefix="p")
     rows = analyze_payloads([LayerPayload.from_layer(layer) for layer in layers], device="cpu")
     _assert_rows_match(rows, analyze_layers(layers, device="cpu"))
+
+
+# -- faults: the actor's process killed, the actor killed for good, frozen, pending ----------------------------
+def _policy(**kw):
+    from services.esd_actor import CallPolicy
+
+    return CallPolicy(**{"min_timeout": 1.0, "first_timeout": 20.0, "ready_timeout": 1.0, "probe_interval": 1.0,
+                         **kw})
+
+
+def _wait_pid_changed(handle, old_pid, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = ray.get(handle.ping.remote(), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            time.sleep(0.2)
+            continue
+        if pid != old_pid:
+            return pid
+        time.sleep(0.2)
+    raise AssertionError(f"the actor did not come back within {timeout} s")
+
+
+def test_actor_process_sigkill_opens_the_breaker_then_the_restarted_actor_serves_again(service, layer_set):
+    """OS-level SIGKILL of the actor's process: no backoff sleeps, in-process at once, back after a probe."""
+    import os
+    import signal
+
+    handle, name, namespace = service
+    layers = layer_set(11, [(90, 45), (64, 32)], prefix="k")
+    want = analyze_layers(layers, device="cpu")
+    first = ActorAnalyzer.by_name(name, namespace=namespace, policy=_policy(probe_interval=4.0))
+    _assert_rows_match(first(layers, step=1), want)
+    assert first.stats() == {"calls": 1, "retries": 0, "fallbacks": 0} and first.breaker.ready
+    pid = ray.get(handle.ping.remote())
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    _assert_rows_match(first(layers, step=2), want)  # the dead actor's call fails; answered in-process
+    # A trial started later in this process shares the breaker: in-process at once, no probe.
+    later = ActorAnalyzer.by_name(name, namespace=namespace)
+    assert later.breaker is first.breaker and later.breaker.is_open
+    _assert_rows_match(later(layers, step=3), want)
+    assert time.monotonic() - t0 < 5.0, "a failed call must not sleep through retries"
+    assert (first.stats()["fallbacks"], later.stats()["fallbacks"], first.n_retries) == (1, 1, 0)
+    new_pid = _wait_pid_changed(handle, pid)
+    time.sleep(first.breaker.policy.probe_interval)
+    _assert_rows_match(later(layers, step=4), want)  # the probe finds the restarted actor
+    assert not later.breaker.is_open and later.stats() == {"calls": 2, "retries": 0, "fallbacks": 1}
+    stats = ray.get(handle.stats.remote())
+    assert stats["pid"] == new_pid and stats["restarted"] and stats["requests"] == 1
+
+
+def test_frozen_actor_costs_one_bounded_timeout_then_callers_go_in_process(service, layer_set):
+    """SIGSTOP (a hung actor: it accepts calls, never answers): the timeout comes from the measured service time."""
+    import os
+    import signal
+
+    handle, name, namespace = service
+    layers = layer_set(12, [(80, 40), (80, 40)], prefix="h")
+    want = analyze_layers(layers, device="cpu")
+    analyzer = ActorAnalyzer.by_name(name, namespace=namespace, policy=_policy(min_timeout=2.0, probe_interval=2.0))
+    for step in range(3):  # measured service time: a few calls
+        _assert_rows_match(analyzer(layers, step=step), want)
+    limit = analyzer.breaker.timeout(len(layers))
+    # The caller measures the actor's own service time plus transport: the limit is at least 10x it.
+    service_s = ray.get(handle.stats.remote())["latency_per_matrix_max_s"] * len(layers)
+    assert service_s > 0 and limit >= min(600.0, 10.0 * service_s)
+    assert 2.0 <= limit < 60.0, limit  # derived from what was measured, not the 600 s of old
+    pid = ray.get(handle.ping.remote())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        _assert_rows_match(analyzer(layers, step=10), want)
+        took = time.monotonic() - t0
+        assert limit * 0.9 <= took < limit + 10.0, (took, limit)
+        assert analyzer.breaker.is_open and "no answer within" in analyzer.breaker.reason
+        t1 = time.monotonic()
+        _assert_rows_match(ActorAnalyzer.by_name(name, namespace=namespace)(layers, step=11), want)
+        assert time.monotonic() - t1 < 2.0  # shared breaker: the next caller does not wait again
+        time.sleep(2.0)
+        t2 = time.monotonic()
+        _assert_rows_match(analyzer(layers, step=12), want)  # re-probe: fails fast (ready_timeout 1 s)
+        assert time.monotonic() - t2 < 1.0 + 3.0 and analyzer.breaker.failures == 2
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    time.sleep(4.1)  # the doubled probe interval
+    _assert_rows_match(analyzer(layers, step=13), want)
+    assert not analyzer.breaker.is_open
+    assert analyzer.stats() == {"calls": 6, "retries": 0, "fallbacks": 2}
+
+
+def test_killed_for_good_actor_costs_later_trials_nothing(service, layer_set):
+    """``ray.kill(no_restart=True)``: trials that start afterwards (by name) analyze in-process at once."""
+    handle, name, namespace = service
+    layers = layer_set(13, [(70, 35)], prefix="g")
+    ray.kill(handle, no_restart=True)
+    _wait_unregistered(name, namespace)
+    t0 = time.monotonic()
+    for step in range(3):  # three trials, each starting with a fresh analyzer
+        analyzer = ActorAnalyzer.by_name(name, namespace=namespace)
+        _assert_rows_match(analyzer(layers, step=step), analyze_layers(layers, device="cpu"))
+        assert analyzer.gone and analyzer.stats() == {"calls": 1, "retries": 0, "fallbacks": 1}
+    assert time.monotonic() - t0 < 3.0  # the old code slept ~11.5 s of backoff per trial
+
+
+def test_pending_actor_is_reported_not_ready_and_callers_do_not_wait(ray_local, layer_set):
+    """An actor whose resources do not exist stays pending: readiness says so, calls go in-process."""
+    from services.esd_actor import wait_ready
+
+    name, namespace = "esd", f"test-{uuid.uuid4().hex[:8]}"
+    handle = get_esd_service(name, namespace=namespace, num_cpus=64)  # the session Ray has 2
+    try:
+        t0 = time.monotonic()
+        assert wait_ready(handle, timeout=1.0) is None
+        layers = layer_set(14, [(60, 30)], prefix="p")
+        analyzer = ActorAnalyzer(handle, name=name, namespace=namespace, policy=_policy())
+        _assert_rows_match(analyzer(layers, step=1), analyze_layers(layers, device="cpu"))
+        _assert_rows_match(analyzer(layers, step=2), analyze_layers(layers, device="cpu"))
+        assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 2} and not analyzer.gone
+        assert "no answer to a probe within 1 s" in analyzer.breaker.reason
+        assert time.monotonic() - t0 < 6.0
+    finally:
+        shutdown_esd_service(name, namespace=namespace)

@@ -138,3 +138,33 @@ def test_is_spectral_key_matches_exactly_what_spectral_aggregates_produces():
     assert all(is_spectral_key(k) for k in spectral_aggregates(rows))
     for other in ("test_acc", "train_loss", "lr", "step", "sim", "alpha", "stable_rank"):
         assert not is_spectral_key(other), other
+
+
+class _PoisonWeights(Recorder):
+    """Writes an Inf into fc2's weights after step 2 (the loss of step 2 was computed before: finite)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_train_step_end(self, trainer, model, step, loss):
+        super().on_train_step_end(trainer, model, step, loss)
+        self.losses.append(loss)
+        if step == 2:
+            import torch
+
+            with torch.no_grad():
+                model.fc2.weight[0, 0] = float("inf")
+
+
+def test_non_finite_weights_at_a_monitoring_step_are_a_divergence():
+    fake, poison = _FakeAnalyzer(), _PoisonWeights()
+    cfg = TrainConfig(model="mlp3", dataset="digits", steps=6, batch_size=32, eval_every=2, spectral_every=2,
+                      model_kwargs={"width": 8})
+    trainer = Trainer(cfg, [SpectralMonitor(fake), poison], data=boring_data())
+    # The same exception a non-finite loss raises, so the sweep records the same "diverged" outcome.
+    with pytest.raises(FloatingPointError, match=r"^non-finite weights in layer fc2 at step 2$"):
+        trainer.fit()
+    assert fake.calls == []  # the analyzer never saw the Inf
+    assert poison.losses and all(math.isfinite(v) for v in poison.losses)
+    assert poison.calls[-1] == ("on_exception", 2) and isinstance(poison.exceptions[0], FloatingPointError)
