@@ -1,0 +1,80 @@
+"""``htsweep ui``: the web UIs of a sweep, opened where the science is.
+
+* MLflow (default): before the server starts, the sweep's experiment is marked as a model-training
+  experiment and given a saved runs-table view (:func:`services.tracking.configure_experiment_ui`),
+  so the printed URL lands on the trial runs with α, phase, test accuracy / loss and the objective
+  as columns, sorted by the objective.
+* Optuna (``--optuna``): ``optuna-dashboard`` (the ``[dashboard]`` extra) on the sweep's study,
+  bound to 127.0.0.1, printing the study's page.
+"""
+
+from __future__ import annotations
+
+from sweeps.spec import SpecError
+from sweeps.workdir import SweepMeta, load_optuna_study
+
+__all__ = ["mlflow_runs_page", "serve_optuna_dashboard"]
+
+LOCALHOST = "127.0.0.1"
+
+
+def mlflow_runs_page(meta: SweepMeta, *, base_url: str = "") -> str:
+    """Set up the sweep's experiment for the UI and return its trial-runs page (``base_url`` + path).
+
+    Returns ``base_url`` alone when the sweep has no MLflow experiment yet.
+    """
+    import mlflow
+
+    from services.tracking import configure_experiment_ui, runs_table_url
+
+    spec = meta.spec()
+    if mlflow.MlflowClient(meta.tracking_uri).get_experiment_by_name(meta.experiment) is None:
+        return base_url
+    exp_id = configure_experiment_ui(meta.tracking_uri, meta.experiment, param_names=list(spec.search),
+                                     description=spec.description or None)
+    return runs_table_url(base_url, exp_id)
+
+
+def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: bool = False) -> None:
+    """Serve ``optuna-dashboard`` for the sweep's study on 127.0.0.1 until Ctrl-C.
+
+    Parameters
+    ----------
+    meta : SweepMeta
+    port : int, default=8080
+        TCP port; 0 picks a free one.
+    open_browser : bool, default=False
+
+    Raises
+    ------
+    SpecError
+        optuna-dashboard is not installed, the study does not exist yet, or the port is taken.
+    """
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise SpecError("htsweep ui --optuna needs optuna-dashboard: pip install 'htsweep[dashboard]' "
+                        "(or pip install optuna-dashboard)") from None
+    from services.mlflow_server import check_port_free, free_port
+
+    try:
+        study = load_optuna_study(meta.name, meta.optuna_storage)
+    except KeyError:
+        raise SpecError(f"sweep {meta.name!r} has no Optuna study yet in {meta.optuna_storage}") from None
+    try:
+        check_port_free(port)
+    except RuntimeError as exc:
+        raise SpecError(str(exc)) from None
+    port = port or free_port()
+    study_id = study._study_id  # the dashboard's URLs use the storage's id, which Optuna keeps private
+    url = f"http://{LOCALHOST}:{port}/dashboard/studies/{study_id}"
+    print(f"Optuna dashboard for {meta.workdir}: {url}  (Ctrl-C to stop)", flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    try:
+        run_server(meta.optuna_storage, host=LOCALHOST, port=port)
+    except KeyboardInterrupt:
+        pass
+
