@@ -134,10 +134,11 @@ def spearman_rho(x: Any, y: Any) -> float:
     return float(_pearson_rows(_ranks(xa), _ranks(ya)))
 
 
-def _kendall_rows(x: np.ndarray, y: np.ndarray, chunk: int = 256) -> np.ndarray:
+def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall's τ-b of each row pair of ``x`` and ``y`` (shape (B, n)); NaN when a row is constant."""
     n = x.shape[-1]
     iu = np.triu_indices(n, k=1)
+    chunk = max(1, int(4e6 // max(1, n * n)))  # rows per (chunk, n, n) block: ~32 MB at most
     out = np.empty(x.shape[0])
     for s in range(0, x.shape[0], chunk):
         xs, ys = x[s:s + chunk], y[s:s + chunk]

@@ -131,7 +131,7 @@ def ui(
 
     Prints the URL of the trial runs table: alpha, phase, test accuracy and objective as columns.
     """
-    from services.mlflow_server import serve_ui
+    from services.mlflow_server import check_port_free, serve_ui
     from sweeps.spec import SpecError
     from sweeps.ui_cmd import mlflow_runs_page, serve_optuna_dashboard
     from sweeps.workdir import SweepMeta, find_workdir
@@ -156,6 +156,11 @@ def ui(
     if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
         where = ""
         if meta.tracking_uri.startswith("http"):
+            import os
+
+            # a few seconds at most: MLflow's default retries would block minutes on a dead server
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
             try:
                 where = mlflow_runs_page(meta, base_url=meta.tracking_uri)
             except Exception:  # noqa: BLE001 - the server may be down; the message still helps
@@ -163,9 +168,11 @@ def ui(
         typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead"
                    + (f": {where}" if where else "."))
         raise typer.Exit(code=0)
+    port = 5000 if port is None else port
     try:
-        serve_ui(path, port=5000 if port is None else port, open_browser=open_browser,
-                 backend_store_uri=meta.tracking_uri, page=mlflow_runs_page(meta))
+        check_port_free(port)  # before touching the store: a busy port is a one-line error
+        page = mlflow_runs_page(meta) if Path(meta.tracking_uri.removeprefix("sqlite:///")).exists() else ""
+        serve_ui(path, port=port, open_browser=open_browser, backend_store_uri=meta.tracking_uri, page=page)
     except (RuntimeError, TimeoutError) as exc:  # port taken, server died or never answered
         _fail(exc)
 

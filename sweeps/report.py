@@ -156,7 +156,8 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
                 ax.axis("off")
             if j == 0:
                 r = s.row
-                ax.set_ylabel(f"{label} #{r.number}\nα={r.alpha:.2f} acc={r.test_acc:.2f}", fontsize=7)
+                gen = f"acc={r.test_acc:.2f}" if math.isfinite(r.test_acc) else f"R²={r.test_r2:.2f}"
+                ax.set_ylabel(f"{label} #{r.number}\nα={r.alpha:.2f} {gen}", fontsize=7)
     fig.suptitle("Final ESDs (log–log) with MP bulk fit and power-law tail: best and worst trials", fontsize=9)
     return _save(fig, path)
 

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from sweeps.spec import SpecError
-from sweeps.workdir import SweepMeta, load_optuna_study
+from sweeps.workdir import SweepMeta
 
 __all__ = ["mlflow_runs_page", "serve_optuna_dashboard"]
 
@@ -55,10 +55,12 @@ def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: b
     except ImportError:
         raise SpecError("htsweep ui --optuna needs optuna-dashboard: pip install 'htsweep[dashboard]' "
                         "(or pip install optuna-dashboard)") from None
+    import optuna
+
     from services.mlflow_server import check_port_free, free_port
 
     try:
-        study = load_optuna_study(meta.name, meta.optuna_storage)
+        study_id = optuna.storages.get_storage(meta.optuna_storage).get_study_id_from_name(meta.name)
     except KeyError:
         raise SpecError(f"sweep {meta.name!r} has no Optuna study yet in {meta.optuna_storage}") from None
     try:
@@ -66,7 +68,6 @@ def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: b
     except RuntimeError as exc:
         raise SpecError(str(exc)) from None
     port = port or free_port()
-    study_id = study._study_id  # the dashboard's URLs use the storage's id, which Optuna keeps private
     url = f"http://{LOCALHOST}:{port}/dashboard/studies/{study_id}"
     print(f"Optuna dashboard for {meta.workdir}: {url}  (Ctrl-C to stop)", flush=True)
     if open_browser:

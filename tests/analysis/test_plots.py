@@ -22,11 +22,26 @@ def row():
     return analyze_layers([LayerMatrix.from_tensor("fc", "linear", torch.from_numpy(W))], device="cpu")[0]
 
 
-def test_importing_analysis_does_not_import_matplotlib():
-    # fresh interpreter: importing the package (plots included) must not pull in matplotlib
-    code = "import sys, analysis, analysis.plots; print('matplotlib' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+def test_importing_analysis_does_not_import_matplotlib_and_figures_never_touch_pyplot(tmp_path):
+    # fresh interpreter: importing the package (plots included) must not pull in matplotlib, and
+    # drawing must neither import pyplot nor switch the process-wide backend
+    code = (
+        "import sys, analysis, analysis.plots\n"
+        "print('matplotlib' in sys.modules)\n"
+        "import matplotlib, numpy as np\n"
+        "raw = lambda: dict.__getitem__(matplotlib.rcParams, 'backend')  # without resolving it via pyplot\n"
+        "before = raw()\n"
+        "from analysis.plots import plot_phase_timeline, plot_alpha_trajectories, plot_esd_evolution, plot_layer\n"
+        "plot_phase_timeline([0, 1], ['a'], [[0, 4]]).figure.savefig(sys.argv[1])\n"
+        "plot_alpha_trajectories([0, 1], [[3, 2]]).figure.savefig(sys.argv[1])\n"
+        "plot_esd_evolution([np.arange(1, 50.0)], [0]).figure.savefig(sys.argv[1])\n"
+        "plot_layer(np.arange(1, 80.0), sys.argv[1])\n"
+        "print('matplotlib.pyplot' in sys.modules, raw() == before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.png")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_esd_draws_mp_density_and_edges(row):
@@ -158,19 +173,3 @@ def test_scatter_groups_colour_each_value_and_follow_the_given_order():
     with pytest.raises(ValueError, match="groups has 2 values for 5 points"):
         plot_scatter_groups([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], groups=["a", "b"])
 
-
-def test_new_figures_never_touch_pyplot_or_the_backend(tmp_path):
-    code = (
-        "import matplotlib, sys\n"
-        "raw = lambda: dict.__getitem__(matplotlib.rcParams, 'backend')  # without resolving it via pyplot\n"
-        "before = raw()\n"
-        "from analysis.plots import plot_phase_timeline, plot_alpha_trajectories, plot_esd_evolution\n"
-        "ax = plot_phase_timeline([0, 1], ['a'], [[0, 4]]); ax.figure.savefig(sys.argv[1])\n"
-        "plot_alpha_trajectories([0, 1], [[3, 2]]).figure.savefig(sys.argv[1])\n"
-        "import numpy as np; plot_esd_evolution([np.arange(1, 50.0)], [0]).figure.savefig(sys.argv[1])\n"
-        "print('matplotlib.pyplot' in sys.modules, raw() == before)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.png")], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.split() == ["False", "True"]
-    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
