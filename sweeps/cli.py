@@ -133,7 +133,7 @@ def ui(
     """
     from services.mlflow_server import check_port_free, serve_ui
     from sweeps.spec import SpecError
-    from sweeps.ui_cmd import mlflow_runs_page, serve_optuna_dashboard
+    from sweeps.ui_cmd import mlflow_runs_page, remote_runs_page, serve_optuna_dashboard
     from sweeps.workdir import SweepMeta, find_workdir
 
     try:
@@ -154,17 +154,7 @@ def ui(
             _fail(exc)
         return
     if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
-        where = ""
-        if meta.tracking_uri.startswith("http"):
-            import os
-
-            # a few seconds at most: MLflow's default retries would block minutes on a dead server
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-            try:
-                where = mlflow_runs_page(meta, base_url=meta.tracking_uri)
-            except Exception:  # noqa: BLE001 - the server may be down; the message still helps
-                pass
+        where = remote_runs_page(meta)
         typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead"
                    + (f": {where}" if where else "."))
         raise typer.Exit(code=0)

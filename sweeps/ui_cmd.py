@@ -13,7 +13,7 @@ from __future__ import annotations
 from sweeps.spec import SpecError
 from sweeps.workdir import SweepMeta
 
-__all__ = ["mlflow_runs_page", "serve_optuna_dashboard"]
+__all__ = ["mlflow_runs_page", "remote_runs_page", "serve_optuna_dashboard"]
 
 LOCALHOST = "127.0.0.1"
 
@@ -33,6 +33,24 @@ def mlflow_runs_page(meta: SweepMeta, *, base_url: str = "") -> str:
     exp_id = configure_experiment_ui(meta.tracking_uri, meta.experiment, param_names=list(spec.search),
                                      description=spec.description or None)
     return runs_table_url(base_url, exp_id)
+
+
+def remote_runs_page(meta: SweepMeta) -> str:
+    """The trial-runs URL on the sweep's own tracking server (``http(s)://``), or ``""``.
+
+    Never waits more than a few seconds: a server that is down only costs the link.
+    """
+    import os
+
+    if not meta.tracking_uri.startswith(("http://", "https://")):
+        return ""
+    # MLflow's default retries would block for minutes on a dead server
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    try:
+        return mlflow_runs_page(meta, base_url=meta.tracking_uri)
+    except Exception:  # noqa: BLE001 - unreachable or refusing: print the bare server URL instead
+        return ""
 
 
 def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: bool = False) -> None:
