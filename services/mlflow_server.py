@@ -238,7 +238,7 @@ def start_server(
 
 
 def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False,
-             backend_store_uri: str | None = None) -> None:
+             backend_store_uri: str | None = None, page: str = "") -> None:
     """Serve the MLflow UI for a sweep's store on 127.0.0.1 until Ctrl-C (``htsweep ui``).
 
     Parameters
@@ -252,6 +252,9 @@ def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False,
     backend_store_uri : str, optional
         The sweep's tracking store (``sweep.json``'s ``tracking_uri``); default
         ``sqlite:///<workdir>/mlflow.db``.
+    page : str, default=''
+        Path appended to the server's URL for the page printed and opened (e.g. the runs table
+        of :func:`services.tracking.runs_table_url`).
 
     Raises
     ------
@@ -267,11 +270,11 @@ def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False,
         print(f"note: {backend_store_uri[len('sqlite:///'):]} does not exist yet; starting an empty store",
               file=sys.stderr)
     server = start_server(workdir, backend_store_uri=backend_store_uri, port=port)
-    print(f"MLflow UI for {workdir}: {server.url}  (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI for {workdir}: {server.url}{page}  (Ctrl-C to stop)", flush=True)
     if open_browser:
         import webbrowser
 
-        webbrowser.open(server.url)
+        webbrowser.open(server.url + page)
     try:
         while server.running:
             time.sleep(0.5)

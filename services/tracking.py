@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,13 @@ from trainers.callbacks import Callback
 __all__ = [
     "MlflowTrialLogger",
     "TrackingConfig",
+    "configure_experiment_ui",
     "default_tracking_uri",
     "end_sweep_run",
     "flush_buffers",
     "init_store",
+    "log_sweep_summary",
+    "runs_table_url",
     "start_sweep_run",
 ]
 
@@ -85,6 +88,15 @@ SWEEP_RUN_TAG = "htsweep.sweep_run"  # only on the parent run: how a resumed swe
 ROLE_TAG = "htsweep.role"  # "sweep" or "trial"
 END_REASON_TAG = "htsweep.end_reason"  # why a trial run ended: completed, diverged: ..., error: ...
 DROPPED_TAG = "htsweep.dropped"  # what a full disk kept from the run (artifacts not staged)
+# What the MLflow UI shows first (MLflow 3.x; names read from its UI bundle, see configure_experiment_ui).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the experiment's type: decides the landing tab
+EXPERIMENT_KIND = "custom_model_development"  # "traditional ML": the training-runs table, not GenAI traces
+NOTE_TAG = "mlflow.note.content"  # the description of a run or an experiment (markdown)
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # a saved runs-table view, opened by ?viewStateShareKey=<id>
+TRIALS_VIEW = "htsweep-trials"  # our saved view: trial runs, alpha/phase/accuracy/objective columns
+#: Short top-level metrics and tags of each trial run that the saved view puts in front.
+FRONT_COLUMNS = ("metrics.alpha", "tags.phase", "metrics.test_acc", "metrics.test_loss", "metrics.test_r2",
+                 "metrics.objective")
 _KEY_BAD = re.compile(r"[^\w\-./ :]")
 _REMOTE_SCHEMES = ("http://", "https://", "databricks")
 _initialized: set[str] = set()
@@ -238,6 +250,126 @@ def flatten_params(params: Mapping[str, Any], *, prefix: str = "") -> dict[str, 
     return out
 
 
+def _column(key: str) -> str:
+    """The MLflow UI's canonical column id: ``metrics.alpha`` → ``metrics.`alpha```."""
+    kind, _, name = key.partition(".")
+    return f"{kind}.`{name}`"
+
+
+def configure_experiment_ui(tracking_uri: str, experiment: str, *, param_names: Sequence[str] = (),
+                            description: str | None = None) -> str:
+    """Make the MLflow UI open the sweep's experiment on its trial runs with the science in front.
+
+    Sets three experiment tags (idempotent; the kind and description only where not set yet, so
+    a choice made in the UI survives):
+
+    * ``mlflow.experimentKind = custom_model_development`` — MLflow 3 lands on the training-runs
+      table instead of the GenAI overview (traces, "Detect issues");
+    * ``mlflow.note.content`` — the experiment description shown above the table;
+    * ``mlflow.sharedViewState.htsweep-trials`` — a saved runs-table view: only trial runs
+      (``tags.htsweep.role = 'trial'``, so they are not folded under the sweep's parent run),
+      sorted by the objective, with the columns :data:`FRONT_COLUMNS` (α, phase, test
+      accuracy / loss / R², objective), the searched hyperparameters and the run description.
+      :func:`runs_table_url` opens it.
+
+    Parameters
+    ----------
+    tracking_uri : str
+    experiment : str
+        Experiment name (it must exist).
+    param_names : sequence of str, default=()
+        Hyperparameters to show as columns (the spec's searched names).
+    description : str, optional
+        Experiment description, set when the experiment has none.
+
+    Returns
+    -------
+    str
+        The experiment id.
+    """
+    _require_mlflow()
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"MLflow experiment {experiment!r} does not exist at {tracking_uri}")
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if description and not exp.tags.get(NOTE_TAG):
+        client.set_experiment_tag(exp.experiment_id, NOTE_TAG, description)
+    columns = [*map(_column, FRONT_COLUMNS), *(_column(f"params.{_key(p)}") for p in param_names),
+               "attributes.`Description`"]
+    state = {
+        "searchFilter": f"tags.`{ROLE_TAG}` = 'trial'",
+        "orderByKey": _column("metrics.objective"),
+        "orderByAsc": True,
+        "selectedColumns": columns,
+        "columnOrder": columns,  # phase (a tag) right after alpha, not after every parameter
+        "columnWidths": {c: 110 for c in columns if c.startswith("metrics.")},
+        "runsHiddenMode": "SHOW_ALL",  # charts: every trial, not MLflow's default first ten
+    }
+    # The UI's saved-view envelope: name and time readable, ``state`` the serialized view.
+    view = {"name": "htsweep: trials (alpha, phase, accuracy)", "createdAt": int(time.time() * 1000),
+            "state": json.dumps(state)}
+    try:
+        same = json.loads(exp.tags.get(VIEW_TAG_PREFIX + TRIALS_VIEW, "{}")).get("state") == view["state"]
+    except (ValueError, AttributeError):  # edited by hand: rewrite it
+        same = False
+    if not same:
+        client.set_experiment_tag(exp.experiment_id, VIEW_TAG_PREFIX + TRIALS_VIEW, json.dumps(view))
+    return exp.experiment_id
+
+
+def runs_table_url(base_url: str, experiment_id: str) -> str:
+    """URL of the experiment's trial runs table in the MLflow UI (the view of
+    :func:`configure_experiment_ui`), e.g. ``http://127.0.0.1:5000/#/experiments/1/runs?...``."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?viewStateShareKey={TRIALS_VIEW}&workflowType=machine_learning")
+
+
+def log_sweep_summary(config: TrackingConfig, run_id: str, *, tables: Mapping[str, Any] | None = None,
+                      description: str | None = None, artifacts: str | Path | None = None,
+                      artifact_path: str = "report") -> None:
+    """Put a sweep's summary on its parent run: tables, a description and (optionally) files.
+
+    Parameters
+    ----------
+    config : TrackingConfig
+    run_id : str
+        The sweep's parent run.
+    tables : mapping of str to pandas.DataFrame, optional
+        Each is written as ``<name>.json`` in the layout of ``mlflow.log_table`` (pandas
+        ``orient="split"``) and listed in the run's ``mlflow.loggedArtifacts`` tag, so the UI
+        shows it as a table; logging again replaces it (``log_table`` would append the rows).
+    description : str, optional
+        Markdown for the run's description (``mlflow.note.content``).
+    artifacts : path-like, optional
+        A folder (e.g. the HTML report) logged under ``artifact_path``.
+    artifact_path : str, default='report'
+    """
+    import tempfile
+
+    _require_mlflow()
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    config.configure_http()
+    client = mlflow.MlflowClient(config.tracking_uri)
+    if tables:
+        listed = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+        with tempfile.TemporaryDirectory(prefix="htsweep-tables-") as tmp:
+            for name, frame in tables.items():
+                path = Path(tmp) / f"{_safe_name(name)}.json"
+                frame.to_json(path, orient="split", index=False, double_precision=15)
+                client.log_artifact(run_id, str(path))
+                entry = {"path": path.name, "type": "table"}
+                if entry not in listed:
+                    listed.append(entry)
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(listed))
+    if description:
+        client.set_tag(run_id, NOTE_TAG, description[:5000])
+    if artifacts is not None:
+        client.log_artifacts(run_id, str(artifacts), artifact_path)
+
+
 def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None = None,
                     tags: Mapping[str, str] | None = None, run_name: str | None = None,
                     sweep_id: str | None = None) -> str:
@@ -271,6 +403,13 @@ def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None 
         artifact_location=config.artifact_location(),
         tags={ROLE_TAG: "sweep", SWEEP_TAG: config.experiment, **dict(tags or {})}, run_name=run_name or f"sweep:{config.experiment}",
     )
+    search = (params or {}).get("search")
+    try:
+        configure_experiment_ui(config.tracking_uri, config.experiment,
+                                param_names=list(search) if isinstance(search, Mapping) else (),
+                                description=(params or {}).get("description") or None)
+    except mlflow.exceptions.MlflowException as exc:  # the UI's defaults are a nicety
+        log.warning("MLflow UI view not configured: %s", exc)
     if params:
         from mlflow.entities import Param
 
@@ -317,6 +456,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, str)
 
 
+def run_description(metrics: Mapping[str, Any], phase: str = "") -> str:
+    """One line for a trial run's description: α, phase, accuracy (or loss and R²), objective."""
+    def fmt(key: str, label: str) -> str | None:
+        v = metrics.get(key)
+        return f"{label} {float(v):.3g}" if _is_number(v) and math.isfinite(v) else None
+
+    alpha = fmt("alpha", "α") or fmt("alpha_mean", "α (mean)")
+    parts = [alpha, phase or None, fmt("test_acc", "test acc")]
+    if parts[-1] is None:
+        parts += [fmt("test_loss", "test loss"), fmt("test_r2", "R²")]
+    parts += [fmt("objective", "objective"), f"(step {int(metrics['step'])})" if "step" in metrics else None]
+    return " · ".join(p for p in parts[:-1] if p) + (f" {parts[-1]}" if parts[-1] else "")
+
+
 class MlflowTrialLogger(Callback):
     """A trainers callback that records one trial as a nested MLflow run.
 
@@ -340,6 +493,11 @@ class MlflowTrialLogger(Callback):
         Display name; default ``trial_id``.
     tags : mapping, optional
         Extra tags for the run.
+    headline : callable, optional
+        ``headline(metrics) -> {name: value}``: short top-level metrics computed from each report
+        with a new spectral analysis (the sweep passes ``alpha``, ``alpha_error``, ``objective``),
+        logged with the rest and used in the run description (``mlflow.note.content``, e.g.
+        ``α 2.42 · heavy_tailed · test acc 0.942 · objective 0.423``) that the UI shows.
 
     Attributes
     ----------
@@ -349,7 +507,8 @@ class MlflowTrialLogger(Callback):
 
     def __init__(self, config: TrackingConfig, *, trial_id: str, params: Mapping[str, Any] | None = None,
                  parent_run_id: str | None = None, run_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> None:
+                 tags: Mapping[str, str] | None = None,
+                 headline: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None) -> None:
         if not isinstance(config, TrackingConfig):
             raise TypeError(f"config must be a TrackingConfig, got {type(config).__name__}")
         if not trial_id:
@@ -360,6 +519,7 @@ class MlflowTrialLogger(Callback):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
         self.tags = dict(tags or {})
+        self.headline = headline
         self._buffer: BufferedClient | None = None
         self._run_ref = f"{LOCAL_PREFIX}{self.trial_id}"
         self._last_spectral_step: int | None = None
@@ -465,6 +625,10 @@ class MlflowTrialLogger(Callback):
             from trainers.monitor import is_spectral_key
 
             values = {k: v for k, v in values.items() if not is_spectral_key(k)}
+        else:
+            if self.headline is not None:
+                values.update({k: v for k, v in self.headline(values).items() if _is_number(v) and math.isfinite(v)})
+            tags[NOTE_TAG] = run_description(values, tags.get("phase", ""))
         ts = int(time.time() * 1000)
         rows_out = [[_key(k), float(v), ts, step] for k, v in values.items()
                     if k != "step" and _is_number(v)]

@@ -119,27 +119,35 @@ def sync(
 @app.command()
 def status(
     workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh the table (and the ESD actor's queue depth "
+                               "and time per matrix) while the sweep runs; Ctrl-C to stop."),
+    interval: float = typer.Option(5.0, "--interval", help="Seconds between refreshes with --watch."),
 ) -> None:
     """Table of trials: hyperparameters, alpha, phase, test accuracy, objective, state."""
     from sweeps.spec import SpecError
-    from sweeps.status import print_status
+    from sweeps.status import print_status, watch_status
 
     try:
-        print_status(workdir)
-    except SpecError as exc:
+        if watch:
+            watch_status(workdir, interval=interval)
+        else:
+            print_status(workdir)
+    except (SpecError, ValueError) as exc:
         _fail(exc)
 
 
 @app.command()
 def best(
     workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
+    correlations: bool = typer.Option(True, "--correlations/--no-correlations",
+                                      help="Also print which spectral metric tracks test accuracy across the trials."),
 ) -> None:
-    """The feasible trial with alpha closest to the target: configuration, alpha, phase, accuracy."""
+    """The feasible trial with alpha closest to the target, and which spectral metric predicts generalization."""
     from sweeps.spec import SpecError
     from sweeps.status import print_best
 
     try:
-        found = print_best(workdir)
+        found = print_best(workdir, correlations=correlations)
     except SpecError as exc:
         _fail(exc)
     if found is None:
@@ -149,12 +157,19 @@ def best(
 @app.command()
 def ui(
     workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
-    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    port: int | None = typer.Option(None, "--port", help="Port on 127.0.0.1 (default 5000, 8080 with --optuna; "
+                                    "0: any free port)."),
     open_browser: bool = typer.Option(False, "--open", help="Open the UI in a web browser."),
+    optuna: bool = typer.Option(False, "--optuna", help="Serve optuna-dashboard on the sweep's Optuna study "
+                                "instead (pip install 'htsweep[dashboard]')."),
 ) -> None:
-    """Serve the MLflow UI for a sweep's store on 127.0.0.1 until Ctrl-C."""
-    from services.mlflow_server import serve_ui
+    """Serve the MLflow UI (or Optuna's dashboard) for a sweep on 127.0.0.1 until Ctrl-C.
+
+    Prints the URL of the trial runs table: alpha, phase, test accuracy and objective as columns.
+    """
+    from services.mlflow_server import check_port_free, serve_ui
     from sweeps.spec import SpecError
+    from sweeps.ui_cmd import mlflow_runs_page, remote_runs_page, serve_optuna_dashboard
     from sweeps.workdir import SweepMeta, find_workdir
 
     try:
@@ -162,17 +177,28 @@ def ui(
         meta = SweepMeta.load(path)
     except SpecError as exc:
         _fail(exc)
-    if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
-        typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead.")
-        raise typer.Exit(code=0)
     import signal
 
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # serve_ui stops the server's process group on Ctrl-C; same for SIGTERM
 
     signal.signal(signal.SIGTERM, _stop)
+    if optuna:
+        try:
+            serve_optuna_dashboard(meta, port=8080 if port is None else port, open_browser=open_browser)
+        except SpecError as exc:
+            _fail(exc)
+        return
+    if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
+        where = remote_runs_page(meta)
+        typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead"
+                   + (f": {where}" if where else "."))
+        raise typer.Exit(code=0)
+    port = 5000 if port is None else port
     try:
-        serve_ui(path, port=port, open_browser=open_browser, backend_store_uri=meta.tracking_uri)
+        check_port_free(port)  # before touching the store: a busy port is a one-line error
+        page = mlflow_runs_page(meta) if Path(meta.tracking_uri.removeprefix("sqlite:///")).exists() else ""
+        serve_ui(path, port=port, open_browser=open_browser, backend_store_uri=meta.tracking_uri, page=page)
     except (RuntimeError, TimeoutError) as exc:  # port taken, server died or never answered
         _fail(exc)
 

@@ -1,23 +1,33 @@
 """``htsweep report WORKDIR``: a static HTML page with PNG figures summarizing a sweep.
 
-Figures (matplotlib, Agg backend):
+What it answers, top to bottom:
 
-* ``esd_grid.png`` — final ESDs of the best and worst trials (rows) per layer (columns) on log–log
-  axes, with the fitted Marchenko–Pastur density (bulk, edge λ+) and the power-law tail fit
-  (from ``xmin``, slope ``-alpha``). Eigenvalues and fits come from each trial's MLflow run
-  (``esd/step_<k>.npz`` and ``spectral_summary.json``).
-* ``alpha_phase_vs_<param>.png`` — alpha and model phase against each searched hyperparameter.
-* ``alpha_vs_accuracy.png`` — alpha against test accuracy, target and constraint marked.
-* ``optimization_history.png`` and ``param_importances.png`` — from the Optuna study.
+* **which spectral metric tracks generalization** — Spearman and Kendall rank correlation of each
+  model-level metric (mean α, α-weighted, log α-norm, Hill α, stable rank, MP soft rank, spikes,
+  norm baselines) with test accuracy (test loss for regression) over the finished trials, overall
+  and within each value of the categorical hyperparameters, with bootstrap CIs and the number of
+  trials (:func:`sweeps.trial_data.generalization`); ``best_metric_vs_target.png`` plots the
+  best-correlated metric against the target;
+* ``esd_grid.png`` — final ESDs of the best and worst trials (rows) per layer (columns), log–log,
+  with the fitted Marchenko–Pastur bulk (edge λ+) and the power-law tail;
+* ``trajectories.png`` — α of each layer against the step, and the phase timeline (layers ×
+  steps), for the best and the worst trial, from the logged metric histories;
+* ``esd_evolution.png`` — one layer's ESD at several monitored steps, overlaid, λ+ marked;
+* ``alpha_phase_vs_<param>.png`` — α and model phase against each searched hyperparameter,
+  coloured by the categorical hyperparameters (e.g. optimizer), infeasible trials ringed;
+* ``alpha_vs_accuracy.png``; ``optimization_history.png`` and ``param_importances.png`` (Optuna).
 
-Everything is read from the sweep directory (``sweep.json``, Optuna, MLflow); no plotting
-library beyond matplotlib is needed.
+Everything is read from the sweep directory (``sweep.json``, Optuna, MLflow). Figures are drawn
+by :mod:`analysis.plots` on matplotlib ``Figure`` objects (no pyplot state, no backend switch).
+The trials and correlation tables and the report itself are also put on the sweep's MLflow parent
+run (:func:`services.tracking.log_sweep_summary`), so the MLflow UI shows them.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 import tempfile
@@ -29,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from sweeps.spec import SweepSpec
-from sweeps.status import TrialRow, best_trial, format_params, load_trials, pareto_front
+from sweeps.status import TrialRow, best_trial, format_params, is_regression, load_trials, pareto_front
 from sweeps.workdir import SweepMeta, load_optuna_study
 
 __all__ = ["make_report", "TrialSpectra", "fetch_spectra"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,78 +97,45 @@ def fetch_spectra(meta: SweepMeta, row: TrialRow, dst: Path) -> TrialSpectra | N
     return TrialSpectra(row=row, eigs=eigs, layers=layers)
 
 
-def _num(v: Any) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f
+def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kw: Any) -> tuple[Any, Any]:
+    """A pyplot-free figure and its axes (``squeeze=False``: always a 2-D array)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
-def _plot_esd_cell(ax, eigs: np.ndarray, layer: dict[str, Any]) -> None:
-    """Log–log ESD histogram with MP density (bulk) and power-law tail overlays."""
-    # Show the informative range: drop (near-)zero eigenvalues of rank-deficient / Q≈1 layers.
-    ev = eigs[eigs > max(eigs.max(), 1e-30) * 1e-4] if eigs.size else eigs
-    if ev.size >= 20:
-        ev = ev[ev >= np.quantile(ev, 0.01)]
-    if ev.size < 2:
-        ax.text(0.5, 0.5, "no spectrum", ha="center", va="center", transform=ax.transAxes)
-        return
-    bins = np.geomspace(ev.min(), ev.max() * 1.0001, min(60, max(10, ev.size // 3)))
-    ax.hist(ev, bins=bins, density=True, color="#7a9cc6", alpha=0.75, label="ESD")
-    sigma2, q, lam_plus = _num(layer.get("sigma2")), _num(layer.get("q")), _num(layer.get("lambda_plus"))
-    if math.isfinite(sigma2) and math.isfinite(q) and sigma2 > 0 and q >= 1:
-        try:
-            from analysis.marchenko_pastur import mp_density
-
-            x = np.geomspace(ev.min(), ev.max(), 400)
-            dens = np.asarray(mp_density(x, sigma2, q), dtype=float)
-            ax.plot(x[dens > 0], dens[dens > 0], color="#2c7a2c", lw=1.4, label="MP fit")
-        except Exception:  # noqa: BLE001 - the overlay is optional
-            pass
-    if math.isfinite(lam_plus):
-        ax.axvline(lam_plus, color="#2c7a2c", ls=":", lw=1)
-    alpha, xmin = _num(layer.get("alpha")), _num(layer.get("xmin"))
-    if math.isfinite(alpha) and math.isfinite(xmin) and xmin > 0 and alpha > 1:
-        tail = ev[ev >= xmin]
-        if tail.size >= 2:
-            frac = tail.size / ev.size
-            x = np.geomspace(xmin, ev.max(), 50)
-            # Continuous PL density on [xmin, inf), scaled by the tail's share of all eigenvalues.
-            ax.plot(x, frac * (alpha - 1) / xmin * (x / xmin) ** (-alpha), color="#c0392b", lw=1.6,
-                    label=f"PL α={alpha:.2f}")
-            ax.axvline(xmin, color="#c0392b", ls="--", lw=0.8)
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(labelsize=6)
-    ax.legend(fontsize=5.5, loc="lower left", frameon=False)
-
-
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` on the file-only Agg backend (reports run on headless nodes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    """Lay out, write the PNG and free the figure."""
-    import matplotlib.pyplot as plt
-
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out and write the PNG."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return path
+
+
+def _target(rows: list[TrialRow]) -> tuple[str, str]:
+    """(TrialRow attribute, axis label) of what generalization is measured by."""
+    return ("test_loss", "test loss (MSE)") if is_regression(rows) else ("test_acc", "test accuracy")
+
+
+def _colour_by(spec: SweepSpec, exclude: str = "") -> str | None:
+    """The categorical hyperparameter that colours the scatter plots (the first one searched)."""
+    from sweeps.trial_data import categorical_params
+
+    cats = [c for c in categorical_params(spec) if c != exclude]
+    return cats[0] if cats else None
+
+
+def _groups(spec: SweepSpec, rows: list[TrialRow], by: str | None) -> dict[str, Any]:
+    """``plot_scatter_groups`` keywords colouring ``rows`` by the hyperparameter ``by``."""
+    if by is None:
+        return {}
+    return {"groups": [str(r.params.get(by)) for r in rows], "group_name": by,
+            "order": [str(v) for v in getattr(spec.search[by], "values", ())]}
 
 
 def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path | None:
     """ESD grid: one row per (label, trial), one column per layer."""
-    plt = _pyplot()
+    from analysis.plots import plot_esd_loglog
 
     if not spectra:
         return None
@@ -166,33 +145,33 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
             if name not in layer_names:
                 layer_names.append(name)
     nrow, ncol = len(spectra), max(1, len(layer_names))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 0.8, 2.2 * nrow + 0.4), squeeze=False)
+    fig, axes = _figure((2.6 * ncol + 0.8, 2.2 * nrow + 0.4), nrow, ncol)
     for i, (label, s) in enumerate(spectra):
         for j, name in enumerate(layer_names):
             ax = axes[i][j]
             if name in s.eigs:
                 layer = s.layers.get(name, {})
-                _plot_esd_cell(ax, s.eigs[name], layer)
-                phase = layer.get("phase", "")
-                ax.set_title(f"{name}  {phase}", fontsize=7)
+                plot_esd_loglog(s.eigs[name], layer, ax=ax, title=f"{name}  {layer.get('phase', '')}")
             else:
                 ax.axis("off")
             if j == 0:
                 r = s.row
-                ax.set_ylabel(f"{label} #{r.number}\nα={r.alpha:.2f} acc={r.test_acc:.2f}", fontsize=7)
+                gen = f"acc={r.test_acc:.2f}" if math.isfinite(r.test_acc) else f"R²={r.test_r2:.2f}"
+                ax.set_ylabel(f"{label} #{r.number}\nα={r.alpha:.2f} {gen}", fontsize=7)
     fig.suptitle("Final ESDs (log–log) with MP bulk fit and power-law tail: best and worst trials", fontsize=9)
-    _save(fig, path)
-    return path
+    return _save(fig, path)
 
 
-def _phase_axis(ax) -> dict[str, int]:
+def _phase_axis(ax: Any) -> dict[str, int]:
+    """Phases as y ticks (then "undetermined" for anything else); name → tick position."""
     from analysis.phases import PHASES
+    from analysis.plots import UNDETERMINED
 
-    order = {p: i for i, p in enumerate(PHASES)}
-    ax.set_yticks(range(len(PHASES)))
-    ax.set_yticklabels(PHASES, fontsize=6)
-    ax.set_ylim(-0.5, len(PHASES) - 0.5)
-    return order
+    names = [*PHASES, UNDETERMINED]
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_ylim(-0.5, len(names) - 0.5)
+    return {p: i for i, p in enumerate(names)}
 
 
 def _param_values(rows: list[TrialRow], name: str) -> tuple[np.ndarray, list[str] | None]:
@@ -204,77 +183,174 @@ def _param_values(rows: list[TrialRow], name: str) -> tuple[np.ndarray, list[str
     return np.asarray([idx[str(v)] for v in vals], dtype=float), cats
 
 
+def _ring_infeasible(ax: Any, x: np.ndarray, y: np.ndarray, rows: list[TrialRow]) -> None:
+    bad = np.array([not r.feasible for r in rows])
+    if bad.any():
+        ax.scatter(x[bad], y[bad], s=110, facecolors="none", edgecolors="#d62728", lw=1.2, label="infeasible")
+
+
 def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[Path]:
-    """For each searched parameter: alpha (top) and phase (bottom) against it."""
-    plt = _pyplot()
+    """For each searched parameter: alpha (top) and phase (bottom) against it, coloured by group."""
+    from analysis.plots import phase_name, plot_scatter_groups
 
     done = [r for r in rows if r.complete and math.isfinite(r.alpha)]
-    paths = []
+    paths: list[Path] = []
     if not done:
         return paths
-    colors = ["#1f77b4" if r.feasible else "#d62728" for r in done]
     for name, dom in spec.search.items():
         x, cats = _param_values(done, name)
-        fig, (a1, a2) = plt.subplots(2, 1, figsize=(5, 5.2), sharex=True)
-        a1.scatter(x, [r.alpha for r in done], c=colors, s=28, edgecolor="k", lw=0.4)
+        by = _colour_by(spec, exclude=name)
+        fig, axes = _figure((5.4, 5.4), 2, 1, sharex=True)
+        a1, a2 = axes[0][0], axes[1][0]
+        alpha = np.array([r.alpha for r in done])
+        plot_scatter_groups(x, alpha, ax=a1, ylabel=f"alpha ({spec.objective.aggregate})", **_groups(spec, done, by))
+        _ring_infeasible(a1, x, alpha, done)
         a1.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target")
-        a1.set_ylabel(f"alpha ({spec.objective.aggregate})")
-        a1.legend(fontsize=7)
+        a1.legend(fontsize=7, title=by, title_fontsize=7, frameon=False)
         order = _phase_axis(a2)
-        a2.scatter(x, [order.get(r.phase, -1) for r in done], c=colors, s=28, edgecolor="k", lw=0.4)
-        a2.set_ylabel("model phase")
+        ph = np.array([order[phase_name(r.phase)] for r in done], dtype=float)
+        plot_scatter_groups(x, ph, ax=a2, ylabel="model phase", **_groups(spec, done, by))
+        _ring_infeasible(a2, x, ph, done)
+        if a2.get_legend() is not None:
+            a2.get_legend().remove()
         if cats is not None:
             a2.set_xticks(range(len(cats)))
             a2.set_xticklabels(cats)
-        elif getattr(dom, "type", "") == "loguniform" or (getattr(dom, "log", False)) or \
+        elif getattr(dom, "type", "") == "loguniform" or getattr(dom, "log", False) or \
                 (x.min() > 0 and x.max() / max(x.min(), 1e-300) > 50):
             a2.set_xscale("log")
         a2.set_xlabel(name)
-        fig.suptitle(f"alpha and phase vs {name}  (red: infeasible)", fontsize=9)
+        fig.suptitle(f"alpha and phase vs {name}" + (f", coloured by {by}" if by else ""), fontsize=9)
         safe = name.replace(".", "_").replace("/", "_")
-        path = outdir / f"alpha_phase_vs_{safe}.png"
-        _save(fig, path)
-        paths.append(path)
+        paths.append(_save(fig, outdir / f"alpha_phase_vs_{safe}.png"))
     return paths
 
 
 def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None, path: Path) -> Path | None:
-    """Alpha against test accuracy; target alpha, accuracy constraint and best trial marked."""
-    plt = _pyplot()
+    """Alpha against test accuracy (test loss); target alpha, constraint and best trial marked."""
+    from analysis.plots import plot_scatter_groups
 
-    done = [r for r in rows if r.complete and math.isfinite(r.alpha) and math.isfinite(r.test_acc)]
+    attr, label = _target(rows)
+    done = [r for r in rows if r.complete and math.isfinite(r.alpha) and math.isfinite(getattr(r, attr))]
     if not done:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 4))
-    ax.scatter([r.test_acc for r in done], [r.alpha for r in done],
-               c=["#1f77b4" if r.feasible else "#d62728" for r in done], s=30, edgecolor="k", lw=0.4)
-    for r in done:
-        ax.annotate(str(r.number), (r.test_acc, r.alpha), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    by = _colour_by(spec)
+    x = np.array([getattr(r, attr) for r in done])
+    y = np.array([r.alpha for r in done])
+    fig, axes = _figure((5.4, 4.2))
+    ax = axes[0][0]
+    plot_scatter_groups(x, y, labels=[r.number for r in done], ax=ax, xlabel=label,
+                        ylabel=f"alpha ({spec.objective.aggregate})", title=f"alpha vs {label}", **_groups(spec, done, by))
+    _ring_infeasible(ax, x, y, done)
     ax.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target alpha")
-    if spec.objective.min_test_accuracy is not None:
+    if spec.objective.min_test_accuracy is not None and attr == "test_acc":
         ax.axvline(spec.objective.min_test_accuracy, color="#d62728", ls=":", lw=1, label="min test acc")
-    if best is not None:
-        ax.scatter([best.test_acc], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
+    if best is not None and math.isfinite(getattr(best, attr)):
+        ax.scatter([getattr(best, attr)], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
                    label=f"best #{best.number}")
-    if spec.objective.multi_objective:
+    if spec.objective.multi_objective and attr == "test_acc":
         front = pareto_front(rows)
         ax.plot([r.test_acc for r in front], [r.alpha for r in front], color="#555", lw=0.8, label="Pareto front")
-    ax.set_xlabel("test accuracy")
-    ax.set_ylabel(f"alpha ({spec.objective.aggregate})")
-    ax.legend(fontsize=7)
-    ax.set_title("alpha vs test accuracy", fontsize=9)
-    _save(fig, path)
-    return path
+    ax.legend(fontsize=7, frameon=False, title=by, title_fontsize=7)
+    return _save(fig, path)
+
+
+def plot_best_metric(spec: SweepSpec, rows: list[TrialRow], table: Any, path: Path) -> Path | None:
+    """The model-level metric with the largest |Spearman ρ| against the target, one point per trial."""
+    from analysis.generalization import MODEL_METRICS
+    from analysis.plots import plot_scatter_groups
+
+    best = table.best() if table is not None else None
+    if best is None:
+        return None
+    by = _colour_by(spec)
+    number = {r.number: r for r in rows}
+    _, label = _target(rows)
+    lo, hi = best.spearman_ci
+    fig, axes = _figure((5.4, 4.2))
+    plot_scatter_groups(table.metrics[best.metric], table.target_values, labels=table.trials, ax=axes[0][0],
+                        xlabel=f"{best.metric}: {MODEL_METRICS[best.metric][2]}", ylabel=label,
+                        title=f"best-correlated metric: Spearman ρ = {best.spearman:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+                        f"τ = {best.kendall:+.2f}, n = {best.n}", **_groups(spec, [number[n] for n in table.trials], by))
+    return _save(fig, path)
+
+
+def _history_rows(meta: SweepMeta, picks: list[tuple[str, TrialRow]],
+                  layers: dict[int, list[dict[str, Any]]]) -> list[tuple[str, TrialRow, Any]]:
+    from sweeps.trial_data import trial_history
+
+    out = []
+    for label, row in picks:
+        order = [str(r.get("name")) for r in layers.get(row.number, [])]
+        hist = trial_history(meta, row, layer_order=order)
+        if hist is not None and hist.steps.size:
+            out.append((label, row, hist))
+    return out
+
+
+def plot_trajectories(spec: SweepSpec, histories: list[tuple[str, TrialRow, Any]], path: Path) -> Path | None:
+    """α trajectories (left) and phase timeline (right) of each given trial, one row per trial."""
+    from analysis.plots import plot_alpha_trajectories, plot_phase_timeline
+
+    if not histories:
+        return None
+    n_steps = max(h.steps.size for _, _, h in histories)
+    n_layers = max(len(h.layers) for _, _, h in histories)
+    fig, axes = _figure((max(11.0, 5.5 + 0.5 * n_steps), (0.4 * n_layers + 2.4) * len(histories)), len(histories), 2,
+                        gridspec_kw={"width_ratios": [1, 1.25]})
+    for i, (label, row, h) in enumerate(histories):
+        who = f"{label} trial #{row.number}"
+        plot_alpha_trajectories(h.steps, h.alpha, layers=h.layers, target=spec.objective.target_alpha, ax=axes[i][0],
+                                title=f"{who}: α per layer\n{format_params(row.params)}")
+        plot_phase_timeline(h.steps, h.layers, h.phase_code, ax=axes[i][1], title=f"{who}: phase per layer and step")
+    return _save(fig, path)
+
+
+def _evolution_layer(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The layer to follow over training: among those with a power-law fit (else all), the one
+    with the largest aspect ratio Q (its MP bulk stays clear of zero on log axes), then size."""
+    def key(r: dict[str, Any]) -> tuple[float, float]:
+        return float(r.get("q") or 0), float(r.get("m") or 0) * float(r.get("n") or 0)
+
+    fitted = [r for r in layers if math.isfinite(float(r.get("alpha", math.nan) or math.nan))]
+    pool = fitted or layers
+    return max(pool, key=key) if pool else None
+
+
+def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: dict[int, list[dict[str, Any]]],
+                   path: Path) -> Path | None:
+    """ESD evolution of one layer, one panel per given trial, λ+ of each step marked."""
+    from analysis.marchenko_pastur import fit_marchenko_pastur
+    from analysis.plots import plot_esd_evolution
+    from sweeps.trial_data import esd_series
+
+    panels = []
+    for label, row in picks:
+        layer = _evolution_layer(layers.get(row.number, []))
+        if layer is None:
+            continue
+        steps, spectra = esd_series(meta, row, str(layer["name"]))
+        if not steps:
+            continue
+        q = float(layer.get("q") or 1.0)
+        lam_plus = [fit_marchenko_pastur(e, q).lambda_plus if e.size >= 4 else math.nan for e in spectra]
+        panels.append((label, row, layer, steps, spectra, lam_plus))
+    if not panels:
+        return None
+    fig, axes = _figure((5.6 * len(panels), 4.2), 1, len(panels))
+    for j, (label, row, layer, steps, spectra, lam_plus) in enumerate(panels):
+        plot_esd_evolution(spectra, steps, lambda_plus=lam_plus, ax=axes[0][j],
+                           title=f"ESD of {layer['name']} during training — {label} #{row.number}")
+    return _save(fig, path)
 
 
 def plot_history(rows: list[TrialRow], spec: SweepSpec, path: Path) -> Path | None:
     """Optuna optimization history: objective per trial and the best value so far."""
-    plt = _pyplot()
-
     done = [r for r in rows if r.complete and r.values]
     if not done:
         return None
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, axes = _figure((5.6, 3.6))
+    ax = axes[0][0]
     x = [r.number for r in done]
     y = [r.values[0] for r in done]
     ax.scatter(x, y, s=22, color="#1f77b4", label="objective" if not spec.objective.multi_objective
@@ -286,13 +362,11 @@ def plot_history(rows: list[TrialRow], spec: SweepSpec, path: Path) -> Path | No
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("Optuna optimization history", fontsize=9)
-    _save(fig, path)
-    return path
+    return _save(fig, path)
 
 
 def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path | None, str]:
     """Optuna's parameter importances (its default evaluator) for the (first) objective; (path, note)."""
-    plt = _pyplot()
     import optuna
 
     if len(spec.search) < 2:
@@ -306,12 +380,12 @@ def plot_importances(meta: SweepMeta, spec: SweepSpec, path: Path) -> tuple[Path
     except Exception as exc:  # noqa: BLE001 - too few / constant trials
         return None, f"parameter importances unavailable: {exc}"
     names = list(imp)[::-1]
-    fig, ax = plt.subplots(figsize=(5, 0.5 * len(names) + 1.2))
+    fig, axes = _figure((5, 0.5 * len(names) + 1.2))
+    ax = axes[0][0]
     ax.barh(names, [imp[n] for n in names], color="#1f77b4")
     ax.set_xlabel("importance for the objective")
     ax.set_title("Optuna parameter importances", fontsize=9)
-    _save(fig, path)
-    return path, ""
+    return _save(fig, path), ""
 
 
 def _pick_extremes(spec: SweepSpec, rows: list[TrialRow], k: int) -> list[tuple[str, TrialRow]]:
@@ -324,25 +398,104 @@ def _pick_extremes(spec: SweepSpec, rows: list[TrialRow], k: int) -> list[tuple[
     return [("best", r) for r in best] + [("worst", r) for r in worst]
 
 
-def _table_html(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None) -> str:
-    def f(v: Any) -> str:
-        if isinstance(v, float):
-            return "-" if not math.isfinite(v) else f"{v:.4g}"
-        return html.escape("-" if v is None else str(v))
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "-" if not math.isfinite(v) else f"{v:.4g}"
+    return html.escape("-" if v is None else str(v))
 
+
+def _table_html(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None) -> str:
+    regression = is_regression(rows)
+    gen = ["test loss", "R²"] if regression else ["test acc"]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in
-                   ["#", *spec.search, "alpha", "|α−target|", "phase", "test acc", "objective", "state"])
+                   ["#", *spec.search, "alpha", "|α−target|", "phase", *gen, "objective", "state"])
     body = []
     for r in rows:
         cls = ' class="best"' if best is not None and r.number == best.number else (
             ' class="infeasible"' if r.complete and not r.feasible else "")
-        cells = [str(r.number), *[f(r.params.get(n)) for n in spec.search], f(r.alpha), f(r.alpha_error),
-                 html.escape(r.phase or "-"), f(r.test_acc), " / ".join(f(v) for v in r.values) or "-", r.state]
+        cells = [str(r.number), *[_fmt(r.params.get(n)) for n in spec.search], _fmt(r.alpha), _fmt(r.alpha_error),
+                 html.escape(r.phase or "-"), *([_fmt(r.test_loss), _fmt(r.test_r2)] if regression else [_fmt(r.test_acc)]),
+                 " / ".join(_fmt(v) for v in r.values) or "-", r.state]
         body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int = 3) -> Path:
+def _rho_cell(c: Any) -> str:
+    if not math.isfinite(c.spearman):
+        return f"<td class='few'>– <small>({html.escape(c.message)})</small></td>"
+    lo, hi = c.spearman_ci
+    few = "" if c.enough else " class='few'"
+    return f"<td{few}>{c.spearman:+.2f} <small>[{lo:+.2f}, {hi:+.2f}]</small></td>"
+
+
+def _correlation_html(table: Any) -> str:
+    """Overall ρ and τ with CIs and p-values, then ρ within each categorical value, per metric."""
+    from analysis.generalization import MIN_MODELS, MODEL_METRICS
+
+    if table is None or not table.correlations:
+        return "<p><i>No finished trial with spectra in MLflow yet.</i></p>"
+    best = table.best()
+    groups = list(dict.fromkeys(c.group for c in table.correlations if c.group))
+    sizes = {g: next(c.n for c in table.correlations if c.group == g) for g in groups}
+    by = {(c.group, c.metric): c for c in table.correlations}
+    head = ["metric", f"Spearman ρ [95% CI] (n={len(table.trials)})", "p", "Kendall τ [95% CI]", "p",
+            *[f"ρ within {g} (n={sizes[g]})" for g in groups]]
+    body = []
+    for c in table.overall():
+        name = MODEL_METRICS.get(c.metric, (None, None, ""))[2]
+        cls = " class='best'" if best is not None and c.metric == best.metric else ""
+        lo, hi = c.kendall_ci
+        tau = (f"<td>{c.kendall:+.2f} <small>[{lo:+.2f}, {hi:+.2f}]</small></td>" if math.isfinite(c.kendall)
+               else "<td>–</td>")
+        cells = [f"<td><b>{html.escape(c.metric)}</b><br><small>{html.escape(name)}</small></td>", _rho_cell(c),
+                 f"<td>{_fmt(c.spearman_p)}</td>", tau, f"<td>{_fmt(c.kendall_p)}</td>",
+                 *[_rho_cell(by[g, c.metric]) for g in groups]]
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    what = "test accuracy" if table.target == "test_acc" else "test loss"
+    return (f"<table class='corr'><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{''.join(body)}</table>"
+            f"<p class='note'>Rank correlation of each model-level spectral metric with {what} across the finished "
+            f"trials; 95% percentile-bootstrap intervals (2000 resamples of the trials). Highlighted: the "
+            f"largest |ρ|. Grey: fewer than {MIN_MODELS} trials — too few for a meaningful estimate. The HT-SR "
+            f"papers expect α-type metrics to fall as accuracy rises (ρ &lt; 0 against accuracy).</p>")
+
+
+def _publish(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None, table: Any,
+             out: Path) -> str:
+    """Put the tables, a description and the report on the sweep's MLflow parent run; '' or why not."""
+    if not meta.parent_run_id:
+        return "the sweep has no MLflow parent run"
+    import pandas as pd
+
+    from services.tracking import TrackingConfig, log_sweep_summary
+
+    trials = pd.DataFrame([{
+        "trial": r.number, **{k: r.params.get(k) for k in spec.search}, "alpha": r.alpha, "alpha_error": r.alpha_error,
+        "phase": r.phase, "test_acc": r.test_acc, "test_loss": r.test_loss, "test_r2": r.test_r2,
+        "objective": r.values[0] if r.values else math.nan, "state": r.state, "mlflow_run_id": r.mlflow_run_id or "",
+    } for r in rows])
+    tables = {"trials": trials}
+    lines = [f"**htsweep sweep `{meta.name}`**: {sum(r.complete for r in rows)}/{spec.num_samples} trials complete."]
+    if best is not None:
+        lines.append(f"Best trial #{best.number} ({format_params(best.params)}): α {best.alpha:.3g}, "
+                     f"phase {best.phase or '-'}, test acc {best.test_acc:.3g}.")
+    if table is not None and table.correlations:
+        tables["metric_vs_generalization"] = table.to_frame()
+        top = table.best()
+        if top is not None:
+            lo, hi = top.spearman_ci
+            lines.append(f"Best-correlated spectral metric with {top.target}: `{top.metric}`, Spearman ρ "
+                         f"{top.spearman:+.2f} [{lo:+.2f}, {hi:+.2f}] over {top.n} trials.")
+    lines.append("Tables: `trials.json`, `metric_vs_generalization.json`; figures under `report/`.")
+    try:
+        cfg = TrackingConfig.for_workdir(meta.workdir, experiment=meta.experiment, tracking_uri=meta.tracking_uri)
+        log_sweep_summary(cfg, meta.parent_run_id, tables=tables, description="  \n".join(lines), artifacts=out)
+    except Exception as exc:  # noqa: BLE001 - the files on disk are the report
+        log.warning("report not published to MLflow: %s", exc)
+        return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return ""
+
+
+def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int = 3, publish: bool = True) -> Path:
     """Write ``<workdir>/report/index.html`` and its PNG figures.
 
     Parameters
@@ -353,12 +506,17 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
         Where to write; default ``<workdir>/report``.
     k : int, default=3
         Number of best and of worst trials in the ESD grid.
+    publish : bool, default=True
+        Also log the trials and correlation tables, a description and the report's files to the
+        sweep's MLflow parent run (a failure there is logged, not raised).
 
     Returns
     -------
     Path
         The HTML file.
     """
+    from sweeps.trial_data import final_layers, generalization
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     meta, spec, rows = load_trials(workdir)
     out = Path(outdir) if outdir is not None else Path(workdir) / "report"
@@ -366,17 +524,33 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
     best = best_trial(rows)
     figures: list[tuple[str, Path | None, str]] = []
 
+    extremes = _pick_extremes(spec, rows, k)
     with tempfile.TemporaryDirectory(prefix="htsweep-report-") as tmp:
         spectra = []
-        for label, row in _pick_extremes(spec, rows, k):
+        for label, row in extremes:
             s = fetch_spectra(meta, row, Path(tmp))
             if s is not None:
                 spectra.append((label, s))
-        figures.append(("ESD of the best and worst trials", plot_esd_grid(spectra, out / "esd_grid.png"),
-                        "" if spectra else "no ESD artifacts found in MLflow for completed trials"))
+    layers = final_layers(meta, [r for r in rows if r.complete])
+    try:
+        table = generalization(meta, spec, rows, layers=layers)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report stands on its own
+        log.warning("metric/generalization table failed: %s", exc)
+        table = None
+    figures.append(("Best-correlated spectral metric vs generalization",
+                    plot_best_metric(spec, rows, table, out / "best_metric_vs_target.png"),
+                    "needs at least 3 finished trials with spectra"))
+    first_last = [p for p in extremes if p[0] == "best"][:1] + [p for p in extremes if p[0] == "worst"][:1]
+    figures.append(("α trajectories and phase timeline (layers × steps): best and worst trial",
+                    plot_trajectories(spec, _history_rows(meta, first_last, layers), out / "trajectories.png"),
+                    "no per-layer metric history in MLflow"))
+    figures.append(("ESD evolution during training (λ+ dotted)",
+                    plot_evolution(meta, first_last, layers, out / "esd_evolution.png"), "no ESD artifacts per step"))
+    figures.append(("ESD of the best and worst trials", plot_esd_grid(spectra, out / "esd_grid.png"),
+                    "" if spectra else "no ESD artifacts found in MLflow for completed trials"))
     for p in plot_vs_params(spec, rows, out):
         figures.append((f"alpha and phase vs {p.stem.removeprefix('alpha_phase_vs_')}", p, ""))
-    figures.append(("alpha vs test accuracy", plot_alpha_vs_accuracy(spec, rows, best, out / "alpha_vs_accuracy.png"),
+    figures.append(("alpha vs generalization", plot_alpha_vs_accuracy(spec, rows, best, out / "alpha_vs_accuracy.png"),
                     "no completed trials yet"))
     figures.append(("Optuna optimization history", plot_history(rows, spec, out / "optimization_history.png"),
                     "no completed trials yet"))
@@ -385,9 +559,11 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
 
     n_done = sum(r.complete for r in rows)
     if best is not None:
+        gen = (f"test loss {best.test_loss:.3g}, R² {best.test_r2:.3f}" if is_regression(rows)
+               else f"test accuracy {best.test_acc:.3f}")
         best_html = (f"<p><b>Best trial #{best.number}</b> (alpha closest to {spec.objective.target_alpha:g} among "
                      f"feasible trials): {html.escape(format_params(best.params))} — alpha {best.alpha:.3f}, "
-                     f"phase <b>{html.escape(best.phase or '-')}</b>, test accuracy {best.test_acc:.3f}; "
+                     f"phase <b>{html.escape(best.phase or '-')}</b>, {gen}; "
                      f"MLflow run <code>{html.escape(best.mlflow_run_id or '-')}</code></p>")
     else:
         best_html = "<p>No feasible completed trial yet.</p>"
@@ -399,8 +575,9 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
         f"<title>htsweep report: {html.escape(meta.name)}</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-        "tr.best{background:#fff3b0}tr.infeasible td{color:#b22}img{max-width:100%;border:1px solid #eee}"
-        "figure{margin:1.5em 0}figcaption{font-weight:bold;margin-bottom:.4em}</style></head><body>",
+        "tr.best{background:#fff3b0}tr.infeasible td{color:#b22}td.few{color:#999}img{max-width:100%;"
+        "border:1px solid #eee}figure{margin:1.5em 0}figcaption{font-weight:bold;margin-bottom:.4em}"
+        ".note{font-size:12px;color:#555}</style></head><body>",
         f"<h1>Sweep <code>{html.escape(meta.name)}</code></h1>",
         f"<p>{html.escape(spec.description)}</p>",
         f"<p>Model <b>{html.escape(spec.model)}</b> on <b>{html.escape(spec.dataset)}</b>; "
@@ -408,6 +585,7 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
         f"{spec.objective.target_alpha:g} ({spec.objective.aggregate} over layers){constraint}{mo}; "
         f"sampler {spec.sampler_type}.</p>",
         best_html,
+        "<h2>Which spectral metric tracks generalization?</h2>", _correlation_html(table),
         "<h2>Trials</h2>", _table_html(spec, rows, best),
         "<h2>Figures</h2>",
     ]
@@ -421,4 +599,6 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
     parts.append("</body></html>")
     index = out / "index.html"
     index.write_text("\n".join(parts))
+    if publish:
+        _publish(meta, spec, rows, best, table, out)
     return index

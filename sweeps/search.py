@@ -63,8 +63,8 @@ PENDING_FILE = "optuna_pending.jsonl"
 TELL_RETRY_S = 30.0
 
 #: Result keys copied onto each finished Optuna trial as user attributes.
-USER_ATTRS = (ALPHA_AGG, "alpha_mean", "test_acc", "train_acc", TEST_ERROR, FEASIBLE, "phase_code",
-              "phase", "step", "trained", "mlflow_run_id", "node_id", "diverged", "error")
+USER_ATTRS = (ALPHA_AGG, "alpha_mean", "test_acc", "train_acc", "test_loss", "test_r2", TEST_ERROR, FEASIBLE,
+              "phase_code", "phase", "step", "trained", "mlflow_run_id", "node_id", "diverged", "error")
 
 
 def search_space(spec: SweepSpec) -> dict[str, BaseDistribution]:

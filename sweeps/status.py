@@ -18,7 +18,8 @@ from sweeps.spec import SweepSpec
 from sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
 __all__ = ["TrialRow", "load_trials", "best_trial", "pareto_front", "trials_table", "print_status",
-           "print_best", "format_params", "make_console"]
+           "print_best", "format_params", "make_console", "is_regression", "correlation_table", "print_correlations", "watch_status",
+           "EsdActorProbe", "esd_actor_line"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class TrialRow:
     alpha_error : float
         ``|alpha - target|`` (NaN if unknown).
     test_acc : float
-        Final test accuracy (NaN if unknown).
+        Final test accuracy (NaN if unknown, and for regression).
+    test_loss, test_r2 : float
+        Final test loss and, for regression, R² = 1 − MSE / Var(y) (NaN if unknown).
     phase : str
         Model phase (``""`` if unknown).
     feasible : bool
@@ -56,6 +59,8 @@ class TrialRow:
     alpha_error: float = math.nan
     test_acc: float = math.nan
     phase: str = ""
+    test_loss: float = math.nan
+    test_r2: float = math.nan
     feasible: bool = True
     values: tuple[float, ...] = ()
     tune_trial_id: str | None = None
@@ -136,9 +141,15 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
             number=t.number, state=t.state.name, params=dict(t.params), alpha=alpha,
             alpha_error=abs(alpha - target) if math.isfinite(alpha) else math.nan,
             test_acc=acc, phase=_phase(attrs), feasible=feasible, values=values,
+            test_loss=_f(attrs.get("test_loss")), test_r2=_f(attrs.get("test_r2")),
             tune_trial_id=attrs.get("tune_trial_id"), mlflow_run_id=attrs.get("mlflow_run_id"), attrs=attrs,
         ))
     return meta, spec, rows
+
+
+def is_regression(rows: list[TrialRow]) -> bool:
+    """True for a regression sweep (e.g. teacher–student): no trial has an accuracy, some an R²."""
+    return not any(math.isfinite(r.test_acc) for r in rows) and any(math.isfinite(r.test_r2) for r in rows)
 
 
 def best_trial(rows: list[TrialRow]) -> TrialRow | None:
@@ -192,9 +203,14 @@ _STATE_STYLE = {"COMPLETE": "green", "RUNNING": "yellow", "FAIL": "red", "PRUNED
 
 
 def trials_table(spec: SweepSpec, rows: list[TrialRow], *, best: TrialRow | None = None, title: str | None = None):
-    """A rich table: one row per trial with hyperparameters, alpha, phase, accuracy, objective, state."""
+    """A rich table: one row per trial with hyperparameters, alpha, phase, accuracy, objective, state.
+
+    Regression sweeps (:func:`is_regression`) show test loss and R² where classification shows
+    the test accuracy.
+    """
     from rich.table import Table
 
+    regression = is_regression(rows)
     table = Table(title=title, header_style="bold", show_lines=False)
     table.add_column("#", justify="right")
     for name in spec.search:
@@ -202,7 +218,8 @@ def trials_table(spec: SweepSpec, rows: list[TrialRow], *, best: TrialRow | None
     table.add_column(f"alpha ({spec.objective.aggregate})", justify="right")
     table.add_column("|a-target|", justify="right")
     table.add_column("phase")
-    table.add_column("test acc", justify="right")
+    for name in ("test loss", "R²") if regression else ("test acc",):
+        table.add_column(name, justify="right")
     table.add_column("objective", justify="right")
     table.add_column("state")
     for r in rows:
@@ -213,11 +230,61 @@ def trials_table(spec: SweepSpec, rows: list[TrialRow], *, best: TrialRow | None
         table.add_row(
             f"{r.number}{mark}",
             *[_fmt(r.params.get(name)) for name in spec.search],
-            _fmt(r.alpha), _fmt(r.alpha_error), r.phase or "-", acc,
+            _fmt(r.alpha), _fmt(r.alpha_error), r.phase or "-",
+            *((_fmt(r.test_loss), _fmt(r.test_r2)) if regression else (acc,)),
             " / ".join(_fmt(v) for v in r.values) or "-",
             f"[{_STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
         )
     return table
+
+
+def _ci(value: float, ci: tuple[float, float]) -> str:
+    if not math.isfinite(value):
+        return "-"
+    lo, hi = ci
+    return f"{value:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"{value:+.2f}"
+
+
+def correlation_table(table: Any, *, title: str | None = None):
+    """A rich table of a :class:`sweeps.trial_data.GeneralizationTable`.
+
+    One row per model-level metric: Spearman ρ and Kendall τ over all trials with their bootstrap
+    confidence intervals, then Spearman ρ within each value of each categorical hyperparameter
+    (its column header gives the number of trials). ``*`` marks the metric with the largest
+    ``|ρ|``; ``†`` marks estimates from too few trials to mean much.
+    """
+    from rich.table import Table
+
+    from analysis.generalization import MIN_MODELS
+
+    overall = {c.metric: c for c in table.overall()}
+    best = table.best()
+    n = len(table.trials)
+    level = next(iter(overall.values())).level if overall else 0.95
+    what = "test accuracy" if table.target == "test_acc" else table.target.replace("_", " ")
+    out = Table(title=title or f"Which spectral metric tracks {what}? Rank correlation over {n} trials "
+                f"({level:.0%} bootstrap CI)", header_style="bold")
+    out.add_column("metric")
+    out.add_column("Spearman ρ [CI]", justify="right")
+    out.add_column("Kendall τ [CI]", justify="right")
+    groups = list(dict.fromkeys(c.group for c in table.correlations if c.group))
+    sizes = {g: next(c.n for c in table.correlations if c.group == g) for g in groups}
+    for g in groups:
+        out.add_column(f"ρ {g} (n={sizes[g]})", justify="right")
+    by_group = {(c.group, c.metric): c for c in table.correlations}
+    for metric, c in overall.items():
+        dagger = "" if c.enough or not math.isfinite(c.spearman) else " †"
+        name = f"{metric} *" if best is not None and metric == best.metric else metric
+        cells = [_ci(c.spearman, c.spearman_ci) + dagger, _ci(c.kendall, c.kendall_ci) + dagger]
+        for g in groups:
+            gc = by_group.get((g, metric))
+            cells.append("-" if gc is None or not math.isfinite(gc.spearman)
+                         else f"{gc.spearman:+.2f}{'' if gc.enough else ' †'}")
+        out.add_row(f"[bold]{name}[/bold]" if name.endswith("*") else name, *cells)
+    out.caption = ("* largest |ρ|;  † fewer trials than needed for a meaningful estimate "
+                   f"(n < {MIN_MODELS});  HT-SR expects ρ < 0 for α-type metrics vs accuracy")
+    return out
+
 
 
 def _counts(rows: list[TrialRow]) -> str:
@@ -252,8 +319,12 @@ def print_status(workdir: str | Path | None = None, *, console=None) -> list[Tri
     return rows
 
 
-def print_best(workdir: str | Path | None = None, *, console=None) -> TrialRow | None:
-    """Print the best trial's configuration, alpha, phase and accuracy (and the Pareto front if any)."""
+def print_best(workdir: str | Path | None = None, *, console=None, correlations: bool = True) -> TrialRow | None:
+    """Print the best trial's configuration, alpha, phase and accuracy (and the Pareto front if any).
+
+    With ``correlations`` (default) also the metric ↔ generalization table of
+    :func:`print_correlations` (reads every finished trial's spectral summary from MLflow).
+    """
     console = console or make_console()
     path = find_workdir(workdir)
     meta, spec, rows = load_trials(path)
@@ -273,11 +344,204 @@ def print_best(workdir: str | Path | None = None, *, console=None) -> TrialRow |
     console.print(f"  {'alpha':<{w}} {_fmt(best.alpha, 4)} ({spec.objective.aggregate} over layers; "
                   f"|alpha - target| = {_fmt(best.alpha_error, 3)})")
     console.print(f"  {'phase':<{w}} {best.phase or '-'}")
-    console.print(f"  {'test acc':<{w}} {_fmt(best.test_acc, 4)}")
+    if is_regression(rows):
+        console.print(f"  {'test loss':<{w}} {_fmt(best.test_loss, 4)}")
+        console.print(f"  {'R²':<{w}} {_fmt(best.test_r2, 4)}")
+    else:
+        console.print(f"  {'test acc':<{w}} {_fmt(best.test_acc, 4)}")
     if spec.objective.multi_objective:
         front = pareto_front(rows)
         console.print(f"Pareto front (|alpha - target| vs test error): {len(front)} trials")
         for r in front:
             console.print(f"  #{r.number:<3} |a-t|={_fmt(r.alpha_error)}  test err={_fmt(1 - r.test_acc)}  "
                           f"{format_params(r.params)}")
+    if correlations:
+        print_correlations(meta, spec, rows, console=console)
     return best
+
+
+def print_correlations(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *, console=None) -> Any:
+    """Print which model-level spectral metric ranks the finished trials by generalization.
+
+    Returns the :class:`sweeps.trial_data.GeneralizationTable` (None when MLflow has no spectra).
+    """
+    from sweeps.trial_data import generalization
+
+    console = console or make_console()
+    try:
+        table = generalization(meta, spec, rows)
+    except Exception as exc:  # noqa: BLE001 - the best trial is already printed
+        console.print(f"[yellow]metric ↔ generalization table unavailable: {exc}[/yellow]")
+        return None
+    if not table.trials:
+        console.print("[yellow]metric ↔ generalization: no finished trial has spectra in MLflow yet[/yellow]")
+        return table
+    console.print()
+    console.print(correlation_table(table))
+    return table
+
+
+def _local_ray_address(driver_pid: int | None) -> str | None:
+    """GCS address of the private local Ray that the sweep's driver process started (Linux /proc).
+
+    ``htsweep run`` without ``--address`` starts Ray inside the driver, so its ``gcs_server`` is a
+    child process of the driver; its session directory holds the port the server bound.
+    """
+    if not driver_pid:
+        return None
+    proc = Path("/proc")
+    for entry in proc.glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != driver_pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if not argv or not argv[0].endswith(b"gcs_server"):
+            continue
+        opts = dict(a.decode(errors="replace").lstrip("-").split("=", 1) for a in argv[1:] if b"=" in a)
+        session, ip = opts.get("session-dir"), opts.get("node-ip-address")
+        if not session or not ip:
+            continue
+        for port_file in Path(session).glob("gcs_server_port_*"):
+            port = port_file.read_text().strip()
+            if port.isdigit():
+                return f"{ip}:{port}"
+    return None
+
+
+class EsdActorProbe:
+    """Reads the sweep's ESD actor's load (queue depth, time per matrix) while the sweep runs.
+
+    Connects this process to the sweep's Ray (the driver's local instance, or the cluster in
+    ``sweep.json``'s ``address``) on first use and asks the actor for ``stats()``; ``close()``
+    disconnects. Every failure is reported as text instead of raised: the table matters more.
+    """
+
+    def __init__(self, meta: SweepMeta, *, timeout: float = 3.0) -> None:
+        self.meta = meta
+        self.timeout = timeout
+        self._handle: Any = None
+        self._connected = False
+        self._reason = ""
+
+    def _connect(self) -> None:
+        import os
+
+        local = self.meta.address in (None, "local")
+        if local:
+            # A local ray.init() turns token authentication on unless RAY_AUTH_MODE says otherwise,
+            # while a joining driver leaves it off; Ray reads the mode once, when it is imported.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        import ray
+
+        from services.esd_actor import DEFAULT_NAME
+
+        address = _local_ray_address(self.meta.driver_pid) if local else self.meta.address
+        if address is None:
+            raise RuntimeError("no Ray instance of this sweep's driver found on this host")
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=self.meta.esd_namespace, log_to_driver=False,
+                     configure_logging=False, logging_level="ERROR")
+            self._connected = True
+        self._handle = ray.get_actor(DEFAULT_NAME, namespace=self.meta.esd_namespace)
+
+    def stats(self) -> dict[str, Any] | str:
+        """The actor's ``stats()`` dict, or a one-line reason why it cannot be read."""
+        if self._reason:
+            return self._reason
+        try:
+            if self._handle is None:
+                self._connect()
+            import ray
+
+            return dict(ray.get(self._handle.stats.remote(), timeout=self.timeout))
+        except Exception as exc:  # noqa: BLE001 - shown in place of the numbers
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self._handle = None
+            if not isinstance(exc, TimeoutError) and "GetTimeoutError" not in type(exc).__name__:
+                self._reason = first[:160]  # no actor / no cluster: do not reconnect every refresh
+            return first[:160]
+
+    def close(self) -> None:
+        """Disconnect from Ray if :meth:`stats` connected."""
+        if self._connected:
+            import ray
+
+            ray.shutdown()
+            self._connected = False
+
+
+def esd_actor_line(stats: dict[str, Any] | str) -> str:
+    """One line about the ESD actor: queue depth, time per matrix, matrices and batches so far."""
+    if isinstance(stats, str):
+        return f"[dim]ESD actor: {stats}[/dim]"
+    tpm = float(stats.get("time_per_matrix_s", 0.0))
+    return (f"ESD actor ({stats.get('device', '?')}): queue depth {stats.get('queue_depth', 0)} "
+            f"(max {stats.get('queue_depth_max', 0)}), {tpm * 1e3:.1f} ms per matrix, "
+            f"{stats.get('matrices', 0)} matrices in {stats.get('batches', 0)} batches "
+            f"(mean batch {float(stats.get('batch_size_mean', 0.0)):.1f}), "
+            f"{stats.get('in_flight', 0)} request(s) in flight")
+
+
+def watch_status(workdir: str | Path | None = None, *, interval: float = 5.0, console=None,
+                 max_updates: int | None = None, probe: EsdActorProbe | None = None) -> list[TrialRow]:
+    """Refresh the trial table and the ESD actor's load in place until the sweep stops (``--watch``).
+
+    Parameters
+    ----------
+    workdir : path-like, optional
+        The sweep (default: the latest under ``runs/``).
+    interval : float, default=5.0
+        Seconds between refreshes.
+    console : rich.console.Console, optional
+    max_updates : int, optional
+        Stop after this many refreshes (None: until the sweep is no longer running or Ctrl-C).
+    probe : EsdActorProbe, optional
+        Reads the actor; default one for this sweep (closed at the end).
+
+    Returns
+    -------
+    list of TrialRow
+        The trials at the last refresh.
+    """
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
+    if interval <= 0:
+        raise ValueError(f"--interval must be > 0 seconds, got {interval:g}")
+    console = console or make_console()
+    path = find_workdir(workdir)
+    own_probe = probe is None
+    probe = probe or EsdActorProbe(SweepMeta.load(path))
+    rows: list[TrialRow] = []
+
+    def frame() -> tuple[Group, bool]:
+        nonlocal rows
+        meta, spec, rows = load_trials(path)
+        running = meta.status == "running" and meta.driver_alive()
+        title = (f"{meta.name}: {len(rows)}/{spec.num_samples} trials ({_counts(rows) or 'none yet'}) — "
+                 f"target alpha {spec.objective.target_alpha:g}, sweep {meta.status}")
+        actor = esd_actor_line(probe.stats()) if running else "[dim]ESD actor: sweep not running[/dim]"
+        footer = (f"[dim]refreshing every {interval:g} s — Ctrl-C to stop[/dim]" if running
+                  else "[dim]the sweep is not running; final state[/dim]")
+        return Group(trials_table(spec, rows, best=best_trial(rows), title=title), actor, footer), running
+
+    updates = 0
+    try:
+        view, running = frame()
+        with Live(view, console=console, auto_refresh=False, transient=False) as live:
+            while running and (max_updates is None or updates < max_updates):
+                time.sleep(interval)
+                view, running = frame()
+                live.update(view, refresh=True)
+                updates += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if own_probe:
+            probe.close()
+    return rows

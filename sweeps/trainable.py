@@ -13,6 +13,7 @@ through ``tune.with_parameters`` as one :class:`TrialContext`.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -128,6 +129,15 @@ class TuneReporter(Callback):
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def headline_metrics(metrics: dict[str, Any], objective: ObjectiveSpec) -> dict[str, float]:
+    """What a trial's MLflow run shows first: ``alpha`` (the objective's aggregate), ``alpha_error``
+    and ``objective``; empty before the first spectral analysis."""
+    terms = evaluate(metrics, objective)
+    if not math.isfinite(terms["alpha_agg"]):
+        return {}
+    return {"alpha": terms["alpha_agg"], "alpha_error": terms["alpha_error"], "objective": terms["objective"]}
+
+
 def _links(trainer: Any, logger: Any) -> dict[str, Any]:
     """What ties a result to its trial: model ``phase``, Ray ``node_id`` and ``mlflow_run_id``."""
     out: dict[str, Any] = {}
@@ -184,7 +194,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
         logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=config, parent_run_id=ctx.parent_run_id,
                                    run_name=tune_ctx.get_trial_name() or trial_id,
-                                   tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags})
+                                   tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
+                                   headline=functools.partial(headline_metrics, objective=ctx.objective))
         callbacks.append(logger)
     callbacks.append(TuneReporter(ctx.objective, logger=logger))
 

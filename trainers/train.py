@@ -313,6 +313,12 @@ def kernel_target_alignment(features: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def _r2(mse: float, y: torch.Tensor) -> float:
+    """Coefficient of determination from a mean squared error over all entries of ``y``."""
+    var = float(((y - y.mean(dim=0)) ** 2).mean())
+    return 1.0 - mse / var if var > 0 else math.nan
+
+
 def ridge_readout_losses(model: nn.Module, data: DataBundle, lam: float = RIDGE_LAMBDA) -> tuple[float, float]:
     """Train/test MSE after refitting the readout by ridge regression on the hidden features.
 
@@ -599,7 +605,7 @@ class Trainer:
         -------
         dict of str to float
             ``train_loss, test_loss, gen_gap`` (= test − train loss), ``train_acc, test_acc``
-            (classification, language model). The teacher–student student adds ``sim``, ``kta``
+            (classification, language model) or ``train_r2, test_r2`` (regression: 1 − MSE / Var(y)). The teacher–student student adds ``sim``, ``kta``
             (conjugate kernel on the test set) and ``ridge_train_loss, ridge_test_loss``.
         """
         was_training = self.model.training
@@ -611,6 +617,9 @@ class Trainer:
             metrics = {"train_loss": train_loss, "test_loss": test_loss, "gen_gap": test_loss - train_loss}
             if d.task != "regression":
                 metrics.update(train_acc=train_acc, test_acc=test_acc)
+            else:  # R² = 1 - MSE / Var(y): the share of the targets' variance the model explains
+                y_tr = d.y_train if self._eval_train_idx is None else d.y_train[self._eval_train_idx]
+                metrics.update(train_r2=_r2(train_loss, y_tr), test_r2=_r2(test_loss, d.y_test))
             if d.teacher is not None and hasattr(self.model, "features"):
                 metrics.update(self._teacher_student_metrics())
             return metrics

@@ -1,4 +1,5 @@
-"""Fixtures for the sweep tests: a two-node Ray cluster on this machine."""
+"""Fixtures shared by the sweep tests: a two-node Ray cluster on this machine, and one small
+finished sweep for every read-only assertion."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from sweep_helpers import (
     cmdline_pids,
     free_port,
     kill_pids,
+    run_cli,
     session_pids,
+    tiny_spec,
+    write_spec,
 )
 
 
@@ -49,3 +53,17 @@ def two_node_cluster():
             pids.update(session_pids(sid))
         kill_pids(sorted(pids))
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """One completed sweep of 4 trials (`htsweep run` in a subprocess): (workdir, CompletedProcess).
+
+    Session-scoped so the end-to-end checks, the report and the MLflow UI tests read the same
+    sweep instead of training it again; tests must not modify it.
+    """
+    tmp = tmp_path_factory.mktemp("e2e")
+    spec = write_spec(tmp / "tiny.yaml", tiny_spec("e2e"))
+    workdir = tmp / "sweep"
+    proc = run_cli("run", spec, "--workdir", workdir, "--quiet", env=cli_env())
+    return workdir, proc

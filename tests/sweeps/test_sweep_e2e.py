@@ -1,5 +1,6 @@
 """End to end, real parts only: `htsweep run` in a subprocess with a local Ray, MLflow on sqlite,
-an Optuna sqlite study and real (tiny) training; then `status`, `best` and `report` on the result."""
+an Optuna sqlite study and real (tiny) training; then `status`, `best` and `report` on the result.
+The sweep is the session fixture `finished` (tests/sweeps/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,6 @@ from sweep_helpers import cli_env, run_cli, tiny_spec, write_spec
 pytestmark = pytest.mark.timeout(600)
 
 N_TRIALS = 4
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One completed sweep of 4 trials, shared by the tests of this module."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    spec = write_spec(tmp / "tiny.yaml", tiny_spec("e2e"))
-    workdir = tmp / "sweep"
-    proc = run_cli("run", spec, "--workdir", workdir, "--quiet", env=cli_env())
-    return workdir, proc
 
 
 def _study(workdir: Path):
