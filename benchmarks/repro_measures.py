@@ -90,7 +90,7 @@ def multi_step_table(records: Iterable[TrialRecord], layer: str = "fc1") -> pd.D
     """
     out = []
     for r in records:
-        out.append({"optimizer": r.params["optimizer"], "lr": float(r.params["lr"]), "steps": r.steps[-1],
+        out.append({"optimizer": r.params["optimizer"], "lr": float(r.params["lr"]), "steps": int(r.series(f"alpha_hill/{layer}").index[-1]),
                     "alpha_hill": r.last(f"alpha_hill/{layer}"), "alpha_hill0": r.first(f"alpha_hill/{layer}"),
                     "alpha": r.last(f"alpha/{layer}"), "ratio": ratio(r, layer),
                     "n_spikes": r.last(f"n_spikes/{layer}"), "ridge_test_loss": r.last("ridge_test_loss"),

@@ -136,23 +136,20 @@ def spikes_ten_steps(runs: Path, out: Path) -> dict[str, Any]:
     recs = _records(runs, "lr_spike_to_heavy_tail", esd_steps="all")
     multi = multi_step_table(recs)
     result: dict[str, Any] = {"ten_steps": _table_json(multi)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, opt in zip(axes, ("sgd", "adam"), strict=True):
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for j, opt in enumerate(("sgd", "adam")):
         rows = multi[multi["optimizer"] == opt]
-        ax.semilogx(rows["lr"], rows["alpha_hill"], "o-", color="#2c7a2c", label="PL_Alpha_Hill")
-        ax.semilogx(rows["lr"], rows["alpha"], "s--", color="#7a4fa0", label="PL_Alpha_KS")
-        ax.axhline(float(rows["alpha_hill0"].iloc[0]), color="#2c7a2c", lw=0.6, ls=":",
-                   label="PL_Alpha_Hill at init")
-        ax.set(xlabel="learning rate η", ylabel="power-law exponent of fc1", yscale="log",
-               title=f"{OPT_LABEL[opt]}: after {int(rows['steps'].iloc[0])} steps")
-        tw = ax.twinx()
-        tw.semilogx(rows["lr"], rows["ridge_test_loss"], "^-", color="#e08a00", label="test loss (ridge readout)")
-        tw.axhline(float(rows["ridge_test_loss0"].iloc[0]), color="#e08a00", lw=0.6, ls=":")
-        tw.set_ylabel("test MSE", color="#e08a00")
-        tw.set_yscale("log")
-        lines = ax.get_legend_handles_labels()
-        lines2 = tw.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower left")
+        ax, lo = axes[0][j], axes[1][j]
+        ax.semilogx(rows["lr"], rows["alpha_hill"], "o-", color="#2c7a2c", label="PL_Alpha_Hill (xmin at median)")
+        ax.semilogx(rows["lr"], rows["alpha"], "s--", color="#7a4fa0", label="PL_Alpha_KS (CSN fit)")
+        ax.axhline(float(rows["alpha_hill0"].iloc[0]), color="#2c7a2c", lw=0.8, ls=":",
+                   label="PL_Alpha_Hill at initialization")
+        ax.set(ylabel="power-law exponent of fc1", title=f"{OPT_LABEL[opt]}: after {int(rows['steps'].iloc[0])} steps")
+        ax.legend(fontsize=7)
+        lo.loglog(rows["lr"], rows["ridge_test_loss"], "^-", color="#e08a00", label="after 10 steps")
+        lo.axhline(float(rows["ridge_test_loss0"].iloc[0]), color="#e08a00", lw=0.8, ls=":", label="initialization")
+        lo.set(xlabel="learning rate η", ylabel="test MSE (ridge readout)")
+        lo.legend(fontsize=7)
     _save(fig, out / "spikes_ten_steps.png")
     _spike_evolution(recs, out / "spikes_esd_evolution.png")
     return result
@@ -250,15 +247,19 @@ def weight_decay(runs: Path, out: Path) -> dict[str, Any]:
                                              [x[f"effective_rank/{layer}"] for x in moderate]) for layer in layers}
     cmap = plt.get_cmap("viridis")
     colors = {r.params["weight_decay"]: cmap(i / max(1, len(recs) - 1)) for i, r in enumerate(recs)}
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.9))
+    shown = {0.0, 0.01, 0.1}  # the singular values of three weight decays; the norm panel has all
     for r in recs:
         wd = r.params["weight_decay"]
         for ax, layer in zip(axes[:2], ("fc1", "fc2"), strict=True):
             s = r.series(f"effective_rank/{layer}")
             ax.plot(s.index, s.to_numpy(), color=colors[wd], label=f"wd={wd:g}")
-        top = np.array([r.singular_values("fc2", step)[:5] for step in r.steps])
-        axes[3].semilogy(r.steps, top[:, 0], color=colors[wd], label=f"wd={wd:g}")
-        axes[3].semilogy(r.steps, top[:, 1:], color=colors[wd], lw=0.6, alpha=0.6)
+        if wd in shown:
+            top = np.array([r.singular_values("fc2", step)[:5] for step in r.steps])
+            axes[3].plot(r.steps, top[:, 0], color=colors[wd], lw=2, label=f"wd={wd:g}")
+            axes[3].plot(r.steps, top[:, 1:], color=colors[wd], lw=0.8)
+        axes[4].semilogy(r.steps, [10 ** log_frobenius(r, "fc2", st) for st in r.steps], color=colors[wd],
+                         label=f"wd={wd:g}")
     for ax, layer in zip(axes[:2], ("fc1", "fc2"), strict=True):
         ax.set(xlabel="step", ylabel=f"effective rank {layer}", title=f"{layer} during training")
         ax.legend(fontsize=6)
@@ -271,6 +272,8 @@ def weight_decay(runs: Path, out: Path) -> dict[str, Any]:
     axes[2].legend(fontsize=7)
     axes[3].set(xlabel="step", ylabel="singular values of fc2", title="top-5 singular values of fc2 (bold: top-1)")
     axes[3].legend(fontsize=6)
+    axes[4].set(xlabel="step", ylabel="‖W‖²_F of fc2", title="norm of fc2 (wd = 0.3 collapses)")
+    axes[4].legend(fontsize=6)
     _save(fig, out / "weight_decay_rank.png")
     return result
 
