@@ -194,14 +194,19 @@ def batch(runs: Path, out: Path) -> dict[str, Any]:
     fig, axes = plt.subplots(2, len(by_b), figsize=(2.5 * len(by_b), 5), squeeze=False)
     for j, r in enumerate(by_b):
         for i, layer in enumerate(("fc1", "fc2")):
-            row = r.layers[layer]
-            plot_esd(r.esd(layer), mp=row, ax=axes[i][j])
-            axes[i][j].set_title(f"b={r.params['batch_size']} {layer}\n{row['phase']}", fontsize=7)
+            row, eigs = r.layers[layer], r.esd(layer)
+            # the bulk and the first outliers; λmax (often far out) is given in the title
+            shown = eigs[eigs <= 4 * row["lambda_plus"]]
+            plot_esd(shown, mp=row, ax=axes[i][j])
+            axes[i][j].set_xlim(0, 4 * row["lambda_plus"])
+            axes[i][j].set_title(f"b={r.params['batch_size']} {layer}: λmax/λ+ {ratio(r, layer):.3g}\n"
+                                 f"{int(row['n_spikes'])} spikes, {row['phase']}", fontsize=7)
             axes[i][j].legend().set_visible(False)
             axes[i][j].tick_params(labelsize=6)
             axes[i][j].set_xlabel("")
             axes[i][j].set_ylabel("")
-    fig.suptitle("Final ESDs of FC1 / FC2 (MLP3, MNIST-5k, 10 epochs each) with the MP fit (red)", fontsize=10)
+    fig.suptitle("Final ESDs of FC1 / FC2 up to 4 λ+ (MLP3, MNIST-5k, 10 epochs each) with the MP fit (red)",
+                 fontsize=10)
     _save(fig, out / "batch_size_esd_grid.png")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     b = table["batch_size"]
