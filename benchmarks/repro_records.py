@@ -16,7 +16,6 @@ same measures check a reduced in-process run and a full sweep.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -148,20 +147,12 @@ def run_trial(config: Mapping[str, Any], params: Mapping[str, Any] | None = None
     return TrialRecord(dict(params or {}), _history(recorder.rows), recorder.esds, recorder.layers)
 
 
-def _merge(base: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for key, value in point.items():
-        head, _, tail = key.partition(".")
-        if tail:
-            out[head] = {**out.get(head, {}), tail: value}
-        else:
-            out[key] = value
-    return out
-
-
 def run_grid(base: Mapping[str, Any], points: Iterable[Mapping[str, Any]], *, data: Any = None) -> list[TrialRecord]:
-    """:func:`run_trial` for each grid point (``key`` or ``model_kwargs.<key>`` → value) over ``base``."""
-    return [run_trial(_merge(base, p), p, data=data) for p in points]
+    """:func:`run_trial` for each grid point (``key`` or ``model_kwargs.<key>`` → value) over ``base``,
+    merged as a sweep trial merges its hyperparameters (``sweeps.trainable.merge_config``)."""
+    from sweeps.trainable import merge_config
+
+    return [run_trial(merge_config(dict(base), dict(p)), p, data=data) for p in points]
 
 
 def grid_points(values: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -189,13 +180,10 @@ def spec_setup(name: str, *, train: Mapping[str, Any] | None = None,
         A grid override names a parameter the spec does not search on a grid.
     """
     from sweeps.spec import Grid, SweepSpec
+    from sweeps.trainable import train_config_dict
 
     spec = SweepSpec.from_yaml(EXAMPLES / f"{name}.yaml")
-    base = copy.deepcopy(dict(spec.train))
-    base.update(model=spec.model, dataset=spec.dataset)
-    base.setdefault("eval_every", spec.monitor.eval_every)
-    base.setdefault("spectral_every", spec.monitor.spectral_every)
-    base.setdefault("seed", spec.seed)
+    base = train_config_dict(spec)  # what every trial of the sweep starts from
     for key, value in (train or {}).items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, Mapping) else value
     values = {k: list(d.values) for k, d in spec.search.items() if isinstance(d, Grid)}
