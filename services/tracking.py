@@ -7,8 +7,9 @@ Layout in MLflow: one experiment per sweep, one parent run for the sweep
 Per monitoring step the trial run gets, in one ``log_batch``: train/test metrics, the spectral
 aggregates (``alpha_mean``, ``alpha_weighted_mean``, ``frac_heavy_tailed``, ``phase_code``, ...),
 per-layer ``alpha/<layer>``, ``alpha_hill/<layer>``, ``stable_rank/<layer>``,
-``mp_soft_rank/<layer>``, ``n_spikes/<layer>``, ``phase_code/<layer>`` (0–5 in ``analysis.phases.PHASES``
-order, -1 = ``undetermined``: no spectrum to classify), all with an explicit step;
+``mp_soft_rank/<layer>``, ``effective_rank/<layer>``, ``n_spikes/<layer>``, ``phase_code/<layer>``
+(0–5 in ``analysis.phases.PHASES`` order, -1 = ``undetermined``: no spectrum to classify), all with an
+explicit step;
 tags ``phase.<layer>`` and ``phase`` (the model phase by :func:`trainers.monitor.model_phase`:
 the most common phase of the dense layers), so
 ``mlflow.search_runs(filter_string="tags.phase = 'heavy_tailed'")`` finds trials by phase;

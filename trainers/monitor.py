@@ -42,7 +42,7 @@ __all__ = [
 Analyzer = Callable[[list, int], list]
 """``analyzer(layers: list[LayerMatrix], step: int) -> list[dict]`` (rows with ``"eigs"``)."""
 
-_PER_LAYER_KEYS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "n_spikes")
+_PER_LAYER_KEYS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "effective_rank", "n_spikes")
 _AGGREGATE_KEYS = ("alpha_mean", "alpha_median", "alpha_weighted_mean", "alpha_last", "frac_heavy_tailed",
                    "stable_rank_mean", "mp_soft_rank_mean", "phase_code")
 
@@ -152,8 +152,9 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         ``alpha_mean``, ``alpha_median``, ``alpha_weighted_mean``, ``alpha_last`` (the last linear
         layer with a finite alpha, NaN if none), ``frac_heavy_tailed`` (share of layers in phase ``heavy_tailed``),
         ``stable_rank_mean``, ``mp_soft_rank_mean``, ``phase_code`` (of ``model_phase``: 0–5, -1 for
-        ``undetermined``, NaN if no phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``, ``stable_rank/<name>``,
-        ``mp_soft_rank/<name>``, ``n_spikes/<name>``, ``phase_code/<name>``. Means skip NaNs.
+        ``undetermined``, NaN if no phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``,
+        ``stable_rank/<name>``, ``mp_soft_rank/<name>``, ``effective_rank/<name>``, ``n_spikes/<name>``,
+        ``phase_code/<name>``. Means skip NaNs.
     """
     rows = list(rows)
     codes = {**PHASE_CODES, UNDETERMINED: UNDETERMINED_CODE}

@@ -77,7 +77,8 @@ def test_spectral_aggregates():
     assert agg["phase_code"] == PHASE_CODES["bulk_decay"]
     assert agg["alpha/fc1"] == 4.0 and agg["alpha_hill/conv1"] == 2.5 and agg["n_spikes/fc2"] == 1.0
     assert agg["phase_code/conv1"] == PHASE_CODES["heavy_tailed"]
-    assert {"stable_rank/fc1", "mp_soft_rank/fc2", "stable_rank_mean", "mp_soft_rank_mean"} <= set(agg)
+    assert {"stable_rank/fc1", "mp_soft_rank/fc2", "effective_rank/fc1", "stable_rank_mean",
+            "mp_soft_rank_mean"} <= set(agg)
     assert all(isinstance(v, float) for v in agg.values())
     assert math.isnan(spectral_aggregates([])["alpha_mean"])
 
