@@ -32,7 +32,7 @@ from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 __all__ = [
-    "DEFAULT_PRECISION", "MIN_FIT_EIGS", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
+    "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
     "analyze_model", "estimate_seconds", "iter_analysis", "json_safe", "trap_metrics",
 ]
 
@@ -41,6 +41,12 @@ __all__ = [
 #: measured real layers (docs/interfaces.md) at about half the cost; spectra with rank-collapse
 #: evidence are recomputed in float64 automatically.
 DEFAULT_PRECISION = "float32"
+
+#: Precision of the spectra monitored during training (``trainers.SpectralMonitor`` in-process and
+#: the shared ESD actor): float64, so a spectrum does not depend on which layers the actor batched
+#: it with, and the actor, the in-process fallback and past sweeps give the same numbers. Training
+#: layers are small enough that float64 costs little there.
+MONITOR_PRECISION = "float64"
 
 #: Layers with fewer eigenvalues (M) than this get NaN fit metrics and a ``warning``. A tail fitted
 #: to a couple of dozen eigenvalues (a 10-class head, say) is noise, and its alpha would drag the

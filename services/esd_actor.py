@@ -136,9 +136,9 @@ def analyze_payloads(layers: Sequence[Any], *, device: str | None = None) -> lis
     list of dict
         One row per layer, in order, with ``"kind"`` and ``"eigs"`` (ndarray of shape (m,)).
     """
-    from analysis.analyze import analyze_layers
+    from analysis.analyze import MONITOR_PRECISION, analyze_layers
 
-    return analyze_layers(list(layers), device=device)
+    return analyze_layers(list(layers), device=device, precision=MONITOR_PRECISION)
 
 
 class ESDService:
@@ -723,9 +723,7 @@ class ActorAnalyzer:
             raise exc or RuntimeError(f"ESD actor {self.namespace}/{self.name} is gone")
         self.n_fallbacks += 1
         log.debug("analyzing step %s in-process (%s)", step, exc or self.breaker.reason)
-        from analysis.analyze import analyze_layers
-
-        return analyze_layers(layers, device=self.device)
+        return analyze_payloads(layers, device=self.device)
 
     def stats(self) -> dict[str, int]:
         """Caller-side counters: calls, retries, fallbacks."""

@@ -199,14 +199,14 @@ class InProcessAnalyzer:
     """
 
     def __init__(self, *, device: str | None = None, localization: bool = False):
-        from analysis.analyze import analyze_layers
+        from analysis.analyze import MONITOR_PRECISION, analyze_layers
 
         self._analyze = analyze_layers
-        self.device, self.localization = device, localization
+        self.device, self.localization, self.precision = device, localization, MONITOR_PRECISION
 
     def __call__(self, layers: list, step: int) -> list[dict[str, Any]]:
         """Analyze ``layers`` (``step`` is unused in-process)."""
-        return self._analyze(layers, device=self.device, localization=self.localization)
+        return self._analyze(layers, device=self.device, localization=self.localization, precision=self.precision)
 
 
 class SpectralMonitor(Callback):

@@ -16,6 +16,7 @@ from analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
 from analysis.esd import esd
 from analysis.layers import LayerMatrix, extract_layers
 from analysis.metrics import spectral_metrics
+from analysis.phases import UNDETERMINED
 from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 
@@ -67,14 +68,15 @@ def test_small_matrix_gets_nan_fits_and_warning(m):
     for key in ("alpha", "alpha_hill", "D", "xmin", "alpha_sigma", "alpha_weighted", "log_alpha_norm"):
         assert math.isnan(row[key]), key
     assert row["stable_rank"] > 1  # eigenvalue-only metrics are still computed
-    assert row["phase"] in PHASES
+    # fewer than 16 eigenvalues are too few to tell a phase
+    assert row["phase"] == UNDETERMINED if m < 16 else row["phase"] in PHASES
 
 
 def test_degenerate_matrices_never_crash():
     zero = analyze_matrix(np.zeros((40, 20)), device="cpu")
-    assert math.isnan(zero["alpha"]) and zero["warning"]
+    assert math.isnan(zero["alpha"]) and zero["warning"] and zero["phase"] == UNDETERMINED
     const = analyze_matrix(np.ones((40, 20)), device="cpu")  # rank one
-    assert const["numerical_rank"] == 1 and const["phase"] in PHASES
+    assert const["numerical_rank"] == 1 and const["phase"] == UNDETERMINED
 
 
 def test_bad_input_errors():

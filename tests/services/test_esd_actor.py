@@ -18,7 +18,7 @@ from numpy.testing import assert_allclose
 ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-from analysis.analyze import analyze_layers  # noqa: E402
+from analysis.analyze import MONITOR_PRECISION, analyze_layers  # noqa: E402
 from services.esd_actor import (  # noqa: E402
     ActorAnalyzer,
     LayerPayload,
@@ -50,7 +50,8 @@ def _assert_rows_match(rows, reference):
     assert [r["name"] for r in rows] == [r["name"] for r in reference]
     for got, want in zip(rows, reference, strict=True):
         assert got["phase"] == want["phase"] and got["kind"] == want["kind"]
-        # Same float64 eigvalsh on the same CPU; batched vs unbatched may differ in the last bits.
+        # Same float64 eigvalsh on the same CPU (MONITOR_PRECISION); batched vs unbatched may differ in the
+        # last bits.
         assert_allclose(got["eigs"], want["eigs"], rtol=1e-10, atol=1e-12)
         for key in NUMERIC:
             assert_allclose(got[key], want[key], rtol=1e-8, equal_nan=True, err_msg=f"{want['name']}.{key}")
@@ -72,7 +73,7 @@ def test_two_concurrent_callers_get_correct_metrics_batched_together(service, la
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(callers, pool.map(call, callers), strict=True))
     for key, layers in callers.items():
-        _assert_rows_match(results[key], analyze_layers(layers, device="cpu"))
+        _assert_rows_match(results[key], analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
     stats = ray.get(handle.stats.remote())
     assert stats["requests"] == 2 and stats["matrices"] == 7 and stats["errors"] == 0
     # Both requests landed in one batch (the 0.3 s window): larger than either request alone.
@@ -93,7 +94,7 @@ def test_get_or_create_by_name_and_bad_layers_fail_only_their_caller(service, la
         fut_good = pool.submit(by_name, good, 1)
         with pytest.raises(ValueError, match="NaN"):
             fut_bad.result()
-        _assert_rows_match(fut_good.result(), analyze_layers(good, device="cpu"))
+        _assert_rows_match(fut_good.result(), analyze_layers(good, device="cpu", precision=MONITOR_PRECISION))
 
 
 class _KillActor(Callback):
@@ -129,7 +130,7 @@ def test_killing_the_actor_mid_training_loses_no_monitoring_step(service, tiny_t
     assert analyzer.n_fallbacks == 0
     # The restarted actor's answer equals in-process analysis of the final weights.
     final = SpectralMonitor().extract(trainer.model)
-    _assert_rows_match(trainer.spectral.rows, analyze_layers(final, device="cpu"))
+    _assert_rows_match(trainer.spectral.rows, analyze_layers(final, device="cpu", precision=MONITOR_PRECISION))
 
 
 def _wait_unregistered(name, namespace, timeout=30.0):
@@ -150,10 +151,10 @@ def test_dead_actor_falls_back_to_in_process(service, layer_set):
     analyzer = ActorAnalyzer(handle, retries=2, backoff=2.0, name=name, namespace=namespace)
     layers = layer_set(4, [(90, 45), (90, 45)], prefix="f")
     t0 = time.monotonic()
-    _assert_rows_match(analyzer(layers, step=3), analyze_layers(layers, device="cpu"))
+    _assert_rows_match(analyzer(layers, step=3), analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
     # Died, and its name is gone: no backoff now, and none on later calls either.
     assert analyzer.gone and analyzer.stats() == {"calls": 1, "retries": 0, "fallbacks": 1}
-    _assert_rows_match(analyzer(layers, step=4), analyze_layers(layers, device="cpu"))
+    _assert_rows_match(analyzer(layers, step=4), analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
     assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 2}
     assert time.monotonic() - t0 < 2.0  # one backoff step would already take 2 s
     with pytest.raises(ray.exceptions.RayActorError):
@@ -174,7 +175,7 @@ def test_service_body_batches_under_a_bounded_queue_without_ray(layer_set):
         return await asyncio.gather(svc.analyze(layers[:3]), svc.analyze(layers[3:]))
 
     first, second = asyncio.run(both())
-    _assert_rows_match(first + second, analyze_layers(layers, device="cpu"))
+    _assert_rows_match(first + second, analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
     stats = svc.stats()
     assert stats["matrices"] == 5 and stats["batch_size_max"] == 2 and stats["queue_depth_max"] <= 2
     with pytest.raises(ValueError, match="max_batch and max_queue must be >= 1"):
@@ -184,7 +185,7 @@ def test_service_body_batches_under_a_bounded_queue_without_ray(layer_set):
 def test_analyze_payloads_is_analyze_layers_on_payloads(layer_set):
     layers = layer_set(7, [(80, 40), (60, 30), (80, 40)], prefix="p")
     rows = analyze_payloads([LayerPayload.from_layer(layer) for layer in layers], device="cpu")
-    _assert_rows_match(rows, analyze_layers(layers, device="cpu"))
+    _assert_rows_match(rows, analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
 
 
 # -- faults: the actor's process killed, the actor killed for good, frozen, pending ----------------------------
@@ -216,7 +217,7 @@ def test_actor_process_sigkill_opens_the_breaker_then_the_restarted_actor_serves
 
     handle, name, namespace = service
     layers = layer_set(11, [(90, 45), (64, 32)], prefix="k")
-    want = analyze_layers(layers, device="cpu")
+    want = analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION)
     first = ActorAnalyzer.by_name(name, namespace=namespace, policy=_policy(probe_interval=4.0))
     _assert_rows_match(first(layers, step=1), want)
     assert first.stats() == {"calls": 1, "retries": 0, "fallbacks": 0} and first.breaker.ready
@@ -245,7 +246,7 @@ def test_frozen_actor_costs_one_bounded_timeout_then_callers_go_in_process(servi
 
     handle, name, namespace = service
     layers = layer_set(12, [(80, 40), (80, 40)], prefix="h")
-    want = analyze_layers(layers, device="cpu")
+    want = analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION)
     analyzer = ActorAnalyzer.by_name(name, namespace=namespace, policy=_policy(min_timeout=2.0, probe_interval=2.0))
     for step in range(3):  # measured service time: a few calls
         _assert_rows_match(analyzer(layers, step=step), want)
@@ -286,7 +287,7 @@ def test_killed_for_good_actor_costs_later_trials_nothing(service, layer_set):
     t0 = time.monotonic()
     for step in range(3):  # three trials, each starting with a fresh analyzer
         analyzer = ActorAnalyzer.by_name(name, namespace=namespace)
-        _assert_rows_match(analyzer(layers, step=step), analyze_layers(layers, device="cpu"))
+        _assert_rows_match(analyzer(layers, step=step), analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
         assert analyzer.gone and analyzer.stats() == {"calls": 1, "retries": 0, "fallbacks": 1}
     assert time.monotonic() - t0 < 3.0  # the old code slept ~11.5 s of backoff per trial
 
@@ -302,8 +303,8 @@ def test_pending_actor_is_reported_not_ready_and_callers_do_not_wait(ray_local, 
         assert wait_ready(handle, timeout=1.0) is None
         layers = layer_set(14, [(60, 30)], prefix="p")
         analyzer = ActorAnalyzer(handle, name=name, namespace=namespace, policy=_policy())
-        _assert_rows_match(analyzer(layers, step=1), analyze_layers(layers, device="cpu"))
-        _assert_rows_match(analyzer(layers, step=2), analyze_layers(layers, device="cpu"))
+        _assert_rows_match(analyzer(layers, step=1), analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
+        _assert_rows_match(analyzer(layers, step=2), analyze_layers(layers, device="cpu", precision=MONITOR_PRECISION))
         assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 2} and not analyzer.gone
         assert "no answer to a probe within 1 s" in analyzer.breaker.reason
         assert time.monotonic() - t0 < 6.0

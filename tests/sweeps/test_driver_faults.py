@@ -159,10 +159,18 @@ def story(tmp_path_factory):
         out["resume1_out"] = first.stdout.read()
         out["killed_session"] = killed_session
         out["trials_after_kill"] = [(t.number, t.state.name) for t in _study_trials(workdir)]
-        time.sleep(2.0)
         from sweeps.processes import session_processes
 
-        out["orphans_after_kill"] = session_processes(killed_session)
+        # Workers of the dead driver exit on their own within seconds; what is still there once the
+        # count stops falling (raylet, GCS, ...) is what the resume has to end.
+        orphans, deadline = session_processes(killed_session), time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(2.0)
+            now = session_processes(killed_session)
+            if len(now) == len(orphans):
+                break
+            orphans = now
+        out["orphans_after_kill"] = orphans
         mark(f"{len(out['orphans_after_kill'])} process(es) of the killed driver's Ray session still alive")
 
         # 3. two resumes at once: the lock lets one through.
