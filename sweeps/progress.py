@@ -28,6 +28,13 @@ def _f(value: Any, fmt: str = ".3g") -> str:
     return "-"
 
 
+def _generalization(result: dict) -> str:
+    """``test acc`` for classification; ``test loss`` and ``R²`` for regression (no accuracy)."""
+    if _f(result.get("test_acc")) == "-" and _f(result.get("test_loss")) != "-":
+        return f"test loss {_f(result.get('test_loss'))}  R² {_f(result.get('test_r2'))}"
+    return f"test acc {_f(result.get('test_acc'))}"
+
+
 class ProgressCallback(tune.Callback):
     """Print trial events as they happen.
 
@@ -90,14 +97,14 @@ class ProgressCallback(tune.Callback):
             return
         self._print(f"report {trial.trial_id}  step {result.get('step', '-')}  "
                     f"alpha {_f(result.get('alpha_agg'))}  phase {result.get('phase', '-')}  "
-                    f"test acc {_f(result.get('test_acc'))}  objective {_f(result.get('objective'))}")
+                    f"{_generalization(result)}  objective {_f(result.get('objective'))}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial finished normally."""
         self._done.add(trial.trial_id)
         r = trial.last_result or {}
         self._print(f"[green]done[/green]   {trial.trial_id}  alpha {_f(r.get('alpha_agg'))}  "
-                    f"phase {r.get('phase', '-')}  test acc {_f(r.get('test_acc'))}  "
+                    f"phase {r.get('phase', '-')}  {_generalization(r)}  "
                     f"objective {_f(r.get('objective'))}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -20,30 +20,6 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_serve_ui_prints_url_serves_and_stops_on_ctrl_c(tmp_path):
-    code = ("from pathlib import Path; from services.mlflow_server import serve_ui; "
-            f"serve_ui(Path({str(tmp_path)!r}), port=0)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    try:
-        line = proc.stdout.readline()  # blocks until the server answered /health
-        match = re.search(r"(http://127\.0\.0\.1:(\d+))", line)
-        assert match, line
-        url, port = match.group(1), int(match.group(2))
-        with urllib.request.urlopen(url + "/health", timeout=10) as resp:
-            assert resp.status == 200
-        with urllib.request.urlopen(url + "/", timeout=10) as resp:  # the UI itself
-            assert resp.status == 200 and b"<html" in resp.read(4096).lower()
-        assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=30) == 0
-        assert not _port_open(port)  # the server's whole process group went with it
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def _sweep_dir(tmp_path, tracking_uri):
     """A sweep directory as `htsweep run` leaves it (spec.yaml + sweep.json), tracking to ``tracking_uri``."""
     from sweeps.spec import SweepSpec
@@ -80,8 +56,9 @@ def test_ui_of_a_remote_tracking_server_prints_its_url(tmp_path):
     assert done.returncode == 0 and "http://10.0.0.7:5000" in done.stdout
 
 
-def test_ui_serves_the_sweeps_own_tracking_store(tmp_path):
-    """sweep.json's tracking_uri, not <workdir>/mlflow.db, is what the UI shows."""
+def test_ui_serves_the_sweeps_own_tracking_store_and_stops_on_ctrl_c(tmp_path):
+    """`htsweep ui` prints its URL once MLflow answers, serves the UI and the store sweep.json names
+    (not <workdir>/mlflow.db), and Ctrl-C takes the server's whole process group down."""
     import json
 
     from services.tracking import init_store
@@ -96,16 +73,22 @@ def test_ui_serves_the_sweeps_own_tracking_store(tmp_path):
     proc = subprocess.Popen(_htsweep("ui", work, "--port", 0), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        line = proc.stdout.readline()  # blocks until the server answered /health
+        match = re.search(r"(http://127\.0\.0\.1:(\d+))", line)
         assert match, line
-        req = urllib.request.Request(match.group(1) + "/api/2.0/mlflow/experiments/get-by-name"
+        url, port = match.group(1), int(match.group(2))
+        with urllib.request.urlopen(url + "/health", timeout=10) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(url + "/", timeout=10) as resp:  # the UI itself
+            assert resp.status == 200 and b"<html" in resp.read(4096).lower()
+        req = urllib.request.Request(url + "/api/2.0/mlflow/experiments/get-by-name"
                                      "?experiment_name=only-in-elsewhere")
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.load(resp)["experiment"]["name"] == "only-in-elsewhere"
         assert not (work / "mlflow.db").exists()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=30) == 0
+        assert not _port_open(port)
     finally:
         if proc.poll() is None:
             proc.kill()

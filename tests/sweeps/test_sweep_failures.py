@@ -123,6 +123,22 @@ def test_restored_progress_callback_follows_the_quiet_setting_of_this_run(monkey
     assert "report t1" in capsys.readouterr().out
 
 
+def test_progress_lines_show_test_loss_and_r2_for_regression(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from sweeps.progress import QUIET_ENV, ProgressCallback
+
+    monkeypatch.setenv(QUIET_ENV, "0")
+    progress = ProgressCallback(2, ["lr"])
+    regression = {"step": 5, "alpha_agg": 2.5, "test_loss": 0.125, "test_r2": 0.75, "objective": 0.5}
+    progress.on_trial_result(0, [], SimpleNamespace(trial_id="r1", config={}), regression)
+    progress.on_trial_complete(0, [], SimpleNamespace(trial_id="r1", config={}, last_result=regression))
+    progress.on_trial_result(0, [], SimpleNamespace(trial_id="c1", config={}), {"step": 5, "test_acc": 0.875})
+    lines = capsys.readouterr().out.splitlines()
+    assert all("test loss 0.125  R² 0.75" in line and "test acc" not in line for line in lines[:2]), lines
+    assert "test acc 0.875" in lines[2] and "test loss" not in lines[2]
+
+
 def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
     from analysis.phases import PHASES
     from services.tracking import MlflowTrialLogger, TrackingConfig, init_store
