@@ -32,3 +32,17 @@ def ray_local():
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_does_not_leak():
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``: a test that points MLflow at its
+    store (or restores MLflow's default, ``./mlflow.db``) must not redirect the next test's runs."""
+    keys = ("MLFLOW_TRACKING_URI", "HTSWEEP_TRACKING_URI")
+    saved = {key: os.environ.get(key) for key in keys}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

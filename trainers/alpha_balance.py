@@ -294,7 +294,8 @@ class AlphaBalance(Callback):
         alphas = group_alphas(snapshot.rows, list(trainer.lr_factors), self.config)
         factors = layer_factors(alphas, self.config, current=trainer.lr_factors)
         trainer.set_lr_factors(factors)
-        trainer.callback_metrics.update({f"{FACTOR_PREFIX}{name}": f for name, f in factors.items()})
+        # every group, balanced or not (excluded layers and "other" at their factor, usually 1)
+        trainer.callback_metrics.update({f"{FACTOR_PREFIX}{name}": f for name, f in trainer.lr_factors.items()})
         self.history.append({"step": step, **factors})
 
     def state_dict(self) -> dict[str, Any]:

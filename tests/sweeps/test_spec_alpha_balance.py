@@ -122,12 +122,14 @@ def test_lr_factors_reach_mlflow_over_steps(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # idle OpenMP threads spin on a loaded 2-core machine
     try:
-        Trainer(config, [SpectralMonitor(), logger]).fit()
+        trainer = Trainer(config, [SpectralMonitor(), logger])
+        trainer.fit()
     finally:
         torch.set_num_threads(before)
 
     client = mlflow.MlflowClient(tracking.tracking_uri)
-    for layer in ("fc1", "fc2", "fc3"):
+    assert {"fc1", "fc2", "fc3"} <= set(trainer.lr_factors)
+    for layer in trainer.lr_factors:  # every parameter group, balanced or not
         history = client.get_metric_history(logger.run_id, f"lr_factor/{layer}")
         # reported with every metrics row from the first update on: the factor in effect at that step
         assert sorted(m.step for m in history) == [0, 5, 10, 15, 20, 25, 30], layer
