@@ -191,8 +191,10 @@ def ui(
         return
     if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
         where = remote_runs_page(meta)
-        typer.echo(f"This sweep tracks to {meta.tracking_uri}; open that server's UI instead"
-                   + (f": {where}" if where else "."))
+        from services.redact import redact
+
+        typer.echo(f"This sweep tracks to {redact(meta.tracking_uri)}; open that server's UI instead"
+                   + (f": {redact(where)}" if where else "."))
         raise typer.Exit(code=0)
     port = 5000 if port is None else port
     try:

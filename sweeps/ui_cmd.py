@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from services.redact import redact
 from sweeps.spec import SpecError
 from sweeps.workdir import SweepMeta
 
@@ -78,9 +79,10 @@ def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: b
     from services.mlflow_server import check_port_free, free_port
 
     try:
-        study_id = optuna.storages.get_storage(meta.optuna_storage).get_study_id_from_name(meta.name)
+        study_id = optuna.storages.get_storage(meta.optuna_storage).get_study_id_from_name(meta.study)
     except KeyError:
-        raise SpecError(f"sweep {meta.name!r} has no Optuna study yet in {meta.optuna_storage}") from None
+        raise SpecError(f"sweep {meta.name!r} has no Optuna study {meta.study!r} yet in "
+                        f"{redact(meta.optuna_storage)}") from None
     try:
         check_port_free(port)
     except RuntimeError as exc:

@@ -50,10 +50,16 @@ def test_ui_on_a_taken_port_fails_in_one_line(tmp_path):
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_ui_of_a_remote_tracking_server_prints_its_url(tmp_path):
-    work = _sweep_dir(tmp_path, "http://10.0.0.7:5000")
-    done = subprocess.run(_htsweep("ui", work), capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "http://10.0.0.7:5000" in done.stdout
+def test_ui_of_a_remote_tracking_server_prints_its_url_without_the_password(tmp_path):
+    import os
+
+    secret_uri = "http://alice:s3cret@10.0.0.7:5000"
+    work = _sweep_dir(tmp_path, secret_uri)  # sweep.json keeps it masked; the password comes from the env
+    assert "s3cret" not in (work / "sweep.json").read_text()
+    done = subprocess.run(_htsweep("ui", work), capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HTSWEEP_TRACKING_URI": secret_uri})
+    assert done.returncode == 0 and "http://alice:***@10.0.0.7:5000" in done.stdout
+    assert "s3cret" not in done.stdout + done.stderr
 
 
 def test_ui_serves_the_sweeps_own_tracking_store_and_stops_on_ctrl_c(tmp_path):
