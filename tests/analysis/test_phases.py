@@ -103,7 +103,7 @@ def test_degenerate_matrices_are_undetermined(W, why):
 
 
 def test_undetermined_layers_do_not_vote():
-    from trainers.monitor import model_phase, spectral_aggregates
+    from analysis.aggregate import model_phase, spectral_aggregates
 
     rows = [{"name": "lora_b", "kind": "linear", "phase": UNDETERMINED, "m": 64},
             {"name": "zero_proj", "kind": "linear", "phase": UNDETERMINED, "m": 64},

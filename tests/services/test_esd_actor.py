@@ -26,7 +26,8 @@ from services.esd_actor import (  # noqa: E402
     get_esd_service,
     shutdown_esd_service,
 )
-from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
+from services.tracking import TrackingConfig  # noqa: E402
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.callbacks import Callback, MetricsHistory  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402

@@ -15,10 +15,12 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
+from analysis.aggregate import model_phase  # noqa: E402
 from services.mlflow_server import start_server  # noqa: E402
-from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
+from services.tracking import TrackingConfig  # noqa: E402
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.callbacks import Callback  # noqa: E402
-from trainers.monitor import SpectralMonitor, model_phase  # noqa: E402
+from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
 
 

@@ -140,11 +140,13 @@ def test_progress_lines_show_test_loss_and_r2_for_regression(monkeypatch, capsys
 
 
 def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
+    from analysis.aggregate import model_phase
     from analysis.phases import PHASES
-    from services.tracking import MlflowTrialLogger, TrackingConfig, init_store
+    from services.tracking import TrackingConfig, init_store
     from sweeps.spec import ObjectiveSpec
     from sweeps.trainable import diverged_result
-    from trainers.monitor import SpectralMonitor, model_phase
+    from sweeps.trial_logger import MlflowTrialLogger
+    from trainers.monitor import SpectralMonitor
     from trainers.train import TrainConfig, Trainer
 
     cfg = TrackingConfig.for_workdir(tmp_path, experiment="diverge")
