@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.aggregate import spectral_aggregates
+from analysis.analyze import MONITOR_PRECISION, analyze_layers
+from analysis.layers import extract_layers
 from trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -98,14 +100,11 @@ class InProcessAnalyzer:
     """
 
     def __init__(self, *, device: str | None = None, localization: bool = False):
-        from analysis.analyze import MONITOR_PRECISION, analyze_layers
-
-        self._analyze = analyze_layers
         self.device, self.localization, self.precision = device, localization, MONITOR_PRECISION
 
     def __call__(self, layers: list, step: int) -> list[dict[str, Any]]:
         """Analyze ``layers`` (``step`` is unused in-process)."""
-        return self._analyze(layers, device=self.device, localization=self.localization, precision=self.precision)
+        return analyze_layers(layers, device=self.device, localization=self.localization, precision=self.precision)
 
 
 class SpectralMonitor(Callback):
@@ -115,8 +114,7 @@ class SpectralMonitor(Callback):
     ----------
     analyzer : callable, optional
         ``analyzer(layers: list[LayerMatrix], step: int) -> list[dict]``; default
-        ``InProcessAnalyzer()`` (resolved at ``on_fit_start``, so a missing ``analysis`` package
-        fails before training).
+        ``InProcessAnalyzer()`` (made at ``on_fit_start``).
     conv : {'reshape', 'kernel'}, default='reshape'
         How conv weights become matrices (see ``analysis.extract_layers``).
     min_dim : int, default=2
@@ -142,18 +140,12 @@ class SpectralMonitor(Callback):
         self.n_calls, self.last_step, self.seconds = 0, -1, 0.0
 
     def on_fit_start(self, trainer: Trainer, model: nn.Module) -> None:
-        """Resolve the default analyzer and check that ``analysis`` is importable."""
+        """Resolve the default analyzer."""
         if self.analyzer is None:
-            try:
-                self.analyzer = InProcessAnalyzer()
-            except ImportError as exc:
-                raise ImportError(f"SpectralMonitor's default analyzer needs the analysis package: {exc}") from exc
-        from analysis.layers import extract_layers  # noqa: F401  (fail early if missing)
+            self.analyzer = InProcessAnalyzer()
 
     def extract(self, model: nn.Module) -> list:
         """The model's weight matrices as ``LayerMatrix`` objects."""
-        from analysis.layers import extract_layers
-
         return extract_layers(model, conv=self.conv, min_dim=self.min_dim)
 
     def on_monitor(self, trainer: Trainer, model: nn.Module, step: int) -> None:
