@@ -56,6 +56,7 @@ def test_ui_of_a_remote_tracking_server_prints_its_url(tmp_path):
     assert done.returncode == 0 and "http://10.0.0.7:5000" in done.stdout
 
 
+@pytest.mark.integration
 def test_ui_serves_the_sweeps_own_tracking_store_and_stops_on_ctrl_c(tmp_path):
     """`htsweep ui` prints its URL once MLflow answers, serves the UI and the store sweep.json names
     (not <workdir>/mlflow.db), and Ctrl-C takes the server's whole process group down."""

@@ -38,6 +38,7 @@ class _Outage(Callback):
             self.holder["server"] = start_server(self.holder["workdir"], port=self.holder["server"].port)
 
 
+@pytest.mark.integration
 def test_outage_buffers_to_disk_and_flushes_when_server_returns(tmp_path, tiny_train_config):
     workdir = tmp_path / "sweep"
     server = start_server(workdir)
