@@ -26,10 +26,10 @@ run: install
 	$(VENV)/bin/htsweep run sweeps/examples/quickstart.yaml --workdir $(WORKDIR) --overwrite
 
 test: install
-	$(PY) -m pytest -m "not slow" --timeout=900 --doctest-modules analysis tests $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --timeout=900 --doctest-modules analysis trainers services sweeps tests $(PYTEST_ARGS)
 
 test-slow: install
-	HTSWEEP_SLOW=1 $(PY) -m pytest --timeout=1800 --doctest-modules analysis tests $(PYTEST_ARGS)
+	HTSWEEP_SLOW=1 $(PY) -m pytest --timeout=1800 --doctest-modules analysis trainers services sweeps tests $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check analysis trainers services sweeps tests benchmarks

@@ -13,6 +13,7 @@ Examples
 """
 
 from analysis import synthetic
+from analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
 from analysis.analyze import analyze_eigs, analyze_layers, analyze_matrix, analyze_model
 from analysis.checkpoints import open_checkpoint
 from analysis.esd import esd, esd_batch
@@ -40,12 +41,15 @@ __all__ = [
     "fit_marchenko_pastur",
     "fit_power_law",
     "hill_estimator",
+    "is_spectral_key",
     "load_matrices",
+    "model_phase",
     "mp_density",
     "mp_edges",
     "open_checkpoint",
     "pl_alpha_hill",
     "plan_layers",
     "shuffle_baseline",
+    "spectral_aggregates",
     "synthetic",
 ]

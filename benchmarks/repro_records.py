@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.aggregate import is_spectral_key
 from trainers.callbacks import Callback
-from trainers.monitor import SpectralMonitor, is_spectral_key
+from trainers.monitor import SpectralMonitor
 
 __all__ = ["TrialRecord", "grid_points", "records_from_sweep", "run_grid", "run_trial", "spec_setup"]
 
@@ -101,7 +102,7 @@ class TrialRecord:
 
 
 class _Recorder(Callback):
-    """Keeps what :class:`services.tracking.MlflowTrialLogger` would log: numbers per step, ESDs."""
+    """Keeps what :class:`sweeps.trial_logger.MlflowTrialLogger` would log: numbers per step, ESDs."""
 
     def __init__(self) -> None:
         self.rows: dict[int, dict[str, float]] = {}

@@ -5,7 +5,8 @@ Exports are resolved lazily, so ``import services`` does not import Ray or MLflo
 - ``services.esd_actor``: :func:`get_esd_service`, :func:`shutdown_esd_service`,
   :class:`ActorAnalyzer`, :class:`ESDService`.
 - ``services.tracking``: :class:`TrackingConfig`, :func:`init_store`, :func:`start_sweep_run`,
-  :func:`end_sweep_run`, :func:`flush_buffers`, :class:`MlflowTrialLogger`.
+  :func:`end_sweep_run`, :func:`flush_buffers`, :class:`TrialRunLogger` (the trainers callback
+  around it is ``sweeps.trial_logger.MlflowTrialLogger``).
 - ``services.mlflow_server``: :func:`start_server`, :func:`serve_ui`, :class:`MlflowServer`.
 """
 
@@ -20,7 +21,7 @@ _EXPORTS = {
     "get_esd_service": "services.esd_actor",
     "shutdown_esd_service": "services.esd_actor",
     "TrackingConfig": "services.tracking",
-    "MlflowTrialLogger": "services.tracking",
+    "TrialRunLogger": "services.tracking",
     "default_tracking_uri": "services.tracking_uri",
     "end_sweep_run": "services.tracking",
     "flush_buffers": "services.tracking",

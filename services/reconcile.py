@@ -1,6 +1,6 @@
 """Close the MLflow trial runs that killed processes left open, each with a final status and a reason.
 
-A trial run is ended by its own process (:class:`services.tracking.MlflowTrialLogger`). When that
+A trial run is ended by its own process (:class:`services.tracking.TrialRunLogger`). When that
 process dies first (the driver was SIGKILLed with trials running, a trial worker was killed for
 good), the run would stay RUNNING forever. At the end of a run or resume no trial of the sweep runs
 any more, so every trial run still RUNNING is orphaned; :func:`close_open_runs` ends it according

@@ -1,7 +1,7 @@
 """MLflow tracking for sweeps: the store, the sweep's parent run, and a per-trial logger callback.
 
 Layout in MLflow: one experiment per sweep, one parent run for the sweep
-(:func:`start_sweep_run`), one nested run per trial (:class:`MlflowTrialLogger`, tagged
+(:func:`start_sweep_run`), one nested run per trial (:class:`TrialRunLogger`, tagged
 ``trial_id`` so a resumed trial re-opens its run) with every hyperparameter as a param.
 
 Per monitoring step the trial run gets, in one ``log_batch``: train/test metrics, the spectral
@@ -10,7 +10,7 @@ per-layer ``alpha/<layer>``, ``alpha_hill/<layer>``, ``stable_rank/<layer>``,
 ``mp_soft_rank/<layer>``, ``effective_rank/<layer>``, ``n_spikes/<layer>``, ``phase_code/<layer>``
 (0–5 in ``analysis.phases.PHASES`` order, -1 = ``undetermined``: no spectrum to classify), all with an
 explicit step;
-tags ``phase.<layer>`` and ``phase`` (the model phase by :func:`trainers.monitor.model_phase`:
+tags ``phase.<layer>`` and ``phase`` (the model phase by :func:`analysis.aggregate.model_phase`:
 the most common phase of the dense layers), so
 ``mlflow.search_runs(filter_string="tags.phase = 'heavy_tailed'")`` finds trials by phase;
 artifacts ``esd/step_<k>.npz`` (every layer's eigenvalues), ESD figures every ``figure_every``
@@ -28,7 +28,8 @@ Driver side, before the trials start::
     init_store(cfg.tracking_uri)                 # migrations, once
     parent = start_sweep_run(cfg, params=spec_dict)
 
-Trial side::
+Trial side (``sweeps.trial_logger.MlflowTrialLogger`` is this module's :class:`TrialRunLogger`
+as a trainers callback)::
 
     logger = MlflowTrialLogger(cfg, trial_id=trial_id, params=config, parent_run_id=parent)
     Trainer(train_config, callbacks=[monitor, logger]).fit()
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.aggregate import is_spectral_key, model_phase
 from analysis.analyze import json_safe
 from services.buffer import (
     LOCAL_PREFIX,
@@ -66,11 +68,9 @@ try:
 except ImportError:  # pragma: no cover - soft optional dependency
     mlflow = None
 
-from trainers.callbacks import Callback
-
 __all__ = [
-    "MlflowTrialLogger",
     "TrackingConfig",
+    "TrialRunLogger",
     "configure_experiment_ui",
     "default_tracking_uri",
     "end_sweep_run",
@@ -394,7 +394,7 @@ def start_sweep_run(config: TrackingConfig, *, params: Mapping[str, Any] | None 
     Returns
     -------
     str
-        The parent run id; pass it to every :class:`MlflowTrialLogger`.
+        The parent run id; pass it to every :class:`TrialRunLogger`.
     """
     _require_mlflow()
     init_store(config.tracking_uri)
@@ -471,10 +471,13 @@ def run_description(metrics: Mapping[str, Any], phase: str = "") -> str:
     return " · ".join(p for p in parts[:-1] if p) + (f" {parts[-1]}" if parts[-1] else "")
 
 
-class MlflowTrialLogger(Callback):
-    """A trainers callback that records one trial as a nested MLflow run.
+class TrialRunLogger:
+    """Records one trial as a nested MLflow run, driven by the trainer's callback hooks.
 
-    Connects in ``on_fit_start`` (never in ``__init__``), logs every ``on_report`` with an explicit
+    Its methods are hooks of ``trainers.callbacks.Callback`` by name, written against the
+    trainer's public attributes only (``config``, ``spectral``), so this module needs no trainer;
+    :class:`sweeps.trial_logger.MlflowTrialLogger` makes it a trainers callback. Connects in
+    ``on_fit_start`` (never in ``__init__``), logs every ``on_report`` with an explicit
     step in one ``log_batch``, reads ``trainer.spectral`` for per-layer rows and eigenvalues, and
     ends the run FINISHED (``on_fit_end``) or FAILED (``on_exception``). Put it after the
     ``SpectralMonitor`` in the callback list.
@@ -612,8 +615,6 @@ class MlflowTrialLogger(Callback):
         snapshot = getattr(trainer, "spectral", None)
         new_snapshot = snapshot is not None and snapshot.step != self._last_spectral_step
         if new_snapshot:
-            from trainers.monitor import model_phase
-
             rows = list(snapshot.rows)
             for row in rows:
                 tags[_key(f"phase.{row['name']}")] = str(row.get("phase", ""))
@@ -623,8 +624,6 @@ class MlflowTrialLogger(Callback):
         self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
         if not new_snapshot:
             # carried over from the last analysis: logging them again would date them wrongly
-            from trainers.monitor import is_spectral_key
-
             values = {k: v for k, v in values.items() if not is_spectral_key(k)}
         else:
             if self.headline is not None:
@@ -679,8 +678,6 @@ class MlflowTrialLogger(Callback):
                 self._save_figures(rows, "esd/final")
                 if self.config.npz_every and (self._n_snapshots - 1) % self.config.npz_every != 0:
                     self._save_npz(self._last_spectral_step, rows)
-            from trainers.monitor import model_phase
-
             summary = {
                 "trial_id": self.trial_id, "status": status, "step": self._last_spectral_step,
                 "phase": model_phase(rows), "metrics": self._last_metrics,

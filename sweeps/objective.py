@@ -111,7 +111,7 @@ def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float
     >>> evaluate({"alpha_mean": 2.5, "test_acc": 0.95}, spec)["objective"]
     0.5
     >>> round(evaluate({"alpha_mean": 2.5, "test_acc": 0.8}, spec)["objective"], 6)
-    11.6
+    11.5
     """
     alpha = alpha_aggregate(metrics, spec)
     alpha_error = abs(alpha - spec.target_alpha) if math.isfinite(alpha) else spec.penalty

@@ -2,8 +2,8 @@
 
 Thin by design: :func:`train_trial` merges the sweep's fixed settings with the trial's
 hyperparameters into a ``TrainConfig``, plugs in the spectral monitor (backed by the shared ESD
-actor), the MLflow trial logger and a :class:`TuneReporter`, restores from the Tune checkpoint if
-there is one, and calls ``fit``. The reporter turns each ``on_report`` into one flat
+actor), the MLflow trial logger (``sweeps.trial_logger``) and a :class:`TuneReporter`, restores
+from the Tune checkpoint if there is one, and calls ``fit``. The reporter turns each ``on_report`` into one flat
 ``tune.report(metrics, checkpoint=...)`` with the objective terms added.
 
 Everything large or constant (the fixed settings, tracking config, objective) reaches the trial
@@ -94,7 +94,7 @@ class TuneReporter(Callback):
     ----------
     objective : ObjectiveSpec
         How to turn the trainer's metrics into the objective.
-    logger : MlflowTrialLogger, optional
+    logger : sweeps.trial_logger.MlflowTrialLogger, optional
         Its ``run_id`` is reported as ``mlflow_run_id`` (so the Optuna study links to MLflow).
     checkpoint : bool, default=True
         Attach a trainer checkpoint to every report (restored on retries and resume).
@@ -143,7 +143,7 @@ def _links(trainer: Any, logger: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     snapshot = getattr(trainer, "spectral", None)
     if snapshot is not None and snapshot.rows:
-        from trainers.monitor import model_phase
+        from analysis.aggregate import model_phase
 
         out["phase"] = model_phase(snapshot.rows)
     node_id = _node_id()
@@ -190,7 +190,7 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv)]
     logger = None
     if ctx.tracking is not None:
-        from services.tracking import MlflowTrialLogger
+        from sweeps.trial_logger import MlflowTrialLogger
 
         logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=config, parent_run_id=ctx.parent_run_id,
                                    run_name=tune_ctx.get_trial_name() or trial_id,

@@ -6,13 +6,7 @@ Knows nothing of Ray or MLflow: a trial plugs its monitor and reporters in as ca
 from trainers.callbacks import Callback, EarlyStopping, MetricsHistory
 from trainers.data import DATASETS, Batcher, DataBundle, load_dataset
 from trainers.models import MLP3, MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
-from trainers.monitor import (
-    InProcessAnalyzer,
-    SpectralMonitor,
-    SpectralSnapshot,
-    model_phase,
-    spectral_aggregates,
-)
+from trainers.monitor import InProcessAnalyzer, SpectralMonitor, SpectralSnapshot
 from trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from trainers.train import (
     TrainConfig,
@@ -48,9 +42,7 @@ __all__ = [
     "build_scheduler",
     "kernel_target_alignment",
     "load_dataset",
-    "model_phase",
     "resolve_device",
     "ridge_readout_losses",
-    "spectral_aggregates",
     "teacher_alignment",
 ]

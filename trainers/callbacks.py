@@ -18,7 +18,7 @@ Hook order in one run (``N`` = total steps)::
                    [step % checkpoint_every == 0: save, then on_checkpoint]
     on_fit_end                       (on any exception instead: on_exception)
 
-``SpectralMonitor`` lives in ``trainers.monitor`` and is re-exported here.
+``SpectralMonitor`` lives in ``trainers.monitor``.
 """
 
 from __future__ import annotations
@@ -154,11 +154,3 @@ class EarlyStopping(Callback):
         self.best, self.wait = float(state["best"]), int(state["wait"])
         self.stopped_step = state.get("stopped_step")
 
-
-def __getattr__(name: str) -> Any:
-    # SpectralMonitor is defined in trainers.monitor (which imports this module).
-    if name == "SpectralMonitor":
-        from trainers.monitor import SpectralMonitor
-
-        return SpectralMonitor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

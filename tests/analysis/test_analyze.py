@@ -11,7 +11,7 @@ import torch
 from numpy.testing import assert_allclose
 from torch import nn
 
-from analysis import PHASES, analyze_eigs, analyze_layers, analyze_matrix, analyze_model, synthetic
+from analysis import analyze_eigs, analyze_layers, analyze_matrix, analyze_model, synthetic
 from analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
 from analysis.esd import esd
 from analysis.layers import LayerMatrix, extract_layers
@@ -49,7 +49,7 @@ def test_spiked_matrix_counts_spikes():
     row = analyze_matrix(W, device="cpu")
     assert row["n_spikes"] == 2
     assert row["mp_soft_rank"] < 0.5
-    assert row["phase"] in PHASES
+    assert row["phase"] == "bulk_plus_spikes"  # the same on seeds 0-4
 
 
 def test_localization_flag_adds_keys(gaussian):
@@ -68,8 +68,8 @@ def test_small_matrix_gets_nan_fits_and_warning(m):
     for key in ("alpha", "alpha_hill", "D", "xmin", "alpha_sigma", "alpha_weighted", "log_alpha_norm"):
         assert math.isnan(row[key]), key
     assert row["stable_rank"] > 1  # eigenvalue-only metrics are still computed
-    # fewer than 16 eigenvalues are too few to tell a phase
-    assert row["phase"] == UNDETERMINED if m < 16 else row["phase"] in PHASES
+    # fewer than 16 eigenvalues are too few to tell a phase; more, from a Gaussian, are random-like
+    assert row["phase"] == (UNDETERMINED if m < 16 else "random_like")
 
 
 def test_degenerate_matrices_never_crash():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -168,14 +166,11 @@ def test_robust_against_many_spikes_and_heavy_outliers():
     assert 0.55 < fit.sigma2 < 1.05
 
 
-def test_result_is_frozen_and_repr_aligned():
+def test_result_spikes_and_density_shapes():
+    # frozen and repr: tests/analysis/test_results.py
     rng = np.random.default_rng(0)
     fit = fit_marchenko_pastur(_eigs(rng.standard_normal((300, 100))), q=3.0)
     assert isinstance(fit, MPFit)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fit.sigma2 = 2.0  # type: ignore[misc]
-    lines = repr(fit).splitlines()[1:-1]
-    assert len({line.index(":") for line in lines}) == 1
     assert fit.spikes.shape == (fit.n_spikes,)
     assert fit.density(np.array([1.0])).shape == (1,)
 

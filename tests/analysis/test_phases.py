@@ -103,7 +103,7 @@ def test_degenerate_matrices_are_undetermined(W, why):
 
 
 def test_undetermined_layers_do_not_vote():
-    from trainers.monitor import model_phase, spectral_aggregates
+    from analysis.aggregate import model_phase, spectral_aggregates
 
     rows = [{"name": "lora_b", "kind": "linear", "phase": UNDETERMINED, "m": 64},
             {"name": "zero_proj", "kind": "linear", "phase": UNDETERMINED, "m": 64},
@@ -224,21 +224,19 @@ def test_confidence_is_low_where_labels_are_wrong():
 
 def test_small_matrix_gets_low_confidence_and_warning():
     res = classify_phase(make("random_like", 40, 20, seed=0))
-    assert res.phase in PHASES
+    assert res.phase == "random_like"
     assert res.confidence <= 0.3
     assert "too small" in res.evidence["warning"]
 
 
-def test_deterministic_evidence_and_frozen():
+def test_deterministic_evidence():
+    # frozen and repr: tests/analysis/test_results.py
     W = make("bulk_decay", 800, 400, seed=8)
     a, b = classify_phase(W), classify_phase(W)
     assert a == b and a.evidence["rule"] == b.evidence["rule"]
     assert EVIDENCE_KEYS <= set(a.evidence), EVIDENCE_KEYS - set(a.evidence)
     assert 0.0 <= a.confidence <= 1.0
     assert isinstance(a, PhaseResult) and a.code == PHASE_CODES[a.phase]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        a.phase = "random_like"  # type: ignore[misc]
-    assert "phase" in repr(a) and "rule" in repr(a)
 
 
 def _linear_weight(seed: int, out_f: int, in_f: int) -> torch.Tensor:

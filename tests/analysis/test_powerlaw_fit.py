@@ -158,13 +158,10 @@ def test_bad_arguments_raise():
         fit_power_law(np.ones(20), xmin=-1.0)
 
 
-def test_result_is_frozen_with_aligned_repr():
+def test_ci_and_tail_density():
+    # frozen and repr: tests/analysis/test_results.py
     fit = fit_power_law(pareto(2.5, 500, np.random.default_rng(0)))
     assert isinstance(fit, PowerLawFit)
-    with pytest.raises(AttributeError):
-        fit.alpha = 3.0  # type: ignore[misc]
-    lines = repr(fit).splitlines()[1:-1]
-    assert len({line.index(":") for line in lines}) == 1
     lo, hi = fit.ci(0.95)
     assert_allclose([lo, hi], [fit.alpha - 1.959964 * fit.sigma, fit.alpha + 1.959964 * fit.sigma], rtol=1e-6)
     # the tail density integrates to 1 over [xmin, inf) (numerically on a wide grid)

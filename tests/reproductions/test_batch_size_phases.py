@@ -20,7 +20,7 @@ LAYERS = ("fc1", "fc2", "fc3")
 KEYS = [f"{k}/{layer}" for layer in LAYERS for k in ("stable_rank", "mp_soft_rank", "alpha", "ratio")]
 
 
-@pytest.fixture(scope="module", params=["reduced", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["reduced", pytest.param("full", marks=[pytest.mark.slow, pytest.mark.integration])])
 def table(request, full_sweep):
     if request.param == "full":
         records = full_sweep("batch_size_phases_mnist5k", esd_steps="none")

@@ -19,7 +19,7 @@ REDUCED = {"steps": 100, "eval_every": 100, "spectral_every": 100,
            "model_kwargs": {"width": 300}, "data_kwargs": {"n": 800, "n_test": 200, "d": 200}}
 
 
-SIZES = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
+SIZES = ["reduced", pytest.param("full", marks=[pytest.mark.slow, pytest.mark.integration])]
 
 
 @pytest.fixture(scope="module", params=SIZES)

@@ -18,7 +18,7 @@ import pytest
 from benchmarks.repro_measures import departure_step, ratio, spearman, timeline
 from benchmarks.repro_records import run_grid, spec_setup
 
-SIZES = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
+SIZES = ["reduced", pytest.param("full", marks=[pytest.mark.slow, pytest.mark.integration])]
 
 
 @pytest.fixture(scope="module", params=SIZES)

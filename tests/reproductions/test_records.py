@@ -23,6 +23,7 @@ def _spec(name: str) -> dict:
     }
 
 
+@pytest.mark.integration
 def test_sweep_records_equal_in_process_records(tmp_path, ray_local, monkeypatch):
     from sweeps.spec import SweepSpec
     from sweeps.tune_runner import run_sweep

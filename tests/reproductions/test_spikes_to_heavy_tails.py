@@ -20,7 +20,7 @@ from benchmarks.repro_measures import multi_step_table, one_step_table, predicte
 from benchmarks.repro_records import run_grid, spec_setup
 
 REDUCED = {"model_kwargs": {"width": 300}, "data_kwargs": {"n": 800, "n_test": 200, "d": 200}}
-SIZES = ["reduced", pytest.param("full", marks=pytest.mark.slow)]
+SIZES = ["reduced", pytest.param("full", marks=[pytest.mark.slow, pytest.mark.integration])]
 TEN_STEP_LRS = [0.01, 0.1, 0.3, 1.0, 3.0]
 
 

@@ -19,7 +19,7 @@ MODERATE = (0.0, 0.03, 0.1)
 COLLAPSE = 0.3
 
 
-@pytest.fixture(scope="module", params=["reduced", pytest.param("full", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["reduced", pytest.param("full", marks=[pytest.mark.slow, pytest.mark.integration])])
 def records(request, full_sweep):
     if request.param == "full":
         return {r.params["weight_decay"]: r for r in full_sweep("weight_decay_rank", esd_steps="all")}

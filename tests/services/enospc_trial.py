@@ -37,7 +37,8 @@ def main(mountpoint: Path, sqlite_uri: str, down_uri: str) -> dict:
     import mlflow
 
     from services.buffer import BufferedClient
-    from services.tracking import MlflowTrialLogger, TrackingConfig
+    from services.tracking import TrackingConfig
+    from sweeps.trial_logger import MlflowTrialLogger
     from trainers.monitor import SpectralMonitor
     from trainers.train import TrainConfig, Trainer
 

@@ -26,7 +26,8 @@ from services.esd_actor import (  # noqa: E402
     get_esd_service,
     shutdown_esd_service,
 )
-from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
+from services.tracking import TrackingConfig  # noqa: E402
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.callbacks import Callback, MetricsHistory  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
@@ -57,6 +58,7 @@ def _assert_rows_match(rows, reference):
             assert_allclose(got[key], want[key], rtol=1e-8, equal_nan=True, err_msg=f"{want['name']}.{key}")
 
 
+@pytest.mark.integration
 def test_two_concurrent_callers_get_correct_metrics_batched_together(service, layer_set):
     handle, _, _ = service
     callers = {
@@ -82,6 +84,7 @@ def test_two_concurrent_callers_get_correct_metrics_batched_together(service, la
     assert analyzer.stats() == {"calls": 2, "retries": 0, "fallbacks": 0}
 
 
+@pytest.mark.integration
 def test_get_or_create_by_name_and_bad_layers_fail_only_their_caller(service, layer_set):
     handle, name, namespace = service
     again = get_esd_service(name, namespace=namespace)
@@ -109,6 +112,7 @@ class _KillActor(Callback):
             ray.kill(self.handle, no_restart=False)
 
 
+@pytest.mark.integration
 def test_killing_the_actor_mid_training_loses_no_monitoring_step(service, tiny_train_config, tmp_path,
                                                                  sqlite_uri):
     """A trial monitored by the shared actor and logged to MLflow; the actor is killed at step 12."""
@@ -144,6 +148,7 @@ def _wait_unregistered(name, namespace, timeout=30.0):
     raise AssertionError(f"actor {namespace}/{name} still registered after {timeout} s")
 
 
+@pytest.mark.integration
 def test_dead_actor_falls_back_to_in_process(service, layer_set):
     handle, name, namespace = service
     assert shutdown_esd_service(name, namespace=namespace)  # gone for good: no restart
@@ -210,6 +215,7 @@ def _wait_pid_changed(handle, old_pid, timeout=60.0):
     raise AssertionError(f"the actor did not come back within {timeout} s")
 
 
+@pytest.mark.integration
 def test_actor_process_sigkill_opens_the_breaker_then_the_restarted_actor_serves_again(service, layer_set):
     """OS-level SIGKILL of the actor's process: no backoff sleeps, in-process at once, back after a probe."""
     import os
@@ -239,6 +245,7 @@ def test_actor_process_sigkill_opens_the_breaker_then_the_restarted_actor_serves
     assert stats["pid"] == new_pid and stats["restarted"] and stats["requests"] == 1
 
 
+@pytest.mark.integration
 def test_frozen_actor_costs_one_bounded_timeout_then_callers_go_in_process(service, layer_set):
     """SIGSTOP (a hung actor: it accepts calls, never answers): the timeout comes from the measured service time."""
     import os
@@ -278,6 +285,7 @@ def test_frozen_actor_costs_one_bounded_timeout_then_callers_go_in_process(servi
     assert analyzer.stats() == {"calls": 6, "retries": 0, "fallbacks": 2}
 
 
+@pytest.mark.integration
 def test_killed_for_good_actor_costs_later_trials_nothing(service, layer_set):
     """``ray.kill(no_restart=True)``: trials that start afterwards (by name) analyze in-process at once."""
     handle, name, namespace = service
@@ -292,6 +300,7 @@ def test_killed_for_good_actor_costs_later_trials_nothing(service, layer_set):
     assert time.monotonic() - t0 < 3.0  # the old code slept ~11.5 s of backoff per trial
 
 
+@pytest.mark.integration
 def test_pending_actor_is_reported_not_ready_and_callers_do_not_wait(ray_local, layer_set):
     """An actor whose resources do not exist stays pending: readiness says so, calls go in-process."""
     from services.esd_actor import wait_ready

@@ -62,6 +62,7 @@ def test_ui_of_a_remote_tracking_server_prints_its_url_without_the_password(tmp_
     assert "s3cret" not in done.stdout + done.stderr
 
 
+@pytest.mark.integration
 def test_ui_serves_the_sweeps_own_tracking_store_and_stops_on_ctrl_c(tmp_path):
     """`htsweep ui` prints its URL once MLflow answers, serves the UI and the store sweep.json names
     (not <workdir>/mlflow.db), and Ctrl-C takes the server's whole process group down."""

@@ -15,10 +15,12 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
+from analysis.aggregate import model_phase  # noqa: E402
 from services.mlflow_server import start_server  # noqa: E402
-from services.tracking import MlflowTrialLogger, TrackingConfig  # noqa: E402
+from services.tracking import TrackingConfig  # noqa: E402
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.callbacks import Callback  # noqa: E402
-from trainers.monitor import SpectralMonitor, model_phase  # noqa: E402
+from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
 
 
@@ -36,6 +38,7 @@ class _Outage(Callback):
             self.holder["server"] = start_server(self.holder["workdir"], port=self.holder["server"].port)
 
 
+@pytest.mark.integration
 def test_outage_buffers_to_disk_and_flushes_when_server_returns(tmp_path, tiny_train_config):
     workdir = tmp_path / "sweep"
     server = start_server(workdir)

@@ -25,7 +25,8 @@ mlflow = pytest.importorskip("mlflow")
 
 from services.buffer import BufferedClient, flush_journals  # noqa: E402
 from services.mlflow_server import free_port  # noqa: E402
-from services.tracking import END_REASON_TAG, MlflowTrialLogger, TrackingConfig  # noqa: E402
+from services.tracking import END_REASON_TAG, TrackingConfig  # noqa: E402
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
 

@@ -13,16 +13,17 @@ from numpy.testing import assert_allclose
 
 mlflow = pytest.importorskip("mlflow")
 
+from analysis.aggregate import model_phase  # noqa: E402
 from services.tracking import (  # noqa: E402
-    MlflowTrialLogger,
     TrackingConfig,
     default_tracking_uri,
     end_sweep_run,
     init_store,
     start_sweep_run,
 )
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.callbacks import Callback  # noqa: E402
-from trainers.monitor import SpectralMonitor, model_phase  # noqa: E402
+from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
 
 
@@ -125,7 +126,7 @@ def test_trial_run_records_everything_and_is_searchable(tracking, tmp_path, fit)
     last_alpha = {m.step: m.value for m in client.get_metric_history(logger.run_id, f"alpha/{names[-1]}")}
     assert_allclose(last_alpha[40], rows[-1]["alpha"], rtol=1e-12, equal_nan=True)
 
-    # Phase tags: per layer (latest) and for the model, by trainers.monitor.model_phase.
+    # Phase tags: per layer (latest) and for the model, by analysis.aggregate.model_phase.
     phase = model_phase(rows)
     assert run.data.tags["phase"] == phase
     assert all(run.data.tags[f"phase.{r['name']}"] == r["phase"] for r in rows)

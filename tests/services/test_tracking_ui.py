@@ -17,7 +17,6 @@ from services.tracking import (  # noqa: E402
     NOTE_TAG,
     TRIALS_VIEW,
     VIEW_TAG_PREFIX,
-    MlflowTrialLogger,
     TrackingConfig,
     configure_experiment_ui,
     init_store,
@@ -26,6 +25,7 @@ from services.tracking import (  # noqa: E402
     runs_table_url,
     start_sweep_run,
 )
+from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
 from trainers.monitor import SpectralMonitor  # noqa: E402
 from trainers.train import Trainer  # noqa: E402
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sweep_helpers import cli_env, run_cli, tiny_spec, write_spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_sweep_searches_alpha_balance_and_logs_lr_factors(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from sweep_helpers import run_cli, tiny_spec, write_spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_sweep_on_two_node_cluster(two_node_cluster, tmp_path):

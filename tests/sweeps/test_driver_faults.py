@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import REPO, cli_env, htsweep_cmd, tiny_spec, write_spec
 
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 NAME = "drv"
 N_TRIALS, STEPS, EVERY = 4, 100, 20

@@ -16,7 +16,7 @@ import time
 import pytest
 from sweep_helpers import REPO, htsweep_cmd, kill_pids, tiny_spec, write_spec
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 NAME = "nodeloss"
 N_TRIALS, STEPS, EVERY = 4, 100, 20

@@ -43,6 +43,16 @@ def test_example_specs_build_a_train_config(path):
     check_train_config(SweepSpec.from_yaml(path))
 
 
+def test_a_data_kwargs_typo_fails_the_spec_before_any_trial():
+    from sweeps.tune_runner import check_train_config
+
+    spec = SweepSpec.from_yaml(EXAMPLES[0])
+    bad = spec.with_overrides(train={**spec.train, "data_kwargs": {**spec.train.get("data_kwargs", {}), "nosie": 0.1}})
+    with pytest.raises(SpecError, match=rf"^spec '{spec.name}': the trainer rejects the settings: dataset "
+                                        rf"'{spec.dataset}' has no option 'nosie'; its data_kwargs are: "):
+        check_train_config(bad)
+
+
 def test_train_fields_match_trainconfig():
     # Contract: a spec may set every TrainConfig field except the checkpoint ones Tune owns.
     from trainers.train import TrainConfig

@@ -100,7 +100,8 @@ def test_spec_schema_matches_the_trainer_settings():
 
 def test_lr_factors_reach_mlflow_over_steps(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    from services.tracking import MlflowTrialLogger, TrackingConfig, init_store
+    from services.tracking import TrackingConfig, init_store
+    from sweeps.trial_logger import MlflowTrialLogger
     from trainers.monitor import SpectralMonitor
     from trainers.train import TrainConfig, Trainer
 

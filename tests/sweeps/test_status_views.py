@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from rich.console import Console
 
@@ -33,6 +34,7 @@ def _meta(tmp_path, namespace: str) -> SweepMeta:
                      experiment="w", driver_pid=os.getpid(), esd_namespace=namespace)
 
 
+@pytest.mark.integration
 def test_probe_finds_the_drivers_ray_and_reads_queue_depth_and_time_per_matrix(ray_local, tmp_path):
     from analysis.layers import LayerMatrix
     from services.esd_actor import DEFAULT_NAME, ActorAnalyzer, get_esd_service, shutdown_esd_service
@@ -76,6 +78,7 @@ def test_probe_finds_the_drivers_ray_and_reads_queue_depth_and_time_per_matrix(r
         del handle
 
 
+@pytest.mark.integration
 def test_probe_reports_a_missing_actor_as_text(ray_local, tmp_path):
     probe = EsdActorProbe(_meta(tmp_path, f"none-{uuid.uuid4().hex[:8]}"))
     first = probe.stats()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sweep_helpers import cli_env, run_cli, tiny_spec, write_spec
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 N_TRIALS = 4
 

@@ -52,6 +52,7 @@ def _status_line(workdir) -> str:
     return out.getvalue()
 
 
+@pytest.mark.integration
 def test_unreachable_tracking_server_fails_in_one_line_and_marks_the_sweep_failed(tmp_path, clean_env):
     uri = f"http://127.0.0.1:{free_port()}"
     clean_env.setenv("HTSWEEP_TRACKING_URI", uri)  # the sweep must honour it (not only $MLFLOW_...)
@@ -68,6 +69,7 @@ def test_unreachable_tracking_server_fails_in_one_line_and_marks_the_sweep_faile
     assert "sweep failed" in _status_line(tmp_path / "sweep")
 
 
+@pytest.mark.integration
 def test_a_failure_inside_the_sweep_marks_it_failed_and_ends_the_parent_run(tmp_path, clean_env, ray_local):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -140,11 +142,13 @@ def test_progress_lines_show_test_loss_and_r2_for_regression(monkeypatch, capsys
 
 
 def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
+    from analysis.aggregate import model_phase
     from analysis.phases import PHASES
-    from services.tracking import MlflowTrialLogger, TrackingConfig, init_store
+    from services.tracking import TrackingConfig, init_store
     from sweeps.spec import ObjectiveSpec
     from sweeps.trainable import diverged_result
-    from trainers.monitor import SpectralMonitor, model_phase
+    from sweeps.trial_logger import MlflowTrialLogger
+    from trainers.monitor import SpectralMonitor
     from trainers.train import TrainConfig, Trainer
 
     cfg = TrackingConfig.for_workdir(tmp_path, experiment="diverge")
@@ -164,6 +168,7 @@ def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
 
 
 # -- fault injection: resources, errors, divergence, credentials, the lock, Optuna's tell ------------------------
+@pytest.mark.integration
 def test_gpu_asked_on_a_cpu_only_cluster_fails_at_once_in_one_line_naming_the_field(tmp_path, clean_env, ray_local):
     from typer.testing import CliRunner
 
@@ -206,6 +211,7 @@ def test_resource_shortfall_names_the_field_and_waits_only_for_an_autoscaler(fie
     assert resource_shortfall(field, who, cpu, gpu, nodes, types) == verdict
 
 
+@pytest.mark.integration
 def test_every_trial_erroring_exits_non_zero_with_a_summary(tmp_path, clean_env, ray_local):
     from typer.testing import CliRunner
 
@@ -229,6 +235,7 @@ def test_every_trial_erroring_exits_non_zero_with_a_summary(tmp_path, clean_env,
     assert [(r.data.tags["htsweep.role"], r.info.status) for r in runs] == [("sweep", "FAILED")]  # no trial got far
 
 
+@pytest.mark.integration
 def test_nan_weights_at_a_monitoring_step_are_a_divergence_not_an_error(tmp_path, clean_env, ray_local):
     """Inf weights after the first update, whose loss was still finite: the monitor sees them first.
 
@@ -260,6 +267,7 @@ def test_nan_weights_at_a_monitoring_step_are_a_divergence_not_an_error(tmp_path
     assert [m.step for m in client.get_metric_history(good_run.info.run_id, "alpha_mean")] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["refused", "hung"])
 def test_credentials_in_the_tracking_uri_never_reach_errors_or_sweep_json(tmp_path, clean_env, kind):
     listener = None

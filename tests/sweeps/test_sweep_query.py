@@ -23,7 +23,7 @@ from browser_helpers import Browser, find_chromium
 from scipy import stats
 from sweep_helpers import REPO, cli_env, htsweep_cmd
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 N_TRIALS = 4
 

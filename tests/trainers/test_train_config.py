@@ -77,7 +77,13 @@ def test_threads_are_applied():
 
     before = torch.get_num_threads()
     try:
+        # start from a count neither config asks for, so the assertions can only pass if applied
+        torch.set_num_threads(3)
+        Trainer(TrainConfig(model="mlp3", dataset="digits", steps=1, threads=2, model_kwargs={"width": 8}))
+        assert torch.get_num_threads() == 2
         Trainer(TrainConfig(model="mlp3", dataset="digits", steps=1, threads=1, model_kwargs={"width": 8}))
         assert torch.get_num_threads() == 1
+        Trainer(TrainConfig(model="mlp3", dataset="digits", steps=1, model_kwargs={"width": 8}))
+        assert torch.get_num_threads() == 1  # threads=None leaves the process setting alone
     finally:
         torch.set_num_threads(before)
