@@ -456,7 +456,9 @@ def _correlation_html(table: Any) -> str:
             f"<p class='note'>Rank correlation of each model-level spectral metric with {what} across the finished "
             f"trials; 95% percentile-bootstrap intervals (2000 resamples of the trials). Highlighted: the "
             f"largest |ρ|. Grey: fewer than {MIN_MODELS} trials — too few for a meaningful estimate. The HT-SR "
-            f"papers expect α-type metrics to fall as accuracy rises (ρ &lt; 0 against accuracy).</p>")
+            f"papers expect α to fall as accuracy rises (ρ &lt; 0 against accuracy); alpha_weighted and "
+            f"log_alpha_norm multiply by log10 λmax, which is negative when the weights are small, so "
+            f"their sign can flip.</p>")
 
 
 def _publish(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None, table: Any,

@@ -282,7 +282,8 @@ def correlation_table(table: Any, *, title: str | None = None):
                          else f"{gc.spearman:+.2f}{'' if gc.enough else ' †'}")
         out.add_row(f"[bold]{name}[/bold]" if name.endswith("*") else name, *cells)
     out.caption = ("* largest |ρ|;  † fewer trials than needed for a meaningful estimate "
-                   f"(n < {MIN_MODELS});  HT-SR expects ρ < 0 for α-type metrics vs accuracy")
+                   f"(n < {MIN_MODELS});  HT-SR expects ρ < 0 for α vs accuracy (alpha_weighted and "
+                   "log_alpha_norm carry log10 λmax, negative for small weights: their sign can flip)")
     return out
 
 
@@ -334,6 +335,8 @@ def print_best(workdir: str | Path | None = None, *, console=None, correlations:
         done = sum(r.complete for r in rows)
         why = "no completed trial yet" if not done else "no completed trial meets the test-accuracy constraint"
         console.print(f"[yellow]{meta.name}: {why}[/yellow] ({_counts(rows) or 'no trials'})")
+        if correlations and done:  # which metric tracks generalization does not need a feasible trial
+            print_correlations(meta, spec, rows, console=console)
         return None
     console.print(f"[bold]Best trial of {meta.name}[/bold] (alpha closest to target {target:g} among feasible trials)")
     w = max([10, *(len(k) + 1 for k in best.params)])

@@ -38,9 +38,18 @@ def _client(meta: SweepMeta) -> Any:
     return mlflow.MlflowClient(meta.tracking_uri)
 
 
+#: A grid or choice with more values than this is a scan (a 16-point lr grid), not a grouping.
+MAX_GROUP_LEVELS = 8
+
+
 def categorical_params(spec: SweepSpec) -> list[str]:
-    """Searched hyperparameters with a finite set of values (``choice`` / ``grid``), e.g. optimizer."""
-    return [name for name, dom in spec.search.items() if isinstance(dom, Choice | Grid)]
+    """Searched hyperparameters to group trials by: a ``choice`` / ``grid`` of non-numeric values
+    (e.g. optimizer), or of at most :data:`MAX_GROUP_LEVELS` numeric ones (e.g. batch size)."""
+    def groups(dom: Choice | Grid) -> bool:
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in dom.values)
+        return not numeric or len(dom.values) <= MAX_GROUP_LEVELS
+
+    return [name for name, dom in spec.search.items() if isinstance(dom, Choice | Grid) and groups(dom)]
 
 
 def final_layers(meta: SweepMeta, rows: list[TrialRow]) -> dict[int, list[dict[str, Any]]]:
@@ -131,7 +140,8 @@ def generalization(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *, n_
     """
     target = "test_loss" if is_regression(rows) else "test_acc"
     layers = final_layers(meta, [r for r in rows if r.complete]) if layers is None else layers
-    used = [r for r in rows if r.complete and r.number in layers
+    # trials an early-stopping scheduler cut short describe models that never finished training
+    used = [r for r in rows if r.complete and r.fully_trained and r.number in layers
             and math.isfinite(getattr(r, target)) and layers[r.number]]
     aggs = [model_aggregates(layers[r.number]) for r in used]
     metrics = {name: np.array([a[name] for a in aggs], dtype=np.float64) for name in MODEL_METRICS}

@@ -281,3 +281,20 @@ def test_status_watch_on_a_finished_sweep_prints_once_and_stops(finished):
     assert "ESD actor: sweep not running" in out and "final state" in out
     with pytest.raises(ValueError, match=r"--interval must be > 0 seconds, got 0"):
         watch_status(workdir, interval=0)
+
+
+def test_trials_are_grouped_by_choices_and_short_grids_not_by_scans():
+    from sweeps.spec import SweepSpec
+    from sweeps.trial_data import MAX_GROUP_LEVELS, categorical_params
+
+    spec = SweepSpec.from_dict({
+        "name": "groups", "model": "mlp3", "dataset": "digits", "train": {"steps": 10},
+        "search": {"optimizer": {"type": "grid", "values": ["sgd", "adam"]},
+                   "batch_size": {"type": "grid", "values": [4, 16, 64]},
+                   "lr": {"type": "grid", "values": [0.01 * 1.5 ** i for i in range(MAX_GROUP_LEVELS + 1)]}}})
+    assert categorical_params(spec) == ["optimizer", "batch_size"]
+    sampled = SweepSpec.from_dict({
+        "name": "groups", "model": "mlp3", "dataset": "digits", "train": {"steps": 10},
+        "search": {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+                   "weight_decay": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}})
+    assert categorical_params(sampled) == ["optimizer"]
