@@ -380,7 +380,7 @@ def width(runs: Path, out: Path) -> dict[str, Any]:
                          "train_loss0": r.first("train_loss"), "train_loss": r.last("train_loss"),
                          "test_loss0": r.first("test_loss"), "test_loss": r.last("test_loss"),
                          "ridge_test_loss": r.last("ridge_test_loss"), "phase": r.layers["fc1"]["phase"]}
-    shown = [s for s in settings if s[0] in ("GD η=10", "GD η=3000", "Adam η=0.1")] or settings[:3]
+    shown = [s for s in settings if s[0] in ("GD η=10", "GD η=3000", "Adam η=0.1", "Adam η=1")] or settings[:3]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.3 * len(shown), 3.6))
     for ax, (label, r) in zip(np.atleast_1d(axes), shown, strict=True):
         e0, e1 = r.esd("fc1", r.steps[0]), r.esd("fc1", r.steps[-1])
