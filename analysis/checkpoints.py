@@ -190,10 +190,11 @@ def open_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
     if name.endswith(".bin.index.json"):
         return _open_torch(p, _index_files(p), trust_pickle=trust_pickle, config=_dir_config(p.parent))
     suffix = p.suffix.lower()
+    # a weights file inside a model folder: its config.json (ties, head count) applies as for the folder
     if suffix == ".safetensors":
-        return _open_safetensors(p, [p])
+        return _open_safetensors(p, [p], config=_dir_config(p.parent))
     if suffix in TORCH_SUFFIXES:
-        return _open_torch(p, [p], trust_pickle=trust_pickle)
+        return _open_torch(p, [p], trust_pickle=trust_pickle, config=_dir_config(p.parent))
     if suffix in _NUMPY_SUFFIXES:
         return _open_numpy(p)
     raise ValueError(

@@ -246,6 +246,8 @@ def test_tied_copies_found_by_equal_data_or_config(tmp_path):
     assert "lm_head" in [i.name for i in plan_layers(folder).layers]
     (folder / "config.json").write_text(json.dumps({"tie_word_embeddings": True}))
     assert "lm_head" not in [i.name for i in plan_layers(folder).layers]
+    # the weights file itself reads its folder's config.json too
+    assert "lm_head" not in [i.name for i in plan_layers(folder / "model.safetensors").layers]
 
 
 def test_packed_query_key_value_split_per_head_with_config(tmp_path):
@@ -257,4 +259,5 @@ def test_packed_query_key_value_split_per_head_with_config(tmp_path):
     assert whole.kind == "attn_qkv" and whole.matrix.shape == (3 * d, d)  # no head count: kept whole
     (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": heads}))
     split = {lay.kind: lay.matrix for lay in load_matrices(tmp_path)}
+    assert {lay.kind for lay in load_matrices(tmp_path / "model.safetensors")} == set(split)
     assert torch.equal(split["attn_k"], k.reshape(d, d)) and torch.equal(split["attn_v"], v.reshape(d, d))
