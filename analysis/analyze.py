@@ -38,7 +38,7 @@ __all__ = [
 
 #: Working precision of :func:`analyze_layers` / :func:`analyze_model` / ``htsweep analyze``
 #: (:mod:`analysis.esd`): float32 gives the float64 alpha within 0.02 and the same phase on the
-#: measured real layers (docs/interfaces.md) at about half the cost; spectra with rank-collapse
+#: measured real layers (docs/interfaces.md) at 0.65× the cost (Llama block); spectra with rank-collapse
 #: evidence are recomputed in float64 automatically.
 DEFAULT_PRECISION = "float32"
 
