@@ -234,24 +234,27 @@ def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow
     done = [r for r in rows if r.complete and math.isfinite(r.alpha) and math.isfinite(getattr(r, attr))]
     if not done:
         return None
-    by = _colour_by(spec)
+    from sweeps.trial_data import categorical_params
+
+    facets = categorical_params(spec) or [None]  # one panel per grouping hyperparameter
     x = np.array([getattr(r, attr) for r in done])
     y = np.array([r.alpha for r in done])
-    fig, axes = _figure((5.4, 4.2))
-    ax = axes[0][0]
-    plot_scatter_groups(x, y, labels=[r.number for r in done], ax=ax, xlabel=label,
-                        ylabel=f"alpha ({spec.objective.aggregate})", title=f"alpha vs {label}", **_groups(spec, done, by))
-    _ring_infeasible(ax, x, y, done)
-    ax.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target alpha")
-    if spec.objective.min_test_accuracy is not None and attr == "test_acc":
-        ax.axvline(spec.objective.min_test_accuracy, color="#d62728", ls=":", lw=1, label="min test acc")
-    if best is not None and math.isfinite(getattr(best, attr)):
-        ax.scatter([getattr(best, attr)], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
-                   label=f"best #{best.number}")
-    if spec.objective.multi_objective and attr == "test_acc":
-        front = pareto_front(rows)
-        ax.plot([r.test_acc for r in front], [r.alpha for r in front], color="#555", lw=0.8, label="Pareto front")
-    ax.legend(fontsize=7, frameon=False, title=by, title_fontsize=7)
+    fig, axes = _figure((5.4 * len(facets), 4.2), 1, len(facets), sharey=True)
+    for ax, by in zip(axes[0], facets, strict=True):
+        plot_scatter_groups(x, y, labels=[r.number for r in done], ax=ax, xlabel=label,
+                            ylabel=f"alpha ({spec.objective.aggregate})",
+                            title=f"alpha vs {label}" + (f" by {by}" if by else ""), **_groups(spec, done, by))
+        _ring_infeasible(ax, x, y, done)
+        ax.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target alpha")
+        if spec.objective.min_test_accuracy is not None and attr == "test_acc":
+            ax.axvline(spec.objective.min_test_accuracy, color="#d62728", ls=":", lw=1, label="min test acc")
+        if best is not None and math.isfinite(getattr(best, attr)):
+            ax.scatter([getattr(best, attr)], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
+                       label=f"best #{best.number}")
+        if spec.objective.multi_objective and attr == "test_acc":
+            front = pareto_front(rows)
+            ax.plot([r.test_acc for r in front], [r.alpha for r in front], color="#555", lw=0.8, label="Pareto front")
+        ax.legend(fontsize=7, frameon=False, title=by, title_fontsize=7)
     return _save(fig, path)
 
 

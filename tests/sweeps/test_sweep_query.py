@@ -298,3 +298,25 @@ def test_trials_are_grouped_by_choices_and_short_grids_not_by_scans():
         "search": {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
                    "weight_decay": {"type": "loguniform", "low": 1e-5, "high": 1e-2}}})
     assert categorical_params(sampled) == ["optimizer"]
+
+
+def test_alpha_vs_accuracy_has_one_panel_per_grouping_hyperparameter(tmp_path):
+    import struct
+
+    from sweeps.report import plot_alpha_vs_accuracy
+    from sweeps.spec import SweepSpec
+    from sweeps.status import TrialRow
+
+    def width_px(path):  # PNG IHDR: width is the big-endian uint32 at byte 16
+        return struct.unpack(">I", path.read_bytes()[16:20])[0]
+
+    base = {"name": "facets", "model": "mlp3", "dataset": "digits", "train": {"steps": 10}}
+    two = SweepSpec.from_dict({**base, "search": {"optimizer": {"type": "grid", "values": ["sgd", "adam"]},
+                                                  "batch_size": {"type": "grid", "values": [8, 32]}}})
+    one = SweepSpec.from_dict({**base, "search": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.1}}})
+    rows = [TrialRow(number=i, state="COMPLETE", alpha=2.0 + i / 4, test_acc=0.9 - i / 50, phase="heavy_tailed",
+                     params={"optimizer": ["sgd", "adam"][i % 2], "batch_size": [8, 32][i // 2], "lr": 0.01 * (i + 1)})
+            for i in range(4)]
+    faceted = plot_alpha_vs_accuracy(two, rows, rows[0], tmp_path / "two.png")
+    single = plot_alpha_vs_accuracy(one, rows, rows[0], tmp_path / "one.png")
+    assert width_px(faceted) == 2 * width_px(single)
