@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import REPO, cli_env, htsweep_cmd, tiny_spec, write_spec
+from sweep_helpers import REPO, cli_env, htsweep_cmd, kill_pids, tiny_spec, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -170,6 +170,13 @@ def story(tmp_path_factory):
             if len(now) == len(orphans):
                 break
             orphans = now
+        # Freeze them: one that exits on its own between here and the resume would make the check
+        # below a race; a stopped process can only go if the resume ends it (SIGKILL still works).
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
         out["orphans_after_kill"] = orphans
         mark(f"{len(out['orphans_after_kill'])} process(es) of the killed driver's Ray session still alive")
 
@@ -188,6 +195,10 @@ def story(tmp_path_factory):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if out.get("killed_session"):  # frozen orphans the resume did not end (the test then fails)
+            from sweeps.processes import session_processes
+
+            kill_pids(session_processes(out["killed_session"]), signals=(signal.SIGKILL,))
     return out
 
 

@@ -261,8 +261,9 @@ def test_optuna_dashboard_errors_are_one_line(finished, tmp_path):
 
     workdir, _ = finished
     meta = SweepMeta.load(workdir)
-    missing = SweepMeta(**{**meta.__dict__, "name": "no-such-study"})
-    with pytest.raises(SpecError, match=r"sweep 'no-such-study' has no Optuna study yet in sqlite:///"):
+    missing = SweepMeta(**{**meta.__dict__, "name": "no-such-sweep", "study_name": "no-such-study"})
+    with pytest.raises(SpecError, match=r"sweep 'no-such-sweep' has no Optuna study 'no-such-study' yet in "
+                                        r"sqlite:///"):
         serve_optuna_dashboard(missing, port=0)
 
 
