@@ -137,15 +137,23 @@ def sync_command(workdir: Path, *, timeout: float, tracking_uri: str | None = No
     """``htsweep sync``: send the journaled MLflow writes of a sweep; 0 when none is left, else 1."""
     from services.buffer import flush_journals
     from services.redact import redact
+    from sweeps.spec import SpecError
     from sweeps.status import make_console
-    from sweeps.workdir import SweepMeta
+    from sweeps.workdir import META_FILE, SweepMeta
 
-    meta = SweepMeta.load(workdir)
+    if tracking_uri is not None and not (Path(workdir) / META_FILE).is_file():
+        # a worker node: its trials journaled under the same path, but sweep.json lives on the head
+        root, experiment = Path(workdir), "sync"  # unused: each journaled op names its own experiment
+    else:
+        if not (Path(workdir) / META_FILE).is_file():
+            raise SpecError(f"{workdir}: no {META_FILE} here; on a worker node of the sweep pass --tracking-uri URI "
+                            "(the sweep's tracking server) to send this node's journals")
+        meta = SweepMeta.load(workdir)
+        root, experiment, tracking_uri = Path(meta.workdir), meta.experiment, tracking_uri or meta.tracking_uri
     _quiet_libraries()
     from services.tracking import TrackingConfig
 
-    config = TrackingConfig.for_workdir(meta.workdir, experiment=meta.experiment,
-                                        tracking_uri=tracking_uri or meta.tracking_uri)
+    config = TrackingConfig.for_workdir(root, experiment=experiment, tracking_uri=tracking_uri)
     console = make_console()
     journals = [j for j in config.resolved_buffer_dir().glob("*.jsonl") if not j.name.endswith(".rejected.jsonl")]
     if not journals:

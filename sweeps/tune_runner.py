@@ -311,7 +311,7 @@ def _warn_node_local(meta: SweepMeta, spec: SweepSpec) -> None:
         local.append(f"the tracking store {redact(meta.tracking_uri)} (trials on other nodes write to their own copy: "
                      "run an MLflow server, see ray_cluster.yaml)")
     local.append(f"the MLflow outage journals under {meta.path / 'mlbuffer'} (a trial journals on its own node's "
-                 "disk; `htsweep sync` on that node sends them)")
+                 "disk; `htsweep sync DIR --tracking-uri URI` on that node sends them)")
     for what in local:
         log.warning("%d-node cluster, but %s is node-local", n_nodes, what)
 

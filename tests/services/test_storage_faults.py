@@ -130,7 +130,15 @@ def test_trial_against_a_dead_server_trains_on_journals_and_sync_replays_everyth
     still = runner.invoke(app, ["sync", str(workdir), "--timeout", "0", "--tracking-uri", uri])
     assert still.exit_code == 1 and f"{n_ops} still pending" in still.output
     # Sent to the sweep's own store: everything arrives, exactly once.
-    done = runner.invoke(app, ["sync", str(workdir)])
+    if kind == "refused":  # as on a worker node: the journals under the same path, no sweep.json
+        meta_file = workdir / "sweep.json"
+        hidden = meta_file.rename(tmp_path / "sweep.json.hidden")
+        refused = runner.invoke(app, ["sync", str(workdir)])
+        assert refused.exit_code == 2 and "pass --tracking-uri" in refused.output, refused.output
+        done = runner.invoke(app, ["sync", str(workdir), "--tracking-uri", sqlite_uri])
+        hidden.rename(meta_file)
+    else:
+        done = runner.invoke(app, ["sync", str(workdir)])
     assert done.exit_code == 0, done.output
     assert f"Sent {n_ops} operation(s) from 1 journal(s)" in done.output
     assert not journal.exists()
