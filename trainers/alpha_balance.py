@@ -45,7 +45,6 @@ and Neural Network Training", NeurIPS 2023.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -56,6 +55,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from trainers.callbacks import Callback
+from trainers.models import _did_you_mean
 from trainers.monitor import SpectralMonitor
 
 if TYPE_CHECKING:
@@ -137,9 +137,8 @@ class AlphaBalanceConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in valid:
-                close = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown setting alpha_balance.{key}{hint}; valid: {', '.join(valid)}")
+                raise ValueError(f"unknown setting alpha_balance.{key}{_did_you_mean(key, valid)}; "
+                                 f"valid: {', '.join(valid)}")
         return cls(**dict(values))
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,6 @@ With the ``vision`` extra (torchvision): ``mnist``, ``cifar10``, ``svhn``, downl
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import os
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.models import _check_choice
+from trainers.models import _check_choice, _did_you_mean
 
 __all__ = [
     "DATASETS",
@@ -318,10 +317,7 @@ def check_data_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
     accepted = data_kwargs_of(name)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), accepted, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{key!r}{_did_you_mean(key, accepted)}" for key in unknown]
         raise ValueError(f"dataset {name!r} has no option {', '.join(hints)}; its data_kwargs are: "
                          f"{', '.join(accepted)}")
 

@@ -53,6 +53,12 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _did_you_mean(key: Any, valid: Any) -> str:
+    """`` (did you mean 'x'?)`` with the closest of ``valid`` to ``key``, or ``""`` if none is close."""
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_choice(kind: str, value: str, options: Any) -> None:
     """Raise ``ValueError`` naming ``value`` and listing ``options`` when ``value`` is not one."""
     options = list(options)

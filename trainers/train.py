@@ -19,7 +19,6 @@ position, the torch / CUDA / numpy / python RNG states and every stateful callba
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
 import operator
@@ -40,7 +39,7 @@ from torch import nn
 from trainers.alpha_balance import AlphaBalance, AlphaBalanceConfig
 from trainers.callbacks import Callback
 from trainers.data import DATASETS, Batcher, DataBundle, check_data_kwargs, load_dataset
-from trainers.models import MODELS, _check_choice, build_model
+from trainers.models import MODELS, _check_choice, _did_you_mean, build_model
 from trainers.monitor import SpectralSnapshot
 from trainers.optim import (
     OPTIMIZERS,
@@ -249,10 +248,7 @@ class TrainConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in valid]
         if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(str(key), valid, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            hints = [f"{key!r}{_did_you_mean(key, valid)}" for key in unknown]
             raise ValueError(f"unknown TrainConfig key(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
         return cls(**dict(values))
 
