@@ -141,13 +141,13 @@ def sync_command(workdir: Path, *, timeout: float, tracking_uri: str | None = No
     from sweeps.status import make_console
     from sweeps.workdir import META_FILE, SweepMeta
 
-    if tracking_uri is not None and not (Path(workdir) / META_FILE).is_file():
+    if not (Path(workdir) / META_FILE).is_file():
         # a worker node: its trials journaled under the same path, but sweep.json lives on the head
-        root, experiment = Path(workdir), "sync"  # unused: each journaled op names its own experiment
-    else:
-        if not (Path(workdir) / META_FILE).is_file():
+        if tracking_uri is None:
             raise SpecError(f"{workdir}: no {META_FILE} here; on a worker node of the sweep pass --tracking-uri URI "
                             "(the sweep's tracking server) to send this node's journals")
+        root, experiment = Path(workdir), "sync"  # unused: each journaled op names its own experiment
+    else:
         meta = SweepMeta.load(workdir)
         root, experiment, tracking_uri = Path(meta.workdir), meta.experiment, tracking_uri or meta.tracking_uri
     _quiet_libraries()
