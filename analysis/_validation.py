@@ -45,6 +45,7 @@ __all__ = [
     "Interval",
     "Options",
     "check_random_state",
+    "check_value",
     "make_constraint",
     "validate",
 ]
@@ -263,20 +264,47 @@ def validate(table: Mapping[str, list[Any]]) -> Callable[[F], F]:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             for name, constraints in compiled.items():
-                value = bound.arguments[name]
-                if any(c.is_satisfied_by(value) for c in constraints):
-                    continue
-                message = (
-                    f"{func.__name__}: parameter {name!r} must be {_describe(constraints)}; "
-                    f"got {_short(value)}."
-                )
-                raise _error_class(constraints, value)(message)
+                _check(f"{func.__name__}: parameter {name!r}", bound.arguments[name], constraints, None)
             return func(*args, **kwargs)
 
         wrapper.__wrapped__ = func  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def check_value(label: str, value: Any, specs: list[Any], *, error: type[Exception] | None = None) -> None:
+    """Check one value against a list of table forms, outside a decorated function.
+
+    For settings that arrive as data (a config dataclass, a constructor argument) rather than as
+    a function's parameters; the message has the same shape as :func:`validate`'s.
+
+    Parameters
+    ----------
+    label : str
+        How the message names the value (e.g. ``"lr"``).
+    value : object
+    specs : list
+        Allowed forms, as in a :func:`validate` table entry.
+    error : exception class, optional
+        Raised on a violation; default ``TypeError`` when no form accepts the value's type at all,
+        else ``ValueError``.
+
+    Examples
+    --------
+    >>> check_value("lr", -0.1, [Interval(float, 0, None, closed="neither")])
+    Traceback (most recent call last):
+    ...
+    ValueError: lr must be a float in (0, inf); got -0.1.
+    """
+    _check(label, value, [make_constraint(c) for c in specs], error)
+
+
+def _check(label: str, value: Any, constraints: list[Constraint], error: type[Exception] | None) -> None:
+    if any(c.is_satisfied_by(value) for c in constraints):
+        return
+    message = f"{label} must be {_describe(constraints)}; got {_short(value)}."
+    raise (error or _error_class(constraints, value))(message)
 
 
 def _error_class(constraints: list[Constraint], value: Any) -> type[Exception]:

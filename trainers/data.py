@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.models import _check_choice, _did_you_mean
+from trainers.tasks import lm_windows
 
 __all__ = [
     "DATASETS",
@@ -414,13 +415,12 @@ class Batcher:
     def _next_lm(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         ids, t = self.data.x_train, int(self.data.block_size)
         starts = torch.randint(0, ids.shape[0] - t - 1, (self.batch_size,), generator=self.generator)
-        offsets = (starts[:, None] + torch.arange(t + 1)[None, :]).to(ids.device)
-        window = ids[offsets]
         self.pos += 1
         done = self.pos >= self.steps_per_epoch
         if done:
             self.pos = 0
-        return window[:, :-1], window[:, 1:], done
+        x, y = lm_windows(ids, starts, t)
+        return x, y, done
 
     def state_dict(self) -> dict[str, Any]:
         """Generator state, current permutation and position (enough to continue bit-identically)."""

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis._validation import Interval, check_value
+
 __all__ = [
     "MODELS",
     "MLP3",
@@ -73,8 +75,7 @@ def _check_choice(kind: str, value: str, options: Any) -> None:
 
 
 def _check_dropout(p: float) -> float:
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+    check_value("dropout", p, [Interval(float, 0.0, 1.0, closed="left")], error=ValueError)
     return float(p)
 
 

@@ -1,4 +1,4 @@
-"""The training loop: ``TrainConfig`` (validated dataclass), ``Trainer`` (loop, hooks, checkpoints).
+"""The training loop: ``Trainer`` (loop, hook dispatch, evaluation cadence, checkpoints).
 
 The trainer owns control flow; callbacks observe through one dispatcher, ``Trainer._call_hooks``,
 which times each hook and, when one raises, runs every callback's ``on_exception`` before the
@@ -14,40 +14,50 @@ exception propagates. Cadence after each optimizer step (``step`` = steps done):
 A checkpoint holds the model, optimizer, scheduler, step/epoch, the data sampler's generator and
 position, the torch / CUDA / numpy / python RNG states and every stateful callback's
 ``state_dict``; a restored run continues bit-identically on CPU.
+
+The parts the loop uses live apart: the run's settings in ``trainers.config``, what differs
+between classification, regression and language modelling in ``trainers.tasks``, the
+teacher–student metrics in ``trainers.teacher_student``, checkpoint files and RNG state in
+``trainers.checkpoint``. Their public names that were defined here are re-exported.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import operator
 import os
-import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from trainers.alpha_balance import AlphaBalance, AlphaBalanceConfig
+from trainers.alpha_balance import AlphaBalance
 from trainers.callbacks import Callback
-from trainers.data import DATASETS, Batcher, DataBundle, check_data_kwargs, load_dataset
-from trainers.models import MODELS, _check_choice, _did_you_mean, build_model
+from trainers.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_resumable,
+    read_checkpoint,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    write_checkpoint,
+)
+from trainers.config import TrainConfig, resolve_device
+from trainers.data import Batcher, DataBundle, load_dataset
+from trainers.models import build_model
 from trainers.monitor import SpectralSnapshot
-from trainers.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    build_optimizer,
-    build_scheduler,
-    layer_param_groups,
-    scaled_lr,
+from trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
+from trainers.tasks import task_of
+from trainers.teacher_student import (
+    RIDGE_LAMBDA,
+    kernel_target_alignment,
+    ridge_readout_losses,
+    teacher_alignment,
 )
 
 __all__ = [
@@ -62,279 +72,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "htsweep-trainer-checkpoint/1"
-RIDGE_LAMBDA = 1e-2
-"""Ridge penalty of the teacher–student readout refit (the paper's ``reg_lambda``)."""
-
-_EVAL_CHUNK = 1024
-
-
-def _as_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = int(value) if isinstance(value, str) else operator.index(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if out < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return out
-
-
-def _as_float(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False,
-              high_open: bool = True) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    lo_ok = out > low if low_open else out >= low
-    hi_ok = out < high if high_open else out <= high
-    if not (math.isfinite(out) and lo_ok and hi_ok):
-        lb, rb = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name} must be in {lb}{low}, {high}{rb}, got {value!r}")
-    return out
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines one training run (one sweep trial).
-
-    Parameters
-    ----------
-    model : {'mlp3', 'lenet5', 'minialexnet', 'student', 'char_gpt'}, default='mlp3'
-    dataset : {'teacher_student', 'digits', 'mnist5k', 'text', 'mnist', 'cifar10', 'svhn'}, default='digits'
-    batch_size : int or 'full', default=64
-        ``'full'`` = full-batch gradient descent (not for ``text``).
-    lr : float, default=0.01
-        Peak learning rate (> 0).
-    optimizer : {'sgd', 'momentum', 'adam', 'adamw'}, default='sgd'
-    momentum : float, default=0.9
-        Heavy-ball momentum of ``optimizer='momentum'``.
-    weight_decay : float, default=0.0
-    dropout : float, default=0.0
-        Passed to the model's dropout layers.
-    schedule : {'constant', 'cosine', 'step'}, default='constant'
-    lr_step_size : int, optional
-        Decay period of ``schedule='step'`` (default: a third of the run).
-    lr_gamma : float, default=0.1
-        Decay factor of ``schedule='step'``.
-    epochs, steps : int, optional
-        Run length; set exactly one.
-    eval_every : int, optional, default=100
-        Evaluate every this many steps (0 or None: only at the end).
-    spectral_every : int, optional, default=500
-        Call ``on_monitor`` every this many steps (0 or None: only at the end).
-    eval_at_start : bool, default=False
-        Also evaluate, monitor and report at step 0 (the initialization).
-    eval_samples : int, optional, default=10000
-        Train-set examples (language model: windows) used for ``train_loss``/``train_acc``; None = all.
-    grad_clip : float, optional
-        Clip the gradient norm to this value.
-    seed : int, default=0
-        Seeds model init, dropout, batch order and (unless ``data_kwargs`` has ``seed``) the data.
-    device : {'auto', 'cpu', 'cuda', 'cuda:<i>'}, default='auto'
-        ``'auto'`` picks CUDA when available.
-    threads : int, optional
-        ``torch.set_num_threads`` for this process (trials share cores).
-    model_kwargs, data_kwargs, optimizer_kwargs : dict
-        Extra arguments of ``build_model``, ``load_dataset`` and the torch optimizer;
-        ``data_kwargs`` keys are checked here against the dataset's options
-        (``trainers.data.data_kwargs_of``).
-    data_dir : str, optional
-        Download directory of the torchvision datasets.
-    checkpoint_dir : str, optional
-        Where periodic checkpoints go.
-    checkpoint_every : int, optional
-        Write a checkpoint every this many steps (needs ``checkpoint_dir``).
-    alpha_balance : dict, optional
-        Alpha-guided per-layer learning rates (``trainers.alpha_balance.AlphaBalanceConfig``
-        settings: ``target, method, min_factor, max_factor, metric, gain, exclude_first,
-        exclude_last``; stored with defaults filled in). When set, every layer gets its own
-        optimizer parameter group and the trainer appends an ``AlphaBalance`` callback.
-    """
-
-    model: str = "mlp3"
-    dataset: str = "digits"
-    batch_size: int | str = 64
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    dropout: float = 0.0
-    schedule: str = "constant"
-    lr_step_size: int | None = None
-    lr_gamma: float = 0.1
-    epochs: int | None = None
-    steps: int | None = None
-    eval_every: int | None = 100
-    spectral_every: int | None = 500
-    eval_at_start: bool = False
-    eval_samples: int | None = 10_000
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    data_kwargs: dict[str, Any] = field(default_factory=dict)
-    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
-    checkpoint_dir: str | None = None
-    checkpoint_every: int | None = None
-    alpha_balance: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        _check_choice("model", self.model, MODELS)
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        if self.batch_size != "full":
-            if isinstance(self.batch_size, str) and not self.batch_size.isdigit():
-                raise ValueError(f"batch_size must be a positive integer or 'full', got {self.batch_size!r}")
-            self.batch_size = _as_int("batch_size", self.batch_size, minimum=1)
-        self.lr = _as_float("lr", self.lr, low=0.0, low_open=True)
-        self.momentum = _as_float("momentum", self.momentum, low=0.0, high=1.0)
-        self.weight_decay = _as_float("weight_decay", self.weight_decay, low=0.0)
-        self.dropout = _as_float("dropout", self.dropout, low=0.0, high=1.0)
-        self.lr_gamma = _as_float("lr_gamma", self.lr_gamma, low=0.0, low_open=True)
-        self.lr_step_size = _as_int("lr_step_size", self.lr_step_size, minimum=1, allow_none=True)
-        self._check_length()
-        self.eval_every = _as_int("eval_every", self.eval_every, minimum=0, allow_none=True)
-        self.spectral_every = _as_int("spectral_every", self.spectral_every, minimum=0, allow_none=True)
-        self.eval_samples = _as_int("eval_samples", self.eval_samples, minimum=1, allow_none=True)
-        if self.grad_clip is not None:
-            self.grad_clip = _as_float("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        self.seed = _as_int("seed", self.seed, minimum=0)
-        self.threads = _as_int("threads", self.threads, minimum=1, allow_none=True)
-        self._check_device()
-        for name in ("model_kwargs", "data_kwargs", "optimizer_kwargs"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
-            setattr(self, name, dict(value))
-        check_data_kwargs(self.dataset, self.data_kwargs)
-        self.checkpoint_every = _as_int("checkpoint_every", self.checkpoint_every, minimum=1, allow_none=True)
-        if self.checkpoint_every is not None and not self.checkpoint_dir:
-            raise ValueError("checkpoint_every needs checkpoint_dir")
-        if self.batch_size == "full" and self.dataset == "text":
-            raise ValueError("batch_size='full' is not supported for the text (language-model) dataset")
-        if self.alpha_balance is not None:
-            self.alpha_balance = AlphaBalanceConfig.from_dict(self.alpha_balance).to_dict()
-
-    def _check_length(self) -> None:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError(f"set exactly one of epochs or steps (got epochs={self.epochs!r}, steps={self.steps!r})")
-        self.epochs = _as_int("epochs", self.epochs, minimum=1, allow_none=True)
-        self.steps = _as_int("steps", self.steps, minimum=1, allow_none=True)
-
-    def _check_device(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda', 'cuda:<index>'")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build a config from a mapping (e.g. a sweep spec), rejecting unknown keys.
-
-        Raises
-        ------
-        ValueError
-            An unknown key (the message names it, suggests the closest valid key, and lists all
-            valid keys), or an invalid value.
-        """
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in values if k not in valid]
-        if unknown:
-            hints = [f"{key!r}{_did_you_mean(key, valid)}" for key in unknown]
-            raise ValueError(f"unknown TrainConfig key(s) {', '.join(hints)}; valid keys: {', '.join(valid)}")
-        return cls(**dict(values))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain-dict copy (JSON/YAML-safe when the kwargs dicts are)."""
-        return dataclasses.asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` → CUDA when available, else CPU; ``'cuda'`` without a GPU raises ``RuntimeError``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device='auto' or 'cpu'")
-    return torch.device(name)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002  (code we call may use the legacy global RNG)
-    torch.manual_seed(seed)
-
-
-@torch.no_grad()
-def teacher_alignment(weight: torch.Tensor, teacher: torch.Tensor) -> float:
-    """The ``sim`` metric: ``|⟨v₁, β⟩|`` for the top right singular vector ``v₁`` of ``weight``.
-
-    Parameters
-    ----------
-    weight : Tensor of shape (h, d)
-        First-layer weight of the student.
-    teacher : Tensor of shape (d,)
-        Unit teacher direction ``β``.
-
-    Returns
-    -------
-    float in [0, 1]
-    """
-    vh = torch.linalg.svd(weight.detach().double(), full_matrices=False).Vh
-    beta = teacher.detach().double().to(vh.device)
-    return float((vh[0] @ beta).abs() / beta.norm())
-
-
-@torch.no_grad()
-def kernel_target_alignment(features: torch.Tensor, y: torch.Tensor) -> float:
-    """Kernel-target alignment of the conjugate kernel ``K = Z Zᵀ`` with ``y yᵀ``.
-
-    ``KTA = ⟨K, y yᵀ⟩_F / (‖K‖_F ‖y yᵀ‖_F) = ‖Zᵀy‖² / (‖ZᵀZ‖_F ‖y‖²)`` (Cristianini et al. 2001).
-
-    Parameters
-    ----------
-    features : Tensor of shape (n, h)
-        Hidden post-activations ``Z``.
-    y : Tensor of shape (n,)
-        Targets.
-    """
-    z, t = features.double(), y.double().reshape(-1)
-    num = (z.T @ t).square().sum()
-    den = torch.linalg.matrix_norm(z.T @ z) * t.square().sum()
-    return float(num / den) if float(den) > 0 else math.nan
-
-
-@torch.no_grad()
-def _r2(mse: float, y: torch.Tensor) -> float:
-    """Coefficient of determination from a mean squared error over all entries of ``y``."""
-    var = float(((y - y.mean(dim=0)) ** 2).mean())
-    return 1.0 - mse / var if var > 0 else math.nan
-
-
-def ridge_readout_losses(model: nn.Module, data: DataBundle, lam: float = RIDGE_LAMBDA) -> tuple[float, float]:
-    """Train/test MSE after refitting the readout by ridge regression on the hidden features.
-
-    The second stage of the paper's two-stage procedure: ``â = argmin (1/n)‖y − Z a‖² + λ‖a‖²`` on
-    the training features ``Z = σ(W x / √d)``, then the MSE of ``Z â`` on train and test.
-
-    Returns
-    -------
-    (train_mse, test_mse) : tuple of float
-    """
-    z = model.features(data.x_train).double()
-    y = data.y_train.double()
-    n, h = z.shape
-    gram = z.T @ z + n * lam * torch.eye(h, dtype=z.dtype, device=z.device)
-    a = torch.linalg.solve(gram, z.T @ y)
-    z_test = model.features(data.x_test).double()
-    return float((z @ a - y).square().mean()), float((z_test @ a - data.y_test.double()).square().mean())
 
 
 class Trainer:
@@ -356,6 +93,8 @@ class Trainer:
     scheduler : torch.optim.lr_scheduler.LRScheduler
     data : DataBundle
         On ``device``.
+    task : trainers.tasks.Task
+        Loss and evaluation of ``data.task``.
     step, epoch : int
         Optimizer steps and epochs done.
     total_steps : int
@@ -380,11 +119,12 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         if data is None:
             kwargs = {"seed": cfg.seed, **cfg.data_kwargs}
             data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **kwargs)
         self.data = data.to(self.device)
+        self.task = task_of(self.data)
         self.model = build_model(cfg.model, data=self.data, **{"dropout": cfg.dropout, **cfg.model_kwargs})
         self.model.to(self.device)
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
@@ -419,7 +159,7 @@ class Trainer:
 
     def _eval_subset(self) -> torch.Tensor | None:
         k = self.config.eval_samples
-        n = self._n_eval_units(self.data.x_train)
+        n = self.task.n_units(self.data.x_train)
         if k is None or k >= n:
             return None
         g = torch.Generator().manual_seed(self.config.seed + 31)
@@ -504,7 +244,7 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._loss(self.model(x), y)
+        loss = self.task.loss(self.model(x), y)
         value = float(loss.detach())  # the one host sync per step
         if not math.isfinite(value):
             raise FloatingPointError(f"non-finite training loss {value} at step {self.step + 1} "
@@ -557,80 +297,24 @@ class Trainer:
         return {**head, **self.callback_metrics}
 
     # ------------------------------------------------------------------ evaluation
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        task = self.data.task
-        if task == "regression":
-            return F.mse_loss(out, y)
-        if task == "language_model":
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-        return F.cross_entropy(out, y)
-
-    def _n_eval_units(self, x: torch.Tensor) -> int:
-        if self.data.task == "language_model":
-            return max(0, (x.shape[0] - 1) // int(self.data.block_size))
-        return int(x.shape[0])
-
-    def _windows(self, ids: torch.Tensor, which: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = int(self.data.block_size)
-        offsets = which[:, None] * t + torch.arange(t + 1, device=ids.device)[None, :]
-        w = ids[offsets]
-        return w[:, :-1], w[:, 1:]
-
-    @torch.no_grad()
-    def _eval_split(self, x: torch.Tensor, y: torch.Tensor | None,
-                    idx: torch.Tensor | None) -> tuple[float, float]:
-        """Mean loss and accuracy over the examples ``idx`` (all when None) of one split."""
-        n_units = self._n_eval_units(x)
-        which = idx if idx is not None else torch.arange(n_units, device=self.device)
-        total_loss, correct, count = 0.0, 0.0, 0
-        for chunk in torch.split(which, _EVAL_CHUNK):
-            if self.data.task == "language_model":
-                xb, yb = self._windows(x, chunk)
-            else:
-                xb, yb = x[chunk], y[chunk]
-            out = self.model(xb)
-            k = yb.numel()
-            total_loss += float(self._loss(out, yb)) * k
-            if self.data.task != "regression":
-                correct += float((out.argmax(-1) == yb).sum())
-            count += k
-        return total_loss / max(count, 1), correct / max(count, 1)
-
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Train/test loss (and accuracy for classification / language models) in eval mode.
+        """Train/test loss and the task's scores, in eval mode (``trainers.tasks.Task.evaluate``).
 
         Returns
         -------
         dict of str to float
             ``train_loss, test_loss, gen_gap`` (= test − train loss), ``train_acc, test_acc``
-            (classification, language model) or ``train_r2, test_r2`` (regression: 1 − MSE / Var(y)). The teacher–student student adds ``sim``, ``kta``
-            (conjugate kernel on the test set) and ``ridge_train_loss, ridge_test_loss``.
+            (classification, language model) or ``train_r2, test_r2`` (regression: 1 − MSE / Var(y)).
+            The teacher–student student adds ``sim``, ``kta`` (conjugate kernel on the test set)
+            and ``ridge_train_loss, ridge_test_loss``. ``train_*`` are over ``eval_samples`` units.
         """
         was_training = self.model.training
         self.model.eval()
         try:
-            d = self.data
-            train_loss, train_acc = self._eval_split(d.x_train, d.y_train, self._eval_train_idx)
-            test_loss, test_acc = self._eval_split(d.x_test, d.y_test, None)
-            metrics = {"train_loss": train_loss, "test_loss": test_loss, "gen_gap": test_loss - train_loss}
-            if d.task != "regression":
-                metrics.update(train_acc=train_acc, test_acc=test_acc)
-            else:  # R² = 1 - MSE / Var(y): the share of the targets' variance the model explains
-                y_tr = d.y_train if self._eval_train_idx is None else d.y_train[self._eval_train_idx]
-                metrics.update(train_r2=_r2(train_loss, y_tr), test_r2=_r2(test_loss, d.y_test))
-            if d.teacher is not None and hasattr(self.model, "features"):
-                metrics.update(self._teacher_student_metrics())
-            return metrics
+            return self.task.evaluate(self.model, self.data, self._eval_train_idx)
         finally:
             self.model.train(was_training)
-
-    def _teacher_student_metrics(self) -> dict[str, float]:
-        d, m = self.data, self.model
-        ridge_train, ridge_test = ridge_readout_losses(m, d)
-        return {"sim": teacher_alignment(m.fc1.weight, d.teacher),
-                "kta": kernel_target_alignment(m.features(d.x_test), d.y_test),
-                "ridge_train_loss": ridge_train, "ridge_test_loss": ridge_test}
 
     # ------------------------------------------------------------------ checkpoints
     def _callback_states(self) -> dict[str, dict[str, Any]]:
@@ -656,10 +340,7 @@ class Trainer:
         Path
             ``path``.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = {
-            "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -667,16 +348,14 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batcher": self.batcher.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "callbacks": self._callback_states(),
             "callback_metrics": dict(self.callback_metrics),
             "losses": list(self._losses),
             "last_report": dict(self._last_report),
             "lr_factors": dict(self.lr_factors),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
+        path = write_checkpoint(path, ckpt)
         self._call_hooks("on_checkpoint", path)
         return path
 
@@ -688,21 +367,8 @@ class Trainer:
         ValueError
             Not a trainer checkpoint, or one for a different model/dataset.
         """
-        try:
-            ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise ValueError(f"cannot read checkpoint {str(path)!r}: {exc}") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{str(path)!r} is not a trainer checkpoint (format {CHECKPOINT_FORMAT!r})")
-        saved = ckpt["config"]
-        for key in ("model", "dataset"):
-            if saved.get(key) != getattr(self.config, key):
-                raise ValueError(f"checkpoint {str(path)!r} was made with {key}={saved.get(key)!r}, "
-                                 f"this trainer has {key}={getattr(self.config, key)!r}")
-        if (saved.get("alpha_balance") is None) != (self.config.alpha_balance is None):
-            # per-layer parameter groups exist only with alpha_balance; the optimizer state would not fit
-            raise ValueError(f"checkpoint {str(path)!r} was made with alpha_balance={saved.get('alpha_balance')!r}, "
-                             f"this trainer has alpha_balance={self.config.alpha_balance!r}")
+        ckpt = read_checkpoint(path)
+        check_resumable(ckpt, self.config, path)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -717,34 +383,4 @@ class Trainer:
         for cb in self.callbacks:
             if cb.state_key in states:
                 cb.load_state_dict(states[cb.state_key])
-        _set_rng_state(ckpt["rng"])
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": _python_state_to_list(random.getstate()),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_state_to_list(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    npst = state["numpy"]
-    np_state = ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
-                npst["cached_gaussian"])
-    np.random.set_state(np_state)  # noqa: NPY002
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        set_rng_state(ckpt["rng"])

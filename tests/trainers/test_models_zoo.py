@@ -68,7 +68,7 @@ def test_every_model_has_dropout(name):
 def test_registry_errors():
     with pytest.raises(ValueError, match=r"unknown model 'MLP3' \(did you mean 'mlp3'\?\); choose one of"):
         build_model("MLP3")
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"^dropout must be a float in \[0, 1\); got 1\.5\.$"):
         build_model("mlp3", in_features=4, dropout=1.5)
     with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
         TwoLayerStudent(d=3, activation="sigmoid")
