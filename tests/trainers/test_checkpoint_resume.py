@@ -84,3 +84,28 @@ def test_resuming_a_finished_run_returns_its_final_metrics(tmp_path):
     b = Trainer(TrainConfig(**kw), [hist])
     assert b.fit(resume_from=path) == final
     assert b.step == 3 and hist.history == []  # nothing re-run, nothing re-reported
+
+
+def test_checkpoint_keys_are_those_of_format_1(tmp_path):
+    # Checkpoints already on disk have exactly these keys; load_checkpoint must keep reading them.
+    t = Trainer(TrainConfig(model="mlp3", dataset="digits", steps=1, model_kwargs={"width": 8}))
+    ckpt = torch.load(t.save_checkpoint(tmp_path / "c.pt"), weights_only=True)
+    assert list(ckpt) == ["format", "config", "model", "optimizer", "scheduler", "step", "epoch", "batcher", "rng",
+                          "callbacks", "callback_metrics", "losses", "last_report", "lr_factors"]
+    assert ckpt["format"] == "htsweep-trainer-checkpoint/1"
+    assert set(ckpt["rng"]) - {"cuda"} == {"numpy", "python", "torch"}
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    from trainers.checkpoint import rng_state, seed_everything, set_rng_state
+
+    seed_everything(3)
+    state = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    set_rng_state(state)
+    again = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])
