@@ -4,6 +4,9 @@ Public entry points of :mod:`analysis` declare, per parameter, the forms a value
 themselves in :func:`validate`. The decorator binds the call, checks every listed parameter before
 any math runs, and raises ``ValueError`` (or ``TypeError`` for a wrong type) naming the parameter,
 the allowed forms and the value received. Private helpers trust their inputs and check nothing.
+Settings that arrive as data rather than as parameters (``trainers.config.TrainConfig`` fields,
+model constructor arguments) are checked against the same forms with :func:`check_value`, which
+builds the same message.
 
 Constraint forms accepted in a table entry (a list; a value is valid if it satisfies any one):
 

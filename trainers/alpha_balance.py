@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import rankdata
 
+from analysis._validation import Interval, check_value
 from trainers.callbacks import Callback
-from trainers.models import _did_you_mean
+from trainers.models import _check_choice, _did_you_mean
 from trainers.monitor import SpectralMonitor
 
 if TYPE_CHECKING:
@@ -68,6 +69,17 @@ __all__ = ["BALANCED_KINDS", "FACTOR_PREFIX", "METHODS", "METRICS", "AlphaBalanc
 
 METHODS: tuple[str, ...] = ("tempbalance", "tempbalance_rank", "proportional")
 METRICS: tuple[str, ...] = ("alpha_hill", "alpha")
+
+# A right bound of inf (not None) keeps inf itself out: Interval leaves unbounded sides open-ended.
+_POSITIVE = Interval(float, 0.0, math.inf, closed="neither")
+_SETTING_CONSTRAINTS: dict[str, list[Any]] = {
+    "target": [_POSITIVE],
+    "min_factor": [Interval(float, 0.0, 1.0, closed="right")],
+    "max_factor": [Interval(float, 1.0, math.inf, closed="left")],
+    "gain": [_POSITIVE],
+    "exclude_first": ["boolean"],
+    "exclude_last": ["boolean"],
+}
 BALANCED_KINDS = frozenset({"linear", "conv1d", "conv2d", "attn_q", "attn_k", "attn_v", "attn_out"})
 """Layer kinds (``LayerMatrix.kind``) whose learning rate is balanced."""
 FACTOR_PREFIX = "lr_factor/"
@@ -108,17 +120,14 @@ class AlphaBalanceConfig:
     exclude_last: bool = True
 
     def __post_init__(self) -> None:
-        _check_number("target", self.target, lambda v: v > 0, "> 0")
-        _check_option("method", self.method, METHODS)
-        _check_number("min_factor", self.min_factor, lambda v: 0 < v <= 1, "in (0, 1]")
-        _check_number("max_factor", self.max_factor, lambda v: v >= 1, ">= 1")
-        _check_option("metric", self.metric, METRICS)
-        _check_number("gain", self.gain, lambda v: v > 0, "> 0")
-        for name in ("exclude_first", "exclude_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"alpha_balance.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("target", "min_factor", "max_factor", "gain"):
-            object.__setattr__(self, name, float(getattr(self, name)))
+        _check_choice("alpha_balance.method", self.method, METHODS)
+        _check_choice("alpha_balance.metric", self.metric, METRICS)
+        for name, specs in _SETTING_CONSTRAINTS.items():
+            check_value(f"alpha_balance.{name}", getattr(self, name), specs, error=ValueError)
+        for name, kind in (("target", float), ("min_factor", float), ("max_factor", float), ("gain", float),
+                           ("exclude_first", bool), ("exclude_last", bool)):
+            # built-in types keep to_dict() JSON-safe when numpy scalars came in
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> AlphaBalanceConfig:
@@ -144,17 +153,6 @@ class AlphaBalanceConfig:
     def to_dict(self) -> dict[str, Any]:
         """All settings as a plain dict (defaults filled in)."""
         return dataclasses.asdict(self)
-
-
-def _check_number(name: str, value: Any, ok: Any, allowed: str) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not ok(value)
-    if bad:
-        raise ValueError(f"alpha_balance.{name} must be a number {allowed}, got {value!r}")
-
-
-def _check_option(name: str, value: Any, options: Sequence[str]) -> None:
-    if value not in options:
-        raise ValueError(f"alpha_balance.{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
 
 
 def layer_factors(alphas: Mapping[str, float], config: AlphaBalanceConfig, *,

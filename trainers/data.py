@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from analysis._validation import Interval, check_value
 from trainers.models import _check_choice, _did_you_mean
 from trainers.tasks import lm_windows
 
@@ -131,8 +132,7 @@ def default_data_dir() -> Path:
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    check_value("test_fraction", test_fraction, [Interval(float, 0.0, 1.0, closed="neither")], error=ValueError)
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, round(n * test_fraction))
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
@@ -180,8 +180,8 @@ def teacher_student(*, n: int = 1000, n_test: int = 500, d: int = 200, noise: fl
         Seeds the teacher direction, the inputs and the noise.
     """
     _check_choice("teacher_activation", teacher_activation, TEACHER_ACTIVATIONS)
-    if n < 1 or n_test < 1 or d < 1:
-        raise ValueError(f"n, n_test and d must be positive, got n={n}, n_test={n_test}, d={d}")
+    for name, value in (("n", n), ("n_test", n_test), ("d", d)):
+        check_value(name, value, [Interval(int, 1, None, closed="left")], error=ValueError)
     g = torch.Generator().manual_seed(int(seed))
     beta = torch.randn(d, generator=g)
     beta /= beta.norm()

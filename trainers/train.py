@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis._validation import Interval, check_value
 from trainers.alpha_balance import AlphaBalance
 from trainers.callbacks import Callback
 from trainers.checkpoint import (
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# An explicit right bound of inf (not None) keeps inf itself out.
+_LR_FACTOR = [Interval(float, 0.0, math.inf, closed="neither")]
 
 
 class Trainer:
@@ -182,8 +186,7 @@ class Trainer:
         for name, value in factors.items():
             if name not in self.lr_factors:
                 raise ValueError(f"no parameter group {name!r}; groups: {', '.join(self.lr_factors) or '(none)'}")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"lr factor of {name!r} must be a finite number > 0, got {value!r}")
+            check_value(f"lr factor of {name!r}", value, _LR_FACTOR, error=ValueError)
         self.lr_factors.update({name: float(v) for name, v in factors.items()})
 
     # ------------------------------------------------------------------ hooks

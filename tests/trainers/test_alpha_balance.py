@@ -94,16 +94,19 @@ def test_group_alphas_follows_tempbalance_layer_selection():
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
-        ({"min_factor": 0.0}, r"alpha_balance\.min_factor must be a number in \(0, 1\], got 0\.0"),
-        ({"min_factor": 1.2}, r"alpha_balance\.min_factor must be a number in \(0, 1\], got 1\.2"),
-        ({"max_factor": 0.9}, r"alpha_balance\.max_factor must be a number >= 1, got 0\.9"),
-        ({"target": -1}, r"alpha_balance\.target must be a number > 0, got -1"),
-        ({"gain": math.inf}, r"alpha_balance\.gain must be a number > 0, got inf"),
-        ({"gain": "big"}, r"alpha_balance\.gain must be a number > 0, got 'big'"),
-        ({"method": "tb"}, r"alpha_balance\.method must be one of 'tempbalance', 'tempbalance_rank', "
-                           r"'proportional', got 'tb'"),
-        ({"metric": "alpha_ks"}, r"alpha_balance\.metric must be one of 'alpha_hill', 'alpha', got 'alpha_ks'"),
-        ({"exclude_first": "no"}, r"alpha_balance\.exclude_first must be true or false"),
+        ({"min_factor": 0.0}, r"^alpha_balance\.min_factor must be a float in \(0, 1\]; got 0\.0\.$"),
+        ({"min_factor": 1.2}, r"^alpha_balance\.min_factor must be a float in \(0, 1\]; got 1\.2\.$"),
+        ({"max_factor": 0.9}, r"^alpha_balance\.max_factor must be a float in \[1, inf\); got 0\.9\.$"),
+        ({"max_factor": math.inf}, r"^alpha_balance\.max_factor must be a float in \[1, inf\); got inf\.$"),
+        ({"target": -1}, r"^alpha_balance\.target must be a float in \(0, inf\); got -1\.$"),
+        ({"gain": math.inf}, r"^alpha_balance\.gain must be a float in \(0, inf\); got inf\.$"),
+        ({"gain": "big"}, r"^alpha_balance\.gain must be a float in \(0, inf\); got 'big'\.$"),
+        ({"gain": True}, r"^alpha_balance\.gain must be a float in \(0, inf\); got True\.$"),
+        ({"method": "tb"}, r"^unknown alpha_balance\.method 'tb'; choose one of 'tempbalance', 'tempbalance_rank', "
+                           r"'proportional'$"),
+        ({"metric": "alpha_ks"}, r"^unknown alpha_balance\.metric 'alpha_ks' \(did you mean 'alpha'\?\); "
+                                 r"choose one of 'alpha_hill', 'alpha'$"),
+        ({"exclude_first": "no"}, r"^alpha_balance\.exclude_first must be a bool; got 'no'\.$"),
         ({"max_facter": 2}, r"unknown setting alpha_balance\.max_facter \(did you mean 'max_factor'\?\)"),
     ],
 )
@@ -287,8 +290,10 @@ def test_misuse_fails_early(tmp_path):
     trainer = Trainer(TrainConfig(alpha_balance={}, **base), [SpectralMonitor()])
     with pytest.raises(ValueError, match=r"no parameter group 'fc9'; groups: fc1, fc2, fc3, fc4"):
         trainer.set_lr_factors({"fc9": 1.0})
-    with pytest.raises(ValueError, match=r"lr factor of 'fc1' must be a finite number > 0, got -1"):
+    with pytest.raises(ValueError, match=r"^lr factor of 'fc1' must be a float in \(0, inf\); got -1\.$"):
         trainer.set_lr_factors({"fc1": -1})
+    with pytest.raises(ValueError, match=r"^lr factor of 'fc1' must be a float in \(0, inf\); got nan\.$"):
+        trainer.set_lr_factors({"fc1": math.nan})
     path = trainer.save_checkpoint(tmp_path / "ab.pt")
     with pytest.raises(ValueError, match=r"was made with alpha_balance=\{.*\}, this trainer has alpha_balance=None"):
         Trainer(TrainConfig(**base)).load_checkpoint(path)

@@ -153,3 +153,18 @@ def test_vision_offline_error_says_where_to_put_files(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match=r"could not load 'mnist' from .*Without network access, place the "
                                            r"torchvision mnist files under that directory"):
         load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("kwargs", "msg"), [
+    ({"n": 0}, r"^n must be an int in \[1, inf\); got 0\.$"),
+    ({"d": 2.5}, r"^d must be an int in \[1, inf\); got 2\.5\.$"),
+])
+def test_teacher_student_sizes_are_checked(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        load_dataset("teacher_student", **kwargs)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, float("nan")])
+def test_test_fraction_is_checked(fraction):
+    with pytest.raises(ValueError, match=r"^test_fraction must be a float in \(0, 1\); got "):
+        load_dataset("digits", test_fraction=fraction)
