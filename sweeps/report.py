@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.metric_names import RowKey
 from sweeps.spec import SweepSpec
 from sweeps.status import TrialRow, best_trial, format_params, is_regression, load_trials, pareto_front
 from sweeps.workdir import SweepMeta, load_optuna_study
@@ -91,7 +92,7 @@ def fetch_spectra(meta: SweepMeta, row: TrialRow, dst: Path) -> TrialSpectra | N
     layers: dict[str, dict[str, Any]] = {}
     try:
         summary = Path(client.download_artifacts(row.mlflow_run_id, "spectral_summary.json", str(out)))
-        layers = {str(r["name"]): r for r in json.loads(summary.read_text()).get("layers", [])}
+        layers = {str(r[RowKey.NAME]): r for r in json.loads(summary.read_text()).get("layers", [])}
     except Exception:  # noqa: BLE001 - fits are optional overlays
         pass
     return TrialSpectra(row=row, eigs=eigs, layers=layers)
@@ -151,7 +152,7 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
             ax = axes[i][j]
             if name in s.eigs:
                 layer = s.layers.get(name, {})
-                plot_esd_loglog(s.eigs[name], layer, ax=ax, title=f"{name}  {layer.get('phase', '')}")
+                plot_esd_loglog(s.eigs[name], layer, ax=ax, title=f"{name}  {layer.get(RowKey.PHASE, '')}")
             else:
                 ax.axis("off")
             if j == 0:
@@ -284,7 +285,7 @@ def _history_rows(meta: SweepMeta, picks: list[tuple[str, TrialRow]],
 
     out = []
     for label, row in picks:
-        order = [str(r.get("name")) for r in layers.get(row.number, [])]
+        order = [str(r.get(RowKey.NAME)) for r in layers.get(row.number, [])]
         hist = trial_history(meta, row, layer_order=order)
         if hist is not None and hist.steps.size:
             out.append((label, row, hist))
@@ -313,9 +314,9 @@ def _evolution_layer(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The layer to follow over training: among those with a power-law fit (else all), the one
     with the largest aspect ratio Q (its MP bulk stays clear of zero on log axes), then size."""
     def key(r: dict[str, Any]) -> tuple[float, float]:
-        return float(r.get("q") or 0), float(r.get("m") or 0) * float(r.get("n") or 0)
+        return float(r.get(RowKey.Q) or 0), float(r.get(RowKey.M) or 0) * float(r.get(RowKey.N) or 0)
 
-    fitted = [r for r in layers if math.isfinite(float(r.get("alpha", math.nan) or math.nan))]
+    fitted = [r for r in layers if math.isfinite(float(r.get(RowKey.ALPHA, math.nan) or math.nan))]
     pool = fitted or layers
     return max(pool, key=key) if pool else None
 
@@ -332,10 +333,10 @@ def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: d
         layer = _evolution_layer(layers.get(row.number, []))
         if layer is None:
             continue
-        steps, spectra = esd_series(meta, row, str(layer["name"]))
+        steps, spectra = esd_series(meta, row, str(layer[RowKey.NAME]))
         if not steps:
             continue
-        q = float(layer.get("q") or 1.0)
+        q = float(layer.get(RowKey.Q) or 1.0)
         lam_plus = [fit_marchenko_pastur(e, q).lambda_plus if e.size >= 4 else math.nan for e in spectra]
         panels.append((label, row, layer, steps, spectra, lam_plus))
     if not panels:
@@ -343,7 +344,7 @@ def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: d
     fig, axes = _figure((5.6 * len(panels), 4.2), 1, len(panels))
     for j, (label, row, layer, steps, spectra, lam_plus) in enumerate(panels):
         plot_esd_evolution(spectra, steps, lambda_plus=lam_plus, ax=axes[0][j],
-                           title=f"ESD of {layer['name']} during training — {label} #{row.number}")
+                           title=f"ESD of {layer[RowKey.NAME]} during training — {label} #{row.number}")
     return _save(fig, path)
 
 
