@@ -117,6 +117,17 @@ class ReportKey:
     TRAIN_ACC: Final = "train_acc"
     TEST_LOSS: Final = "test_loss"
     TEST_R2: Final = "test_r2"
+    # the sweep objective's terms (sweeps.objective.evaluate: Tune results, Optuna user attributes)
+    # and the headline a trial's MLflow run shows first; services log and display them without
+    # importing sweeps, hence they are named here
+    ALPHA_AGG: Final = "alpha_agg"
+    ALPHA_ERROR: Final = "alpha_error"
+    TEST_ERROR: Final = "test_error"
+    OBJECTIVE: Final = "objective"
+    FEASIBLE: Final = "feasible"
+    #: the headline alpha of a trial run: its objective's ``alpha_agg`` under a short name (one
+    #: ``metrics.alpha`` column for all trials, whatever aggregate they steer)
+    HEADLINE_ALPHA: Final = "alpha"
     #: the model phase by name (:func:`analysis.aggregate.model_phase`): a string, so an MLflow
     #: tag, a Tune result key and an Optuna user attribute, never an MLflow metric
     PHASE: Final = "phase"

@@ -33,11 +33,12 @@ __all__ = [
     "evaluate",
 ]
 
-ALPHA_AGG = "alpha_agg"
-ALPHA_ERROR = "alpha_error"
-TEST_ERROR = "test_error"
-OBJECTIVE = "objective"
-FEASIBLE = "feasible"
+# the names of the objective's terms (analysis.metric_names owns them: services log them too)
+ALPHA_AGG = ReportKey.ALPHA_AGG
+ALPHA_ERROR = ReportKey.ALPHA_ERROR
+TEST_ERROR = ReportKey.TEST_ERROR
+OBJECTIVE = ReportKey.OBJECTIVE
+FEASIBLE = ReportKey.FEASIBLE
 
 
 def metric_and_mode(spec: ObjectiveSpec) -> tuple[str | list[str], str | list[str]]:
