@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.metric_names import RowKey
+from analysis.metric_names import ReportKey, RowKey
 from sweeps.spec import SweepSpec
 from sweeps.status import TrialRow, best_trial, format_params, is_regression, load_trials, pareto_front
 from sweeps.workdir import SweepMeta, load_optuna_study
@@ -115,7 +115,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _target(rows: list[TrialRow]) -> tuple[str, str]:
     """(TrialRow attribute, axis label) of what generalization is measured by."""
-    return ("test_loss", "test loss (MSE)") if is_regression(rows) else ("test_acc", "test accuracy")
+    # the report keys are also the TrialRow attributes of their final values
+    return (ReportKey.TEST_LOSS, "test loss (MSE)") if is_regression(rows) else (ReportKey.TEST_ACC, "test accuracy")
 
 
 def _colour_by(spec: SweepSpec, exclude: str = "") -> str | None:
@@ -247,12 +248,12 @@ def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow
                             title=f"alpha vs {label}" + (f" by {by}" if by else ""), **_groups(spec, done, by))
         _ring_infeasible(ax, x, y, done)
         ax.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target alpha")
-        if spec.objective.min_test_accuracy is not None and attr == "test_acc":
+        if spec.objective.min_test_accuracy is not None and attr == ReportKey.TEST_ACC:
             ax.axvline(spec.objective.min_test_accuracy, color="#d62728", ls=":", lw=1, label="min test acc")
         if best is not None and math.isfinite(getattr(best, attr)):
             ax.scatter([getattr(best, attr)], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
                        label=f"best #{best.number}")
-        if spec.objective.multi_objective and attr == "test_acc":
+        if spec.objective.multi_objective and attr == ReportKey.TEST_ACC:
             front = pareto_front(rows)
             ax.plot([r.test_acc for r in front], [r.alpha for r in front], color="#555", lw=0.8, label="Pareto front")
         ax.legend(fontsize=7, frameon=False, title=by, title_fontsize=7)
@@ -455,7 +456,7 @@ def _correlation_html(table: Any) -> str:
                  f"<td>{_fmt(c.spearman_p)}</td>", tau, f"<td>{_fmt(c.kendall_p)}</td>",
                  *[_rho_cell(by[g, c.metric]) for g in groups]]
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    what = "test accuracy" if table.target == "test_acc" else "test loss"
+    what = "test accuracy" if table.target == ReportKey.TEST_ACC else "test loss"
     return (f"<table class='corr'><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{''.join(body)}</table>"
             f"<p class='note'>Rank correlation of each model-level spectral metric with {what} across the finished "
             f"trials; 95% percentile-bootstrap intervals (2000 resamples of the trials). Highlighted: the "
