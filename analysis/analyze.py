@@ -1,12 +1,14 @@
 """One metrics row per layer: ESD → power-law fit, MP fit, spectral metrics and phase.
 
-:func:`analyze_eigs` is the single place where a row is built; :func:`analyze_matrix`,
-:func:`analyze_layers` (batched ESDs, used by the trainer's spectral monitor and the Ray ESD
-service), :func:`iter_analysis` (a layer plan streamed one layer at a time: checkpoints of any
-size) and :func:`analyze_model` (a module or a checkpoint path) only get eigenvalues and call it.
-Each fit runs once and is handed to the phase classifier. The row's keys are the "metrics row" of
-``docs/interfaces.md``; values are floats (NaN where a fit is impossible), ints, or strings, and
-``warning`` says why a fit was impossible (``""`` when all is well).
+:func:`analyze_spectrum` is the single place where a layer's result is built, as a typed
+:class:`~analysis.layer_analysis.LayerAnalysis`; its ``to_row()`` is the row. :func:`analyze_eigs`,
+:func:`analyze_matrix`, :func:`analyze_layers` (batched ESDs, used by the trainer's spectral
+monitor and the Ray ESD service), :func:`iter_analysis` (a layer plan streamed one layer at a
+time: checkpoints of any size) and :func:`analyze_model` (a module or a checkpoint path) only get
+eigenvalues and call it. Each fit runs once and is handed to the phase classifier. The row's keys
+are the "metrics row" of ``docs/interfaces.md`` (names in :mod:`analysis.metric_names`); values
+are floats (NaN where a fit is impossible), ints, or strings, and ``warning`` says why a fit was
+impossible (``""`` when all is well).
 
 The ESDs are computed in :data:`DEFAULT_PRECISION` (float32; see :mod:`analysis.esd` for when a
 spectrum is redone in float64), and correlation traps (:func:`trap_metrics`) are opt-in.
