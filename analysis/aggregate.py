@@ -30,22 +30,12 @@ from typing import Any
 import numpy as np
 
 from analysis.analyze import MIN_FIT_EIGS
+from analysis.metric_names import PER_LAYER_KEYS, ReportKey, RowKey, is_spectral_key, per_layer_key
 from analysis.phases import PHASE_CODES, PHASES, UNDETERMINED, UNDETERMINED_CODE
 
+# is_spectral_key lives with the names (services read it without the aggregation); it stays
+# public here because the reporters' contract is "the keys this module produces"
 __all__ = ["is_spectral_key", "model_phase", "spectral_aggregates"]
-
-_PER_LAYER_KEYS = ("alpha", "alpha_hill", "stable_rank", "mp_soft_rank", "effective_rank", "n_spikes")
-_AGGREGATE_KEYS = ("alpha_mean", "alpha_median", "alpha_weighted_mean", "alpha_last", "frac_heavy_tailed",
-                   "stable_rank_mean", "mp_soft_rank_mean", "phase_code")
-
-
-def is_spectral_key(key: str) -> bool:
-    """Whether ``key`` is one of the metrics :func:`spectral_aggregates` produces.
-
-    Reporters use it to tell values measured at this step from spectral values carried over from
-    the last analysis (``callback_metrics`` keeps them between monitoring steps).
-    """
-    return key in _AGGREGATE_KEYS or key.split("/", 1)[0] in (*_PER_LAYER_KEYS, "phase_code") and "/" in key
 
 
 def _finite_mean(values: Sequence[float]) -> float:
@@ -64,6 +54,7 @@ def _as_float(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
 
+
 def model_phase(rows: Sequence[dict[str, Any]]) -> str:
     """The model's phase: the most common phase among its dense (``kind == "linear"``) layers.
 
@@ -79,12 +70,12 @@ def model_phase(rows: Sequence[dict[str, Any]]) -> str:
     rows : sequence of dict
         Metrics rows with ``"kind"`` and ``"phase"``.
     """
-    phased = [r for r in rows if r.get("phase") and r.get("phase") != UNDETERMINED]
-    phased = [r for r in phased if r.get("m", MIN_FIT_EIGS) >= MIN_FIT_EIGS] or phased
-    voters = [r for r in phased if r.get("kind") == "linear"] or phased
+    phased = [r for r in rows if r.get(RowKey.PHASE) and r.get(RowKey.PHASE) != UNDETERMINED]
+    phased = [r for r in phased if r.get(RowKey.M, MIN_FIT_EIGS) >= MIN_FIT_EIGS] or phased
+    voters = [r for r in phased if r.get(RowKey.KIND) == "linear"] or phased
     if not voters:
-        return UNDETERMINED if any(r.get("phase") == UNDETERMINED for r in rows) else ""
-    counts = Counter(str(r["phase"]) for r in voters)
+        return UNDETERMINED if any(r.get(RowKey.PHASE) == UNDETERMINED for r in rows) else ""
+    counts = Counter(str(r[RowKey.PHASE]) for r in voters)
     rank = {p: i for i, p in enumerate(PHASES)}
     return max(counts, key=lambda p: (counts[p], rank.get(p, -1)))
 
@@ -109,21 +100,27 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """
     rows = list(rows)
     codes = {**PHASE_CODES, UNDETERMINED: UNDETERMINED_CODE}
-    dense_alphas = [a for r in rows if r.get("kind") == "linear" and math.isfinite(a := _as_float(r.get("alpha")))]
+
+    def values(key: str) -> list[float]:
+        return [_as_float(r.get(key)) for r in rows]
+
+    dense_alphas = [a for r in rows if r.get(RowKey.KIND) == "linear" and math.isfinite(a := _as_float(r.get(RowKey.ALPHA)))]
+    n_heavy = sum(r.get(RowKey.PHASE) == "heavy_tailed" for r in rows)
     out: dict[str, float] = {
-        "alpha_mean": _finite_mean([_as_float(r.get("alpha")) for r in rows]),
-        "alpha_median": _finite_median([_as_float(r.get("alpha")) for r in rows]),
-        "alpha_weighted_mean": _finite_mean([_as_float(r.get("alpha_weighted")) for r in rows]),
-        "alpha_last": dense_alphas[-1] if dense_alphas else math.nan,
-        "frac_heavy_tailed": (sum(r.get("phase") == "heavy_tailed" for r in rows) / len(rows)) if rows else math.nan,
-        "stable_rank_mean": _finite_mean([_as_float(r.get("stable_rank")) for r in rows]),
-        "mp_soft_rank_mean": _finite_mean([_as_float(r.get("mp_soft_rank")) for r in rows]),
+        ReportKey.ALPHA_MEAN: _finite_mean(values(RowKey.ALPHA)),
+        ReportKey.ALPHA_MEDIAN: _finite_median(values(RowKey.ALPHA)),
+        ReportKey.ALPHA_WEIGHTED_MEAN: _finite_mean(values(RowKey.ALPHA_WEIGHTED)),
+        ReportKey.ALPHA_LAST: dense_alphas[-1] if dense_alphas else math.nan,
+        ReportKey.FRAC_HEAVY_TAILED: n_heavy / len(rows) if rows else math.nan,
+        ReportKey.STABLE_RANK_MEAN: _finite_mean(values(RowKey.STABLE_RANK)),
+        ReportKey.MP_SOFT_RANK_MEAN: _finite_mean(values(RowKey.MP_SOFT_RANK)),
     }
     phase = model_phase(rows) if rows else ""
-    out["phase_code"] = float(codes[phase]) if phase in codes else math.nan
+    out[ReportKey.PHASE_CODE] = float(codes[phase]) if phase in codes else math.nan
     for r in rows:
-        name = str(r.get("name", ""))
-        for key in _PER_LAYER_KEYS:
-            out[f"{key}/{name}"] = _as_float(r.get(key))
-        out[f"phase_code/{name}"] = float(codes[r["phase"]]) if r.get("phase") in codes else math.nan
+        name = str(r.get(RowKey.NAME, ""))
+        for key in PER_LAYER_KEYS:
+            out[per_layer_key(key, name)] = _as_float(r.get(key))
+        layer_phase = r.get(RowKey.PHASE)
+        out[per_layer_key(ReportKey.PHASE_CODE, name)] = float(codes[layer_phase]) if layer_phase in codes else math.nan
     return out

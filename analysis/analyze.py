@@ -1,12 +1,14 @@
 """One metrics row per layer: ESD → power-law fit, MP fit, spectral metrics and phase.
 
-:func:`analyze_eigs` is the single place where a row is built; :func:`analyze_matrix`,
-:func:`analyze_layers` (batched ESDs, used by the trainer's spectral monitor and the Ray ESD
-service), :func:`iter_analysis` (a layer plan streamed one layer at a time: checkpoints of any
-size) and :func:`analyze_model` (a module or a checkpoint path) only get eigenvalues and call it.
-Each fit runs once and is handed to the phase classifier. The row's keys are the "metrics row" of
-``docs/interfaces.md``; values are floats (NaN where a fit is impossible), ints, or strings, and
-``warning`` says why a fit was impossible (``""`` when all is well).
+:func:`analyze_spectrum` is the single place where a layer's result is built, as a typed
+:class:`~analysis.layer_analysis.LayerAnalysis`; its ``to_row()`` is the row. :func:`analyze_eigs`,
+:func:`analyze_matrix`, :func:`analyze_layers` (batched ESDs, used by the trainer's spectral
+monitor and the Ray ESD service), :func:`iter_analysis` (a layer plan streamed one layer at a
+time: checkpoints of any size) and :func:`analyze_model` (a module or a checkpoint path) only get
+eigenvalues and call it. Each fit runs once and is handed to the phase classifier. The row's keys
+are the "metrics row" of ``docs/interfaces.md`` (names in :mod:`analysis.metric_names`); values
+are floats (NaN where a fit is impossible), ints, or strings, and ``warning`` says why a fit was
+impossible (``""`` when all is well).
 
 The ESDs are computed in :data:`DEFAULT_PRECISION` (float32; see :mod:`analysis.esd` for when a
 spectrum is redone in float64), and correlation traps (:func:`trap_metrics`) are opt-in.
@@ -14,6 +16,7 @@ spectrum is redone in float64), and correlation traps (:func:`trap_metrics`) are
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -25,15 +28,17 @@ import torch
 
 from analysis._validation import Interval, Options, validate
 from analysis.esd import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
+from analysis.layer_analysis import LayerAnalysis
 from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
+from analysis.metric_names import LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
 from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
-    "analyze_model", "estimate_seconds", "iter_analysis", "json_safe", "trap_metrics",
+    "analyze_model", "analyze_spectrum", "estimate_seconds", "iter_analysis", "json_safe", "trap_metrics",
 ]
 
 #: Working precision of :func:`analyze_layers` / :func:`analyze_model` / ``htsweep analyze``
@@ -53,33 +58,26 @@ MONITOR_PRECISION = "float64"
 #: layer averages a sweep optimizes; 32 is also where the phase classifier stops trusting an ESD.
 MIN_FIT_EIGS = 32
 
-#: Keys of a metrics row, in order (localization adds ``LOCALIZATION_KEYS``).
-ROW_KEYS = (
-    "name", "kind", "n", "m", "q", "lambda_max", "alpha", "alpha_hill", "D", "xmin", "xmax", "n_tail",
-    "alpha_sigma", "sigma2", "lambda_plus", "n_spikes", "mp_soft_rank", "mp_ks", "stable_rank",
-    "matrix_entropy", "effective_rank", "log_frobenius_norm", "log_spectral_norm", "alpha_weighted",
-    "log_alpha_norm", "numerical_rank", "phase", "phase_confidence", "warning", "precision",
-)
-LOCALIZATION_KEYS = ("vector_entropy", "localization_ratio", "participation_ratio")
-#: Keys added by ``traps=k`` (correlation traps, see :func:`trap_metrics`).
-TRAP_KEYS = ("n_traps", "shuffle_lambda_plus", "shuffle_lambda_max", "shuffle_distance")
-
 _NAN = math.nan
 _EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
-@validate({
+_EIGS_CONSTRAINTS = {
     "eigs": ["array-like"],
     "n": [Interval(int, 1, None, closed="left")],
     "m": [Interval(int, 1, None, closed="left")],
     "name": [str],
     "xmax": [None, Options({"max"}), Interval(float, 0, None, closed="neither")],
     "precision": [Options(set(PRECISIONS))],
-})
-def analyze_eigs(
-    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64"
-) -> dict[str, Any]:
-    """Every metric computable from the eigenvalues of one layer, plus its phase.
+}
+
+
+@validate({**_EIGS_CONSTRAINTS, "kind": [str]})
+def analyze_spectrum(
+    eigs: Any, *, n: int, m: int, name: str = "", kind: str = "", xmax: float | str | None = None,
+    precision: str = "float64",
+) -> LayerAnalysis:
+    """Every metric computable from the eigenvalues of one layer, plus its phase, as typed fields.
 
     Parameters
     ----------
@@ -88,7 +86,10 @@ def analyze_eigs(
     n, m : int
         Matrix shape after orienting it so that n ≥ m.
     name : str, default=''
-        Layer name copied into the row.
+        Layer name.
+    kind : str, default=''
+        Layer kind (``analysis.layers.KINDS``); a ``"lora"`` layer's warning says it is low-rank
+        by construction.
     xmax : float or {'max'}, optional
         Upper cutoff of the power-law fit (see :func:`~analysis.powerlaw_fit.fit_power_law`).
     precision : {'float64', 'float32'}, default='float64'
@@ -98,13 +99,21 @@ def analyze_eigs(
 
     Returns
     -------
-    dict
-        The metrics row (keys ``ROW_KEYS``); ``kind`` is ``""`` here (callers fill it in).
+    LayerAnalysis
+        ``.to_row()`` is the metrics row; ``eigs`` is not kept.
 
     Raises
     ------
     ValueError
         If ``eigs`` holds NaN/Inf or ``n < m``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> W = np.random.default_rng(0).standard_normal((400, 200))
+    >>> a = analyze_spectrum(np.linalg.eigvalsh(W.T @ W / 400), n=400, m=200)
+    >>> a.phase.phase, a.mp.n_spikes, a.to_row()["n_spikes"]
+    ('random_like', 0, 0)
     """
     x = np.sort(np.asarray(eigs, dtype=np.float64).ravel())
     if not np.isfinite(x).all():
@@ -129,43 +138,32 @@ def analyze_eigs(
     mp = fit_marchenko_pastur(x, q)
     if not mp.success and x.size >= MIN_FIT_EIGS:
         warnings_.append(f"MP fit failed: {mp.message}")
+    if kind == "lora":
+        warnings_.append("merged LoRA update B·A: low-rank by construction")
     phase = classify_phase(x, q=q, mp=mp, pl=pl)
 
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
-    row: dict[str, Any] = {
-        "name": name,
-        "kind": "",
-        "n": int(n),
-        "m": int(m),
-        "q": float(q),
-        "lambda_max": metrics["lambda_max"],
-        "alpha": float(pl.alpha),
-        "alpha_hill": float(alpha_hill),
-        "D": float(pl.D),
-        "xmin": float(pl.xmin),
-        "xmax": float(pl.xmax),
-        "n_tail": int(pl.n_tail),
-        "alpha_sigma": float(pl.sigma),
-        "sigma2": float(mp.sigma2),
-        "lambda_plus": float(mp.lambda_plus),
-        "n_spikes": int(mp.n_spikes),
-        "mp_soft_rank": float(mp.soft_rank),
-        "mp_ks": float(mp.ks_bulk),
-        "stable_rank": metrics["stable_rank"],
-        "matrix_entropy": metrics["matrix_entropy"],
-        "effective_rank": metrics["effective_rank"],
-        "log_frobenius_norm": metrics["log_frobenius_norm"],
-        "log_spectral_norm": metrics["log_spectral_norm"],
-        "alpha_weighted": metrics["alpha_weighted"],
-        "log_alpha_norm": metrics["log_alpha_norm"],
-        "numerical_rank": int(metrics["numerical_rank"] if precision == "float64"
-                              else np.count_nonzero(x > x.size * _EPS[precision] * x[-1])),
-        "phase": str(phase.phase),
-        "phase_confidence": float(phase.confidence),
-        "warning": "; ".join(warnings_),
-        "precision": precision,
-    }
-    return row
+    if precision != "float64":  # metrics.numerical_rank uses the float64 floor
+        metrics["numerical_rank"] = int(np.count_nonzero(x > x.size * _EPS[precision] * x[-1]))
+    return LayerAnalysis(name=name, kind=kind, n=int(n), m=int(m), pl=pl, alpha_hill=float(alpha_hill), mp=mp,
+                         phase=phase, warning="; ".join(warnings_), precision=precision, **metrics)
+
+
+@validate(_EIGS_CONSTRAINTS)
+def analyze_eigs(
+    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64"
+) -> dict[str, Any]:
+    """Every metric computable from the eigenvalues of one layer, plus its phase, as a metrics row.
+
+    :func:`analyze_spectrum` with ``kind=""``, flattened by
+    :meth:`~analysis.layer_analysis.LayerAnalysis.to_row`; parameters and errors as there.
+
+    Returns
+    -------
+    dict
+        The metrics row (keys ``ROW_KEYS``); ``kind`` is ``""`` here (callers fill it in).
+    """
+    return analyze_spectrum(eigs, n=n, m=m, name=name, xmax=xmax, precision=precision).to_row()
 
 
 def _localization_row(eigs: np.ndarray, vecs: np.ndarray) -> dict[str, float]:
@@ -271,7 +269,7 @@ def analyze_matrix(
     t = as_matrix(W, name=name)
     layer = LayerMatrix.from_tensor(name, "matrix", t)
     (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision)
-    row.pop("eigs")
+    row.pop(RowKey.EIGS)
     return row
 
 
@@ -323,19 +321,17 @@ def analyze_layers(
         results = esd_layers(layers, device=device, precision=precision)
     rows = []
     for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
-        row = analyze_eigs(eigs, n=layer.n, m=layer.m, name=layer.name, precision=used)
-        row["kind"] = layer.kind
-        if layer.kind == "lora":
-            note = "merged LoRA update B·A: low-rank by construction"
-            row["warning"] = f"{row['warning']}; {note}" if row["warning"] else note
+        loc: dict[str, float] = {}
         if localization:
-            row.update(_localization_row(eigs, vecs[i]) if i in vecs else dict.fromkeys(LOCALIZATION_KEYS, _NAN))
+            loc = _localization_row(eigs, vecs[i]) if i in vecs else dict.fromkeys(LOCALIZATION_KEYS, _NAN)
+        trapped: dict[str, float] = {}
         if traps:
             plain = layer.matrix.ndim == 2 and layer.kind != "lora"
-            row.update(trap_metrics(layer.matrix, eigs, n_permutations=traps) if plain
+            trapped = (trap_metrics(layer.matrix, eigs, n_permutations=traps) if plain
                        else dict.fromkeys(TRAP_KEYS, _NAN))
-        row["eigs"] = eigs
-        rows.append(row)
+        result = analyze_spectrum(eigs, n=layer.n, m=layer.m, name=layer.name, kind=layer.kind, precision=used)
+        result = dataclasses.replace(result, localization=loc, traps=trapped, eigs=eigs)
+        rows.append(result.to_row(eigs=True))
     return rows
 
 
@@ -484,7 +480,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     plan = plan_layers(model, **plan_kw)
     rows = []
     for row in iter_analysis(plan, **kw):
-        row.pop("eigs", None)
+        row.pop(RowKey.EIGS, None)
         rows.append(row)
     columns = (list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
                + (list(TRAP_KEYS) if kw.get("traps") else []))

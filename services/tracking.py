@@ -51,8 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.aggregate import is_spectral_key, model_phase
+from analysis.aggregate import model_phase
 from analysis.analyze import json_safe
+from analysis.metric_names import ReportKey, RowKey, is_spectral_key
 from services.buffer import (
     LOCAL_PREFIX,
     BufferedClient,
@@ -96,8 +97,8 @@ NOTE_TAG = "mlflow.note.content"  # the description of a run or an experiment (m
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # a saved runs-table view, opened by ?viewStateShareKey=<id>
 TRIALS_VIEW = "htsweep-trials"  # our saved view: trial runs, alpha/phase/accuracy/objective columns
 #: Short top-level metrics and tags of each trial run that the saved view puts in front.
-FRONT_COLUMNS = ("metrics.alpha", "tags.phase", "metrics.test_acc", "metrics.test_loss", "metrics.test_r2",
-                 "metrics.objective")
+FRONT_COLUMNS = (f"metrics.{ReportKey.HEADLINE_ALPHA}", f"tags.{ReportKey.PHASE}", f"metrics.{ReportKey.TEST_ACC}",
+                 f"metrics.{ReportKey.TEST_LOSS}", f"metrics.{ReportKey.TEST_R2}", f"metrics.{ReportKey.OBJECTIVE}")
 _KEY_BAD = re.compile(r"[^\w\-./ :]")
 _REMOTE_SCHEMES = ("http://", "https://", "databricks")
 _initialized: set[str] = set()
@@ -463,11 +464,12 @@ def run_description(metrics: Mapping[str, Any], phase: str = "") -> str:
         v = metrics.get(key)
         return f"{label} {float(v):.3g}" if _is_number(v) and math.isfinite(v) else None
 
-    alpha = fmt("alpha", "α") or fmt("alpha_mean", "α (mean)")
-    parts = [alpha, phase or None, fmt("test_acc", "test acc")]
+    alpha = fmt(ReportKey.HEADLINE_ALPHA, "α") or fmt(ReportKey.ALPHA_MEAN, "α (mean)")
+    parts = [alpha, phase or None, fmt(ReportKey.TEST_ACC, "test acc")]
     if parts[-1] is None:
-        parts += [fmt("test_loss", "test loss"), fmt("test_r2", "R²")]
-    parts += [fmt("objective", "objective"), f"(step {int(metrics['step'])})" if "step" in metrics else None]
+        parts += [fmt(ReportKey.TEST_LOSS, "test loss"), fmt(ReportKey.TEST_R2, "R²")]
+    parts += [fmt(ReportKey.OBJECTIVE, "objective"),
+              f"(step {int(metrics[ReportKey.STEP])})" if ReportKey.STEP in metrics else None]
     return " · ".join(p for p in parts[:-1] if p) + (f" {parts[-1]}" if parts[-1] else "")
 
 
@@ -617,10 +619,10 @@ class TrialRunLogger:
         if new_snapshot:
             rows = list(snapshot.rows)
             for row in rows:
-                tags[_key(f"phase.{row['name']}")] = str(row.get("phase", ""))
+                tags[_key(ReportKey.LAYER_PHASE_TAG_PREFIX + str(row[RowKey.NAME]))] = str(row.get(RowKey.PHASE, ""))
             if rows:
-                tags["phase"] = model_phase(rows)
-                tags["phase_step"] = str(snapshot.step)
+                tags[ReportKey.PHASE] = model_phase(rows)
+                tags[ReportKey.PHASE_STEP_TAG] = str(snapshot.step)
         self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
         if not new_snapshot:
             # carried over from the last analysis: logging them again would date them wrongly
@@ -628,10 +630,10 @@ class TrialRunLogger:
         else:
             if self.headline is not None:
                 values.update({k: v for k, v in self.headline(values).items() if _is_number(v) and math.isfinite(v)})
-            tags[NOTE_TAG] = run_description(values, tags.get("phase", ""))
+            tags[NOTE_TAG] = run_description(values, tags.get(ReportKey.PHASE, ""))
         ts = int(time.time() * 1000)
         rows_out = [[_key(k), float(v), ts, step] for k, v in values.items()
-                    if k != "step" and _is_number(v)]
+                    if k != ReportKey.STEP and _is_number(v)]
         self._submit({"op": "log_batch", "metrics": rows_out, "tags": sorted(tags.items())})
         if new_snapshot:
             self._on_snapshot(snapshot)
@@ -646,8 +648,8 @@ class TrialRunLogger:
             self._save_figures(self._last_rows, f"esd/step_{snapshot.step}")
 
     def _save_npz(self, step: int, rows: list[dict]) -> None:
-        arrays = {str(r["name"]).replace("/", "|"): np.asarray(r["eigs"], dtype=np.float64)
-                  for r in rows if r.get("eigs") is not None}
+        arrays = {str(r[RowKey.NAME]).replace("/", "|"): np.asarray(r[RowKey.EIGS], dtype=np.float64)
+                  for r in rows if r.get(RowKey.EIGS) is not None}
         self._write_artifact(f"esd/step_{step}.npz", "esd", lambda path: np.savez_compressed(path, **arrays))
 
     def _save_figures(self, rows: list[dict], artifact_dir: str) -> None:
@@ -657,13 +659,13 @@ class TrialRunLogger:
             log.warning("ESD figures skipped: %s", exc)
             return
         for row in rows:
-            if row.get("eigs") is None:
+            if row.get(RowKey.EIGS) is None:
                 continue
             try:
-                self._write_artifact(f"{artifact_dir}/{_safe_name(row['name'])}.png", artifact_dir,
+                self._write_artifact(f"{artifact_dir}/{_safe_name(row[RowKey.NAME])}.png", artifact_dir,
                                      lambda path, row=row: plot_layer(row, path))
             except Exception as exc:  # noqa: BLE001 - a figure must never fail the trial
-                log.warning("ESD figure for %s failed: %s", row.get("name"), exc)
+                log.warning("ESD figure for %s failed: %s", row.get(RowKey.NAME), exc)
 
     def _finish(self, trainer: Any, status: str, reason: str) -> None:
         if self._buffer is None or self._ended:
@@ -681,7 +683,7 @@ class TrialRunLogger:
             summary = {
                 "trial_id": self.trial_id, "status": status, "step": self._last_spectral_step,
                 "phase": model_phase(rows), "metrics": self._last_metrics,
-                "layers": [{k: v for k, v in r.items() if k != "eigs"} for r in rows],
+                "layers": [{k: v for k, v in r.items() if k != RowKey.EIGS} for r in rows],
             }
             text = json.dumps(json_safe(summary), indent=2)
             self._write_artifact("spectral_summary.json", None, lambda path: path.write_text(text))

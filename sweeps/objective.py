@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from analysis.metric_names import ALPHA_AGGREGATE_KEYS, ReportKey, RowKey, per_layer_key
 from sweeps.spec import ObjectiveSpec
 
 __all__ = [
@@ -32,13 +33,12 @@ __all__ = [
     "evaluate",
 ]
 
-ALPHA_AGG = "alpha_agg"
-ALPHA_ERROR = "alpha_error"
-TEST_ERROR = "test_error"
-OBJECTIVE = "objective"
-FEASIBLE = "feasible"
-
-_AGGREGATE_KEYS = {"mean": "alpha_mean", "median": "alpha_median", "last": "alpha_last"}
+# the names of the objective's terms (analysis.metric_names owns them: services log them too)
+ALPHA_AGG = ReportKey.ALPHA_AGG
+ALPHA_ERROR = ReportKey.ALPHA_ERROR
+TEST_ERROR = ReportKey.TEST_ERROR
+OBJECTIVE = ReportKey.OBJECTIVE
+FEASIBLE = ReportKey.FEASIBLE
 
 
 def metric_and_mode(spec: ObjectiveSpec) -> tuple[str | list[str], str | list[str]]:
@@ -82,10 +82,10 @@ def alpha_aggregate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> float:
         NaN when the metrics hold no (finite) alpha yet.
     """
     if spec.aggregate == "layers":
-        vals = [_num(metrics.get(f"alpha/{name}")) for name in spec.layers or ()]
+        vals = [_num(metrics.get(per_layer_key(RowKey.ALPHA, name))) for name in spec.layers or ()]
         vals = [v for v in vals if math.isfinite(v)]
         return sum(vals) / len(vals) if vals else math.nan
-    return _num(metrics.get(_AGGREGATE_KEYS[spec.aggregate]))
+    return _num(metrics.get(ALPHA_AGGREGATE_KEYS[spec.aggregate]))
 
 
 def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float]:
@@ -115,7 +115,7 @@ def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float
     """
     alpha = alpha_aggregate(metrics, spec)
     alpha_error = abs(alpha - spec.target_alpha) if math.isfinite(alpha) else spec.penalty
-    acc = _num(metrics.get("test_acc"))
+    acc = _num(metrics.get(ReportKey.TEST_ACC))
     test_error = 1.0 - acc if math.isfinite(acc) else 1.0
     feasible = True
     objective = alpha_error

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.metric_names import ReportKey, RowKey
 from sweeps.spec import SweepSpec
 from sweeps.status import TrialRow, best_trial, format_params, is_regression, load_trials, pareto_front
 from sweeps.workdir import SweepMeta, load_optuna_study
@@ -91,7 +92,7 @@ def fetch_spectra(meta: SweepMeta, row: TrialRow, dst: Path) -> TrialSpectra | N
     layers: dict[str, dict[str, Any]] = {}
     try:
         summary = Path(client.download_artifacts(row.mlflow_run_id, "spectral_summary.json", str(out)))
-        layers = {str(r["name"]): r for r in json.loads(summary.read_text()).get("layers", [])}
+        layers = {str(r[RowKey.NAME]): r for r in json.loads(summary.read_text()).get("layers", [])}
     except Exception:  # noqa: BLE001 - fits are optional overlays
         pass
     return TrialSpectra(row=row, eigs=eigs, layers=layers)
@@ -114,7 +115,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _target(rows: list[TrialRow]) -> tuple[str, str]:
     """(TrialRow attribute, axis label) of what generalization is measured by."""
-    return ("test_loss", "test loss (MSE)") if is_regression(rows) else ("test_acc", "test accuracy")
+    # the report keys are also the TrialRow attributes of their final values
+    return (ReportKey.TEST_LOSS, "test loss (MSE)") if is_regression(rows) else (ReportKey.TEST_ACC, "test accuracy")
 
 
 def _colour_by(spec: SweepSpec, exclude: str = "") -> str | None:
@@ -151,7 +153,7 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
             ax = axes[i][j]
             if name in s.eigs:
                 layer = s.layers.get(name, {})
-                plot_esd_loglog(s.eigs[name], layer, ax=ax, title=f"{name}  {layer.get('phase', '')}")
+                plot_esd_loglog(s.eigs[name], layer, ax=ax, title=f"{name}  {layer.get(RowKey.PHASE, '')}")
             else:
                 ax.axis("off")
             if j == 0:
@@ -246,12 +248,12 @@ def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow
                             title=f"alpha vs {label}" + (f" by {by}" if by else ""), **_groups(spec, done, by))
         _ring_infeasible(ax, x, y, done)
         ax.axhline(spec.objective.target_alpha, color="gray", ls="--", lw=1, label="target alpha")
-        if spec.objective.min_test_accuracy is not None and attr == "test_acc":
+        if spec.objective.min_test_accuracy is not None and attr == ReportKey.TEST_ACC:
             ax.axvline(spec.objective.min_test_accuracy, color="#d62728", ls=":", lw=1, label="min test acc")
         if best is not None and math.isfinite(getattr(best, attr)):
             ax.scatter([getattr(best, attr)], [best.alpha], marker="*", s=220, color="gold", edgecolor="k", zorder=5,
                        label=f"best #{best.number}")
-        if spec.objective.multi_objective and attr == "test_acc":
+        if spec.objective.multi_objective and attr == ReportKey.TEST_ACC:
             front = pareto_front(rows)
             ax.plot([r.test_acc for r in front], [r.alpha for r in front], color="#555", lw=0.8, label="Pareto front")
         ax.legend(fontsize=7, frameon=False, title=by, title_fontsize=7)
@@ -284,7 +286,7 @@ def _history_rows(meta: SweepMeta, picks: list[tuple[str, TrialRow]],
 
     out = []
     for label, row in picks:
-        order = [str(r.get("name")) for r in layers.get(row.number, [])]
+        order = [str(r.get(RowKey.NAME)) for r in layers.get(row.number, [])]
         hist = trial_history(meta, row, layer_order=order)
         if hist is not None and hist.steps.size:
             out.append((label, row, hist))
@@ -313,9 +315,9 @@ def _evolution_layer(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The layer to follow over training: among those with a power-law fit (else all), the one
     with the largest aspect ratio Q (its MP bulk stays clear of zero on log axes), then size."""
     def key(r: dict[str, Any]) -> tuple[float, float]:
-        return float(r.get("q") or 0), float(r.get("m") or 0) * float(r.get("n") or 0)
+        return float(r.get(RowKey.Q) or 0), float(r.get(RowKey.M) or 0) * float(r.get(RowKey.N) or 0)
 
-    fitted = [r for r in layers if math.isfinite(float(r.get("alpha", math.nan) or math.nan))]
+    fitted = [r for r in layers if math.isfinite(float(r.get(RowKey.ALPHA, math.nan) or math.nan))]
     pool = fitted or layers
     return max(pool, key=key) if pool else None
 
@@ -332,10 +334,10 @@ def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: d
         layer = _evolution_layer(layers.get(row.number, []))
         if layer is None:
             continue
-        steps, spectra = esd_series(meta, row, str(layer["name"]))
+        steps, spectra = esd_series(meta, row, str(layer[RowKey.NAME]))
         if not steps:
             continue
-        q = float(layer.get("q") or 1.0)
+        q = float(layer.get(RowKey.Q) or 1.0)
         lam_plus = [fit_marchenko_pastur(e, q).lambda_plus if e.size >= 4 else math.nan for e in spectra]
         panels.append((label, row, layer, steps, spectra, lam_plus))
     if not panels:
@@ -343,7 +345,7 @@ def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: d
     fig, axes = _figure((5.6 * len(panels), 4.2), 1, len(panels))
     for j, (label, row, layer, steps, spectra, lam_plus) in enumerate(panels):
         plot_esd_evolution(spectra, steps, lambda_plus=lam_plus, ax=axes[0][j],
-                           title=f"ESD of {layer['name']} during training — {label} #{row.number}")
+                           title=f"ESD of {layer[RowKey.NAME]} during training — {label} #{row.number}")
     return _save(fig, path)
 
 
@@ -454,7 +456,7 @@ def _correlation_html(table: Any) -> str:
                  f"<td>{_fmt(c.spearman_p)}</td>", tau, f"<td>{_fmt(c.kendall_p)}</td>",
                  *[_rho_cell(by[g, c.metric]) for g in groups]]
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    what = "test accuracy" if table.target == "test_acc" else "test loss"
+    what = "test accuracy" if table.target == ReportKey.TEST_ACC else "test loss"
     return (f"<table class='corr'><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{''.join(body)}</table>"
             f"<p class='note'>Rank correlation of each model-level spectral metric with {what} across the finished "
             f"trials; 95% percentile-bootstrap intervals (2000 resamples of the trials). Highlighted: the "

@@ -36,6 +36,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.metric_names import ReportKey
 from sweeps.objective import ALPHA_AGG, FEASIBLE, TEST_ERROR
 from sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
 from sweeps.workdir import load_optuna_study, open_optuna_storage
@@ -63,8 +64,9 @@ PENDING_FILE = "optuna_pending.jsonl"
 TELL_RETRY_S = 30.0
 
 #: Result keys copied onto each finished Optuna trial as user attributes.
-USER_ATTRS = (ALPHA_AGG, "alpha_mean", "test_acc", "train_acc", "test_loss", "test_r2", TEST_ERROR, FEASIBLE,
-              "phase_code", "phase", "step", "trained", "mlflow_run_id", "node_id", "diverged", "error")
+USER_ATTRS = (ALPHA_AGG, ReportKey.ALPHA_MEAN, ReportKey.TEST_ACC, ReportKey.TRAIN_ACC, ReportKey.TEST_LOSS,
+              ReportKey.TEST_R2, TEST_ERROR, FEASIBLE, ReportKey.PHASE_CODE, ReportKey.PHASE, ReportKey.STEP,
+              "trained", "mlflow_run_id", "node_id", "diverged", "error")
 
 
 def search_space(spec: SweepSpec) -> dict[str, BaseDistribution]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.metric_names import ReportKey
+from sweeps.objective import ALPHA_AGG
 from sweeps.spec import SweepSpec
 from sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
@@ -88,9 +90,9 @@ def _f(value: Any) -> float:
 def _phase(attrs: dict[str, Any]) -> str:
     if attrs.get("diverged"):
         return "(diverged)"
-    if isinstance(attrs.get("phase"), str):
-        return attrs["phase"]
-    code = attrs.get("phase_code")
+    if isinstance(attrs.get(ReportKey.PHASE), str):
+        return attrs[ReportKey.PHASE]
+    code = attrs.get(ReportKey.PHASE_CODE)
     if isinstance(code, int | float) and math.isfinite(code):
         from analysis.phases import PHASES
 
@@ -128,8 +130,8 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = dict(t.user_attrs)
-        alpha = _f(attrs.get("alpha_agg"))
-        acc = _f(attrs.get("test_acc"))
+        alpha = _f(attrs.get(ALPHA_AGG))
+        acc = _f(attrs.get(ReportKey.TEST_ACC))
         if t.values is not None:
             values = tuple(float(v) for v in t.values)
         elif t.intermediate_values:
@@ -141,7 +143,7 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
             number=t.number, state=t.state.name, params=dict(t.params), alpha=alpha,
             alpha_error=abs(alpha - target) if math.isfinite(alpha) else math.nan,
             test_acc=acc, phase=_phase(attrs), feasible=feasible, values=values,
-            test_loss=_f(attrs.get("test_loss")), test_r2=_f(attrs.get("test_r2")),
+            test_loss=_f(attrs.get(ReportKey.TEST_LOSS)), test_r2=_f(attrs.get(ReportKey.TEST_R2)),
             tune_trial_id=attrs.get("tune_trial_id"), mlflow_run_id=attrs.get("mlflow_run_id"), attrs=attrs,
         ))
     return meta, spec, rows
@@ -261,7 +263,7 @@ def correlation_table(table: Any, *, title: str | None = None):
     best = table.best()
     n = len(table.trials)
     level = next(iter(overall.values())).level if overall else 0.95
-    what = "test accuracy" if table.target == "test_acc" else table.target.replace("_", " ")
+    what = "test accuracy" if table.target == ReportKey.TEST_ACC else table.target.replace("_", " ")
     out = Table(title=title or f"Which spectral metric tracks {what}? Rank correlation over {n} trials "
                 f"({level:.0%} bootstrap CI)", header_style="bold")
     out.add_column("metric")

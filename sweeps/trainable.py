@@ -22,7 +22,8 @@ from typing import Any
 
 from ray import tune
 
-from sweeps.objective import evaluate
+from analysis.metric_names import ReportKey, RowKey, per_layer_key
+from sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, evaluate
 from sweeps.spec import ObjectiveSpec, SweepSpec
 from trainers.callbacks import Callback
 
@@ -31,7 +32,7 @@ __all__ = ["TrialContext", "TuneReporter", "train_trial", "train_config_dict", "
 
 CHECKPOINT_FILE = "checkpoint.pt"
 #: Keys of the trainer's metrics forwarded to Tune besides the objective terms.
-_FORWARD_PREFIXES = ("alpha/", "phase_code/")
+_FORWARD_PREFIXES = (per_layer_key(RowKey.ALPHA, ""), per_layer_key(ReportKey.PHASE_CODE, ""))
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class TuneReporter(Callback):
             elif hasattr(value, "item") and getattr(value, "size", 2) == 1:
                 out[key] = value.item()
         out = {k: v for k, v in out.items() if "/" not in k or k.startswith(_FORWARD_PREFIXES)}
-        out["step"] = int(step)
+        out[ReportKey.STEP] = int(step)
         out["trained"] = trainer.step >= trainer.total_steps  # False for a trial ASHA stops early
         out.update(evaluate(metrics, self.objective))
         out.update(_links(trainer, self.logger))
@@ -133,9 +134,9 @@ def headline_metrics(metrics: dict[str, Any], objective: ObjectiveSpec) -> dict[
     """What a trial's MLflow run shows first: ``alpha`` (the objective's aggregate), ``alpha_error``
     and ``objective``; empty before the first spectral analysis."""
     terms = evaluate(metrics, objective)
-    if not math.isfinite(terms["alpha_agg"]):
+    if not math.isfinite(terms[ALPHA_AGG]):
         return {}
-    return {"alpha": terms["alpha_agg"], "alpha_error": terms["alpha_error"], "objective": terms["objective"]}
+    return {ReportKey.HEADLINE_ALPHA: terms[ALPHA_AGG], ALPHA_ERROR: terms[ALPHA_ERROR], OBJECTIVE: terms[OBJECTIVE]}
 
 
 def _links(trainer: Any, logger: Any) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def _links(trainer: Any, logger: Any) -> dict[str, Any]:
     if snapshot is not None and snapshot.rows:
         from analysis.aggregate import model_phase
 
-        out["phase"] = model_phase(snapshot.rows)
+        out[ReportKey.PHASE] = model_phase(snapshot.rows)
     node_id = _node_id()
     if node_id:
         out["node_id"] = node_id
@@ -220,7 +221,7 @@ def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str, *, log
     and ``phase`` of the last spectral snapshot), so status and report still find the trial's run.
     """
     terms = evaluate({}, objective)
-    terms.update(objective=2.0 * objective.penalty, alpha_error=2.0 * objective.penalty, feasible=0.0)
-    return {"step": int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms,
+    terms.update({OBJECTIVE: 2.0 * objective.penalty, ALPHA_ERROR: 2.0 * objective.penalty, FEASIBLE: 0.0})
+    return {ReportKey.STEP: int(getattr(trainer, "step", 0)), "diverged": 1.0, "error": message[:200], **terms,
             **_links(trainer, logger)}
 

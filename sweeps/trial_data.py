@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from analysis.generalization import MODEL_METRICS, RankCorrelation, model_aggregates, rank_correlations
+from analysis.metric_names import ReportKey, RowKey, per_layer_key
 from sweeps.spec import Choice, Grid, SweepSpec
 from sweeps.status import TrialRow, is_regression
 from sweeps.workdir import SweepMeta
@@ -138,7 +139,8 @@ def generalization(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *, n_
     -------
     GeneralizationTable
     """
-    target = "test_loss" if is_regression(rows) else "test_acc"
+    # a report key and, by the same name, the TrialRow attribute holding its final value
+    target = ReportKey.TEST_LOSS if is_regression(rows) else ReportKey.TEST_ACC
     layers = final_layers(meta, [r for r in rows if r.complete]) if layers is None else layers
     # trials an early-stopping scheduler cut short describe models that never finished training
     used = [r for r in rows if r.complete and r.fully_trained and r.number in layers
@@ -186,14 +188,16 @@ def trial_history(meta: SweepMeta, row: TrialRow, *, layer_order: list[str] | No
         keys = list(client.get_run(row.mlflow_run_id).data.metrics)
     except Exception:  # noqa: BLE001 - a missing run must not break the report
         return None
-    logged = dict.fromkeys(k.split("/", 1)[1] for k in keys if k.startswith(("alpha/", "phase_code/")))
+    kinds = (RowKey.ALPHA, ReportKey.PHASE_CODE)  # the per-layer series a history is made of
+    prefixes = tuple(per_layer_key(kind, "") for kind in kinds)
+    logged = dict.fromkeys(k.split("/", 1)[1] for k in keys if k.startswith(prefixes))
     layers = [n for n in (layer_order or []) if n in logged] + [n for n in logged if n not in (layer_order or [])]
     if not layers:
         return None
     series: dict[tuple[str, str], dict[int, float]] = {}
     for name in layers:
-        for kind in ("alpha", "phase_code"):
-            key = f"{kind}/{name}"
+        for kind in kinds:
+            key = per_layer_key(kind, name)
             hist = client.get_metric_history(row.mlflow_run_id, key) if key in keys else []
             series[kind, name] = {int(m.step): float(m.value) for m in hist}
     steps = np.array(sorted({s for d in series.values() for s in d}), dtype=np.int64)
@@ -201,7 +205,7 @@ def trial_history(meta: SweepMeta, row: TrialRow, *, layer_order: list[str] | No
     def grid(kind: str) -> np.ndarray:
         return np.array([[series[kind, n].get(int(s), math.nan) for s in steps] for n in layers], dtype=np.float64)
 
-    return TrialHistory(steps=steps, layers=layers, alpha=grid("alpha"), phase_code=grid("phase_code"))
+    return TrialHistory(steps=steps, layers=layers, alpha=grid(RowKey.ALPHA), phase_code=grid(ReportKey.PHASE_CODE))
 
 
 def esd_series(meta: SweepMeta, row: TrialRow, layer: str, *, max_steps: int = 6) -> tuple[list[int], list[np.ndarray]]:

@@ -55,6 +55,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from analysis._validation import Interval, check_value
+from analysis.metric_names import RowKey
 from trainers.callbacks import Callback
 from trainers.models import _check_choice, _did_you_mean
 from trainers.monitor import SpectralMonitor
@@ -227,8 +228,8 @@ def group_alphas(rows: Sequence[Mapping[str, Any]], groups: Sequence[str], confi
     known = set(groups)
     found: dict[str, list[float]] = {}
     for row in rows:
-        group = _group_of(str(row.get("name", "")), known)
-        if group is None or row.get("kind") not in BALANCED_KINDS:
+        group = _group_of(str(row.get(RowKey.NAME, "")), known)
+        if group is None or row.get(RowKey.KIND) not in BALANCED_KINDS:
             continue
         value = row.get(config.metric)
         value = float(value) if isinstance(value, int | float) else math.nan

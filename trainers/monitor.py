@@ -20,6 +20,7 @@ import numpy as np
 from analysis.aggregate import spectral_aggregates
 from analysis.analyze import MONITOR_PRECISION, analyze_layers
 from analysis.layers import extract_layers
+from analysis.metric_names import RowKey
 from trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -58,25 +59,24 @@ class SpectralSnapshot:
     @property
     def names(self) -> list[str]:
         """Layer names in row order."""
-        return [str(r.get("name", "")) for r in self.rows]
+        return [str(r.get(RowKey.NAME, "")) for r in self.rows]
 
     def layer(self, name: str) -> dict[str, Any]:
         """The row of layer ``name`` (``KeyError`` listing the names if absent)."""
         for row in self.rows:
-            if row.get("name") == name:
+            if row.get(RowKey.NAME) == name:
                 return row
         raise KeyError(f"no layer {name!r} in the snapshot; layers: {', '.join(self.names)}")
 
     def eigs(self) -> dict[str, np.ndarray]:
         """Layer name → eigenvalues ``(m,)`` for the rows that carry them."""
-        return {str(r["name"]): np.asarray(r["eigs"]) for r in self.rows if r.get("eigs") is not None}
+        return {str(r[RowKey.NAME]): np.asarray(r[RowKey.EIGS]) for r in self.rows if r.get(RowKey.EIGS) is not None}
 
     def to_frame(self) -> pd.DataFrame:
         """The rows as a DataFrame, without the ``eigs`` column."""
         import pandas as pd
 
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "eigs"} for r in self.rows])
-
+        return pd.DataFrame([{k: v for k, v in r.items() if k != RowKey.EIGS} for r in self.rows])
 
 
 def _check_finite(layers: Sequence[Any], step: int) -> None:

@@ -1,4 +1,4 @@
-"""The fit and classification results: frozen dataclasses whose repr is one aligned block."""
+"""The fit, classification and layer results: frozen dataclasses whose repr is one aligned block."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from analysis.analyze import analyze_spectrum
+from analysis.layer_analysis import LayerAnalysis
 from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur
 from analysis.phases import PhaseResult, classify_phase
 from analysis.powerlaw_fit import PowerLawFit, fit_power_law
@@ -27,12 +29,19 @@ def _phase_result() -> PhaseResult:
     return classify_phase(make("bulk_decay", 800, 400, seed=8))
 
 
+def _layer_analysis() -> LayerAnalysis:
+    W = make("heavy_tailed", 400, 200, seed=2)
+    return analyze_spectrum(np.linalg.eigvalsh(W.T @ W / 400), n=400, m=200, name="fc: 1", kind="linear")
+
+
 # (build, class, field to try to overwrite, keys the repr must show in this order)
 CASES = [
     (_power_law_fit, PowerLawFit, "alpha", ("alpha", "sigma", "xmin", "xmax", "D", "n_tail", "success", "message")),
     (_mp_fit, MPFit, "sigma2", ("sigma2", "q", "lambda_minus", "lambda_plus", "tw_margin", "n_spikes",
                                 "soft_rank", "ks_bulk", "success", "message")),
     (_phase_result, PhaseResult, "phase", ("phase", "confidence")),
+    (_layer_analysis, LayerAnalysis, "pl", ("name", "kind", "shape", "alpha", "alpha_hill", "n_spikes", "lambda_plus",
+                                            "phase", "confidence", "warning", "precision")),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import typing
 
 import numpy as np
 import optuna
@@ -12,6 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from analysis.metric_names import ALPHA_AGGREGATE_KEYS, MODEL_AGGREGATE_KEYS
 from sweeps.objective import alpha_aggregate, evaluate, metric_and_mode
 from sweeps.search import (
     AskTellGridSampler,
@@ -57,6 +59,12 @@ def test_alpha_aggregates(aggregate, layers, expected):
                "alpha/fc1": 1.5, "alpha/fc2": 9.0, "alpha/fc3": 2.5}
     spec = ObjectiveSpec(aggregate=aggregate, layers=layers)
     np.testing.assert_allclose(alpha_aggregate(metrics, spec), expected, rtol=1e-12)
+
+
+def test_every_objective_aggregate_but_layers_reads_a_model_aggregate():
+    options = typing.get_args(typing.get_type_hints(ObjectiveSpec)["aggregate"])
+    assert set(ALPHA_AGGREGATE_KEYS) == set(options) - {"layers"}
+    assert set(ALPHA_AGGREGATE_KEYS.values()) <= set(MODEL_AGGREGATE_KEYS)
 
 
 def test_metric_and_mode():
