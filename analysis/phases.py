@@ -375,7 +375,7 @@ def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int |
     is_tensor = hasattr(arr, "detach") and hasattr(arr, "ndim")
     ndim = arr.ndim if (is_tensor or isinstance(arr, np.ndarray)) else np.ndim(arr)
     if ndim == 2:
-        from analysis.esd import esd
+        from analysis.spectrum import esd
 
         shape = tuple(int(s) for s in arr.shape)
         n, m = max(shape), min(shape)
