@@ -16,12 +16,12 @@ from analysis import synthetic
 from analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
 from analysis.analyze import analyze_eigs, analyze_layers, analyze_matrix, analyze_model, analyze_spectrum
 from analysis.checkpoints import open_checkpoint
-from analysis.esd import esd, esd_batch
 from analysis.layer_analysis import LayerAnalysis
 from analysis.layers import LayerMatrix, extract_layers, load_matrices, plan_layers
 from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur, mp_density, mp_edges, shuffle_baseline
 from analysis.phases import PHASE_CODES, PHASES, PhaseResult, classify_phase
 from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator, pl_alpha_hill
+from analysis.spectrum import esd, esd_batch
 
 __all__ = [
     "PHASES",

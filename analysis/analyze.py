@@ -10,7 +10,7 @@ are the "metrics row" of ``docs/interfaces.md`` (names in :mod:`analysis.metric_
 are floats (NaN where a fit is impossible), ints, or strings, and ``warning`` says why a fit was
 impossible (``""`` when all is well).
 
-The ESDs are computed in :data:`DEFAULT_PRECISION` (float32; see :mod:`analysis.esd` for when a
+The ESDs are computed in :data:`DEFAULT_PRECISION` (float32; see :mod:`analysis.spectrum` for when a
 spectrum is redone in float64), and correlation traps (:func:`trap_metrics`) are opt-in.
 """
 
@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from analysis._validation import Interval, Options, validate
-from analysis.esd import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
 from analysis.layer_analysis import LayerAnalysis
 from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
@@ -35,6 +34,7 @@ from analysis.metric_names import LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
 from analysis.metrics import localization_metrics, spectral_metrics
 from analysis.phases import classify_phase
 from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
+from analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Working precision of :func:`analyze_layers` / :func:`analyze_model` / ``htsweep analyze``
-#: (:mod:`analysis.esd`): float32 gives the float64 alpha within 0.02 and the same phase on the
+#: (:mod:`analysis.spectrum`): float32 gives the float64 alpha within 0.02 and the same phase on the
 #: measured real layers (docs/interfaces.md) at 0.65× the cost (Llama block); spectra with rank-collapse
 #: evidence are recomputed in float64 automatically.
 DEFAULT_PRECISION = "float32"
@@ -246,7 +246,7 @@ def analyze_matrix(
     device : str or torch.device, optional
         ``None``: CUDA if available.
     precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
-        Working precision (:mod:`analysis.esd`); the row's ``precision`` says which was used.
+        Working precision (:mod:`analysis.spectrum`); the row's ``precision`` says which was used.
 
     Returns
     -------
@@ -290,7 +290,7 @@ def analyze_layers(
         Add eigenvector localization metrics (eigenvectors are computed per layer, unbatched;
         not for pooled conv layers, which have no single eigenbasis).
     precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
-        Working precision (:mod:`analysis.esd`); float32 spectra with rank-collapse evidence are
+        Working precision (:mod:`analysis.spectrum`); float32 spectra with rank-collapse evidence are
         redone in float64, and the row's ``precision`` says which was used.
     traps : int, default=0
         With ``k > 0``, add the correlation-trap metrics ``TRAP_KEYS`` from ``k`` shuffles of each

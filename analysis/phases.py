@@ -375,7 +375,7 @@ def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int |
     is_tensor = hasattr(arr, "detach") and hasattr(arr, "ndim")
     ndim = arr.ndim if (is_tensor or isinstance(arr, np.ndarray)) else np.ndim(arr)
     if ndim == 2:
-        from analysis.esd import esd
+        from analysis.spectrum import esd
 
         shape = tuple(int(s) for s in arr.shape)
         n, m = max(shape), min(shape)
@@ -586,7 +586,7 @@ def classify_phase(
     ----------
     eigs_or_W : array-like of shape (M,) or (n_rows, n_cols), or torch.Tensor
         Eigenvalues of ``WᵀW / N`` (any order), or the matrix itself, whose ESD is then computed
-        with :func:`analysis.esd.esd` and ``Q`` taken from its shape.
+        with :func:`analysis.spectrum.esd` and ``Q`` taken from its shape.
     q : float, optional
         Aspect ratio ``Q = N / M >= 1``; required with eigenvalues, checked against the shape with
         a matrix.

@@ -35,6 +35,7 @@ from common import single_thread_env  # noqa: E402
 single_thread_env()  # before numpy / torch are imported
 
 import argparse  # noqa: E402
+import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
@@ -104,6 +105,14 @@ def powerlaw_fit(eigs: np.ndarray) -> tuple[float, float]:
         warnings.simplefilter("ignore")
         fit = powerlaw.Fit(eigs, parameter_ranges={"alpha": [1, 20]}, verbose=0)
         return float(fit.power_law.alpha), float(fit.xmin)
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, without importing it; None when absent."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def weightwatcher_analyze(model: torch.nn.Module, **kw: Any) -> Any:
@@ -433,7 +442,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out.is_file() and not args.quick:
         results = json.loads(args.out.read_text())
     results["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                          "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+                          "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                          # the README's table names the version it was compared with
+                          "weightwatcher": _installed_version("weightwatcher")}
     results["quick"] = args.quick
     if "power_law" in only:
         results["power_law"] = run_powerlaw(pl_shapes, args.repeat) if safe_import("powerlaw") else []

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.esd import esd
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.phases import PHASES, classify_phase
 from analysis.powerlaw_fit import fit_power_law
+from analysis.spectrum import esd
 from analysis.synthetic import FAMILY_PHASE, MU_MAX, make, make_family, sample_family_params, sample_params
 
 RESULTS = Path(__file__).resolve().parent / "results"

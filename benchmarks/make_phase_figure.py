@@ -16,11 +16,11 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from analysis.esd import esd
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.phases import PHASES, classify_phase
 from analysis.plots import plot_esd, plot_tail
 from analysis.powerlaw_fit import fit_power_law
+from analysis.spectrum import esd
 from analysis.synthetic import make
 
 ROOT = Path(__file__).resolve().parents[1]

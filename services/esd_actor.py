@@ -3,7 +3,7 @@
 Trials send their layer matrices (through the object store, one ``ray.put`` per matrix) to the
 actor; it queues the matrices of all concurrent requests, and a single worker drains the queue,
 diagonalizes equally shaped matrices from different requests in one batched ``eigvalsh``
-(:func:`analysis.esd.esd_batch`) and computes each layer's metrics and phase
+(:func:`analysis.spectrum.esd_batch`) and computes each layer's metrics and phase
 (:func:`analysis.analyze.analyze_eigs`). While a batch computes, new requests pile up and form
 the next batch, so batches grow with the load. The queue is bounded: a request waits for room.
 
@@ -80,7 +80,7 @@ class LayerPayload:
     """One layer as it travels to the actor: metadata plus the weights as a numpy array.
 
     Numpy arrays are stored zero-copy in Ray's object store (torch tensors would be pickled).
-    ``name`` and ``matrix`` are what :func:`analysis.esd.esd_batch` reads from a layer.
+    ``name`` and ``matrix`` are what :func:`analysis.spectrum.esd_batch` reads from a layer.
 
     Attributes
     ----------
@@ -169,7 +169,7 @@ class ESDService:
         # Import the analysis stack now: fails at creation if it is missing, and keeps the
         # import time out of the first request and out of time_per_matrix_s.
         import analysis.analyze  # noqa: F401
-        import analysis.esd  # noqa: F401
+        import analysis.spectrum  # noqa: F401
 
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esd")
         self._started = time.time()

@@ -194,8 +194,8 @@ def run_analyze(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from analysis.analyze import DEFAULT_PRECISION, estimate_seconds, iter_analysis
-    from analysis.esd import PRECISIONS
     from analysis.layers import CONV_MODES, plan_layers
+    from analysis.spectrum import PRECISIONS
 
     precision = precision or DEFAULT_PRECISION
     if conv not in CONV_MODES:

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import analysis.phases as phases_mod
-from analysis.esd import esd
 from analysis.marchenko_pastur import fit_marchenko_pastur
 from analysis.phases import (
     PHASE_CODES,
@@ -25,6 +24,7 @@ from analysis.phases import (
     classify_phase,
 )
 from analysis.powerlaw_fit import fit_power_law
+from analysis.spectrum import esd
 from analysis.synthetic import TORCH_INITS, make, make_family
 
 EVIDENCE_KEYS = {

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis.esd import esd
 from analysis.marchenko_pastur import fit_marchenko_pastur
+from analysis.spectrum import esd
 from trainers.callbacks import MetricsHistory
 from trainers.data import load_dataset
 from trainers.train import TrainConfig, Trainer

@@ -1,8 +1,7 @@
-"""Tests for analysis.esd: eigenvalues of WᵀW/N against closed forms and numpy."""
+"""Tests for analysis.spectrum: eigenvalues of WᵀW/N against closed forms and numpy."""
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import numpy as np
@@ -10,8 +9,9 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from analysis.esd import esd, esd_batch, esd_layers, gram_eigh
+from analysis import spectrum
 from analysis.layers import LayerMatrix
+from analysis.spectrum import esd, esd_batch, esd_layers, gram_eigh
 
 
 def test_diagonal_matrix_closed_form():
@@ -55,9 +55,7 @@ def test_batch_groups_shapes_and_keeps_order():
 
 
 def test_batch_splits_large_groups(monkeypatch):
-    # the package re-exports the function `esd`, which shadows the submodule attribute
-    esd_mod = importlib.import_module("analysis.esd")
-    monkeypatch.setattr(esd_mod, "_BATCH_BYTES", 1)  # force one matrix per eigvalsh call
+    monkeypatch.setattr(spectrum, "_BATCH_BYTES", 1)  # force one matrix per eigvalsh call
     rng = np.random.default_rng(6)
     mats = [rng.standard_normal((12, 6)) for _ in range(3)]
     out = esd_batch(mats, device="cpu")
@@ -120,11 +118,10 @@ def test_float32_and_bfloat16_inputs():
 
 
 def test_row_chunks_give_the_same_gram(monkeypatch):
-    esd_mod = importlib.import_module("analysis.esd")
     rng = np.random.default_rng(14)
     tall, wide = rng.standard_normal((301, 40)), rng.standard_normal((37, 290))
     whole = [esd(tall, device="cpu"), esd(wide, device="cpu")]
-    monkeypatch.setattr(esd_mod, "_CHUNK_BYTES", 8 * 40 * 7)  # 7-row chunks (the last one shorter)
+    monkeypatch.setattr(spectrum, "_CHUNK_BYTES", 8 * 40 * 7)  # 7-row chunks (the last one shorter)
     assert_allclose(esd(tall, device="cpu"), whole[0], rtol=1e-12)
     assert_allclose(esd(wide, device="cpu"), whole[1], rtol=1e-12)  # wide: chunks are column blocks
 

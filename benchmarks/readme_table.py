@@ -1,0 +1,204 @@
+"""The README's benchmark table, rendered from the committed ``benchmarks/results/*.json``.
+
+``python benchmarks/readme_table.py`` (``make bench-table``, also the last step of ``make bench``)
+rewrites the lines between the README's ``<!-- bench-table:start -->`` and
+``<!-- bench-table:end -->`` markers; ``--check`` only reports whether they are current.
+``tests/test_readme_bench_table.py`` fails when the README and the JSON files disagree, so a
+re-run benchmark cannot leave a stale number behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["END", "README", "RESULTS", "START", "load_results", "readme_section", "render_table",
+           "replace_section"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+# bench_analysis.json records the WeightWatcher version since it was added to its "machine";
+# the results committed before that were measured with this one.
+WEIGHTWATCHER_UNRECORDED = "0.7.7"
+
+Results = Mapping[str, Any]
+
+
+def load_results(directory: Path = RESULTS) -> dict[str, Results]:
+    """Every ``<name>.json`` in ``directory``, by ``name``."""
+    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(directory.glob("*.json"))}
+
+
+def _sci(x: float) -> str:
+    """Two significant digits in e-notation without the exponent's padding: 6.4e-4."""
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _bound(x: float) -> str:
+    """An upper bound with one significant digit: 3.9e-14 → 4e-14."""
+    exponent = math.floor(math.log10(x))
+    return f"{math.ceil(x / 10 ** exponent)}e{exponent}"
+
+
+def _pct(fraction: float) -> str:
+    """A percentage to 0.1, without a trailing .0: 0.944 → 94.4, 1.0 → 100."""
+    return f"{100 * fraction:.1f}".removesuffix(".0")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    n, m = shape
+    return f"{n}²" if n == m else f"{n}×{m}"
+
+
+def _shapes(shapes: Sequence[Sequence[int]]) -> str:
+    """Runs of equal shapes as ``count×shape``, joined by +: 3×1024² + 4096×1024."""
+    runs: list[list[Any]] = []
+    for shape in shapes:
+        if runs and runs[-1][1] == list(shape):
+            runs[-1][0] += 1
+        else:
+            runs.append([1, list(shape)])
+    return " + ".join(_shape(shape) if count == 1 else f"{count}×{_shape(shape)}" for count, shape in runs)
+
+
+def _weightwatcher(analysis: Results) -> str:
+    return f"WeightWatcher {analysis['machine'].get('weightwatcher') or WEIGHTWATCHER_UNRECORDED}"
+
+
+def _power_law(r: Mapping[str, Results]) -> tuple[str, str]:
+    fits = r["bench_analysis"]["power_law"]
+    shapes = ", ".join(dict.fromkeys(_shape(f["shape"]) for f in fits))
+    speedups = [f["speedup"] for f in fits]
+    same = sum(bool(f["same_xmin"]) for f in fits)
+    xmin = "same xmin" if same == len(fits) else f"same xmin on {same}/{len(fits)}"
+    return (f"`fit_power_law` vs `powerlaw.Fit` ({shapes})",
+            f"{round(min(speedups), -1):.0f}–{round(max(speedups), -1):.0f}× faster, {xmin}, "
+            f"Δα ≤ {_bound(max(f['alpha_abs_diff'] for f in fits))}")
+
+
+def _analyze_vs_bare(r: Mapping[str, Results]) -> tuple[str, str]:
+    model = r["bench_analysis"]["analyze_model"]
+    return (f"`analyze_model` (float32, all fits and the phase) vs bare float64 Gram + `eigvalsh` "
+            f"(MLP {_shapes(model['layers'])})", f"{model['analyze_over_bare']:.2f}× the time")
+
+
+def _analyze_vs_weightwatcher(r: Mapping[str, Results]) -> tuple[str, str]:
+    analysis = r["bench_analysis"]
+    return (f"`analyze_model` vs {_weightwatcher(analysis)} `analyze(mp_fit=True)`, same MLP",
+            f"{analysis['analyze_model']['speedup_vs_weightwatcher']:.1f}× faster")
+
+
+def _llama_block(r: Mapping[str, Results]) -> tuple[str, str]:
+    analysis = r["bench_analysis"]
+    block = analysis["llama_block"]
+    return (f"one Llama block (d = {block['d']}, ffn {block['ffn']}, {len(block['per_layer'])} matrices) "
+            f"vs {_weightwatcher(analysis)} `analyze()`",
+            f"{block['speedup_float32_vs_weightwatcher']:.1f}× faster at float32 "
+            f"({block['speedup_float64_vs_weightwatcher']:.1f}× at float64); "
+            f"max \\|α₃₂ − α₆₄\\| = {_sci(block['max_alpha_abs_diff'])}")
+
+
+def _precision(r: Mapping[str, Results]) -> tuple[str, str]:
+    precision = r["bench_analysis"]["precision"]
+    layers = precision["layers"]
+    same = sum(layer["phase_float32"] == layer["phase_float64"] for layer in layers)
+    return (f"float32 vs float64 on {len(layers)} real layers "
+            "(MiniLM, trained MLP3 / teacher–student / char-GPT, GPT-2)",
+            f"max \\|Δα\\| = {_sci(precision['max_alpha_abs_diff'])}, same phase {same}/{len(layers)}")
+
+
+def _llm_scale(r: Mapping[str, Results]) -> tuple[str, str]:
+    scale = r["bench_llm_scale"]
+    cpus = scale["machine"]["cpus"]
+    cores = "both cores" if cpus == 2 else f"{cpus} cores"
+    analyze = scale["analyze"]
+    return (f"`htsweep analyze DIR` on a {scale['n_params'] / 1e9:.1f} B-parameter TinyLlama-shaped sharded "
+            f"safetensors folder ({cores})",
+            f"{analyze['wall_s']:.0f} s wall, {analyze['peak_rss_gb']:.2f} GB peak RSS, "
+            f"{analyze['n_layers']} layers")
+
+
+def _actor(r: Mapping[str, Results]) -> tuple[str, str]:
+    actor = r["bench_actor"]
+    setup = actor["setup"]
+    return (f"ESD actor, {setup['callers']} callers × {setup['layers_per_caller']} layers, batched vs one at a time",
+            f"{actor['batched_speedup']:.1f}×")
+
+
+def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
+    suites = {suite["name"]: suite for suite in r["bench_phases"]["suites"]}
+    heldout, nuisance, spikes = suites["heldout"], suites["nuisance"], suites["many_spikes"]
+    unseen = set(heldout["per_construction"]) - set(suites["tune"]["per_construction"])
+    return (f"phase classifier, held-out suite ({heldout['n_matrices']} matrices, {len(unseen)} constructions "
+            "never tuned on) / nuisance noise / many spikes",
+            f"{_pct(heldout['accuracy'])} % (bulk_decay {100 * heldout['per_phase_accuracy']['bulk_decay']:.0f} %)"
+            f" / {_pct(nuisance['accuracy'])} % ({_pct(nuisance['forbidden_rate'])} % decay or heavy)"
+            f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
+
+
+def _monitoring(r: Mapping[str, Results]) -> tuple[str, str]:
+    overheads = [run["overhead_pct"] for run in r["bench_training"]["train_and_monitor"]]
+    return ("spectral monitoring overhead during training",
+            f"{min(overheads):.2g}–{max(overheads):.2g} % of wall time at the example cadences")
+
+
+ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
+    _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _precision, _llm_scale, _actor,
+    _phases, _monitoring,
+)
+
+
+def render_table(results: Mapping[str, Results] | None = None) -> str:
+    """The markdown table (no trailing newline) from ``results`` (default: the committed JSON)."""
+    results = load_results() if results is None else results
+    lines = ["| benchmark | result |", "| --- | --- |"]
+    lines += [f"| {benchmark} | {result} |" for benchmark, result in (row(results) for row in ROWS)]
+    return "\n".join(lines)
+
+
+def _bounds(text: str) -> tuple[int, int]:
+    """Where the section between the markers starts and ends in ``text``."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"the README needs exactly one {START} ... {END} section")
+    return text.index(START) + len(START), text.index(END)
+
+
+def readme_section(text: str) -> str:
+    """The table between the markers, without the surrounding newlines."""
+    start, end = _bounds(text)
+    return text[start:end].strip("\n")
+
+
+def replace_section(text: str, table: str) -> str:
+    """``text`` with the section between the markers replaced by ``table``."""
+    start, end = _bounds(text)
+    return f"{text[:start]}\n{table}\n{text[end:]}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is not current")
+    args = parser.parse_args(argv)
+    text = README.read_text(encoding="utf-8")
+    new = replace_section(text, render_table())
+    if args.check:
+        if new != text:
+            print(f"{README.name}: the benchmark table is stale; run `make bench-table`", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+        print(f"{README.name}: benchmark table updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
