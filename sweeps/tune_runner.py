@@ -14,6 +14,10 @@ open is closed with a reason (:func:`services.reconcile.close_open_runs`). What 
 driver's private Ray is ended first. If Tune never saved any state, the sweep restarts with only
 the missing number of trials.
 
+What the driver holds while Tune runs (signal handlers, Ray, the ESD actor) and the record of the
+sweep's outcome (``sweep.json``'s status, the MLflow parent run) are the context managers and the
+:class:`sweeps.lifecycle.SweepLifecycle` of :mod:`sweeps.lifecycle`, stacked in one place (``_execute``).
+
 One driver per sweep directory: :class:`sweeps.workdir.SweepLock` (an OS file lock) refuses a
 second ``run``/``resume`` at once. Before any trial starts, the cluster is checked for the
 resources the spec asks for (:func:`check_cluster_resources`) and the ESD actor for readiness.
@@ -24,17 +28,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
-import threading
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.redact import redact
 from services.tracking_uri import default_tracking_uri
+from sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
 from sweeps.objective import metric_and_mode
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.workdir import (
@@ -51,11 +55,13 @@ from sweeps.workdir import (
     store_names,
 )
 
+if TYPE_CHECKING:
+    from ray.tune import Tuner
+
+    from services.tracking import TrackingConfig
+
 __all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config",
            "check_cluster_resources"]
-
-#: Seconds the driver waits for the ESD actor to answer before trials start without it.
-ESD_READY_S = float(os.environ.get("HTSWEEP_ESD_READY_S", "60"))
 
 log = logging.getLogger(__name__)
 
@@ -84,49 +90,6 @@ class SweepOutcome:
     n_errors: int
     elapsed_s: float
     errors: tuple[str, ...] = ()
-
-
-class StopSignals:
-    """Turn SIGINT and SIGTERM into Ray Tune's graceful stop, and remember that one came.
-
-    Tune stops gracefully on SIGUSR1 (saves the experiment state, ``fit()`` returns) but gives no
-    sign afterwards that it was interrupted, and it treats SIGTERM like a hard kill. Inside this
-    context both signals set :attr:`received` and send SIGUSR1 to this process; a second signal
-    aborts at once (``KeyboardInterrupt``). Before Tune has installed its handler there is no
-    state to save, so the first signal aborts at once too.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is ours; Tune keeps SIGUSR1
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def reclaim(self) -> None:
-        """Install the handlers again (``ray.init`` replaces the SIGTERM handler with its own)."""
-        for sig in self._old:
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        tune_listening = callable(signal.getsignal(signal.SIGUSR1))
-        if self.received is not None or not tune_listening:
-            self.received = signum
-            raise KeyboardInterrupt
-        self.received = signum
-        print(f"\n{signal.Signals(signum).name}: stopping the sweep and saving its state "
-              "(signal again to abort now) ...", flush=True)
-        os.kill(os.getpid(), signal.SIGUSR1)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
 
 
 def smoke_spec(spec: SweepSpec) -> SweepSpec:
@@ -158,27 +121,6 @@ def check_train_config(spec: SweepSpec) -> None:
         TrainConfig.from_dict(merge_config(train_config_dict(spec), sample))
     except (ValueError, TypeError, KeyError) as exc:
         raise SpecError(f"spec {spec.name!r}: the trainer rejects the settings: {exc}") from None
-
-
-def _ensure_ray(address: str | None) -> bool:
-    """Join ``address``, or start a private local Ray; True if this call connected Ray.
-
-    ``address="local"`` always starts a new instance, so a cluster someone started with
-    ``ray start`` on this machine is only used when asked for (``--address auto``).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
-    if address:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SpecError(redact(f"cannot connect to the Ray cluster at {address!r}: {exc}")) from None
-    else:
-        ray.init(address="local", include_dashboard=False, **kwargs)
-    return True
 
 
 def check_ray_address(address: str | None, *, timeout: float = 5.0) -> None:
@@ -316,16 +258,6 @@ def _warn_node_local(meta: SweepMeta, spec: SweepSpec) -> None:
         log.warning("%d-node cluster, but %s is node-local", n_nodes, what)
 
 
-def _tracking_config(meta: SweepMeta, spec: SweepSpec):
-    from services.tracking import TrackingConfig
-
-    kwargs: dict[str, Any] = {"figure_every": spec.tracking.figure_every}
-    if spec.tracking.artifacts:
-        kwargs["artifacts"] = spec.tracking.artifacts
-    return TrackingConfig.for_workdir(meta.workdir, experiment=meta.experiment, tracking_uri=meta.tracking_uri,
-                                      **kwargs)
-
-
 def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Path | None = None,
               target_alpha: float | None = None, smoke_test: bool = False, quiet: bool = False,
               overwrite: bool = False) -> SweepOutcome:
@@ -456,7 +388,7 @@ def _resume_locked(workdir: Path, *, address: str | None, quiet: bool) -> SweepO
     log.warning("no Ray Tune state in %s; starting the %d missing trial(s) afresh", meta.tune_path,
                 spec.num_samples - done)
     if done >= spec.num_samples:
-        _finish(meta, spec, interrupted=False)
+        SweepLifecycle(meta, spec).finish(interrupted=False)
         return SweepOutcome(meta.path, "finished", done, 0, 0.0)
     return _execute(meta, spec.with_overrides(num_samples=spec.num_samples - done), restore=False,
                     address=address, quiet=quiet)
@@ -485,142 +417,55 @@ def _completed_in_study(meta: SweepMeta) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
-def _open_parent_run(meta: SweepMeta, spec: SweepSpec, tracking: Any) -> str:
-    """Initialize the store and create or re-open the sweep's MLflow run, failing in one line."""
-    from services.redact import redact_mapping
-    from services.tracking import init_store, start_sweep_run
-
-    # MLflow's default HTTP retries block ~4 minutes per call when the server is down.
-    tracking.configure_http()
-    try:
-        init_store(tracking.tracking_uri)  # migrations once, here, never concurrently in the trials
-        return start_sweep_run(tracking, params=redact_mapping(spec.model_dump(mode="json")),
-                               tags={"htsweep.workdir": meta.workdir}, sweep_id=meta.sweep_id)
-    except Exception as exc:  # noqa: BLE001 - any failure here means no usable store
-        what = "reach the MLflow tracking server" if tracking.is_remote else "open the MLflow tracking store"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SpecError(redact(f"cannot {what} at {tracking.tracking_uri}: {first[:300]}")) from None
-
-
-def _end_parent_run(meta: SweepMeta, spec: SweepSpec, status: str, metrics: dict[str, float] | None = None) -> None:
-    if not meta.parent_run_id:
-        return
-    from services.tracking import end_sweep_run
-
-    try:
-        end_sweep_run(_tracking_config(meta, spec), meta.parent_run_id, status=status, metrics=metrics)
-    except Exception as exc:  # noqa: BLE001 - the sweep's own outcome is already recorded
-        log.warning("could not end the sweep's MLflow run: %s", redact(str(exc))[:300])
-
-
 def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | None, quiet: bool) -> SweepOutcome:
-    """Build the Tuner (or restore it), run it, and record the outcome."""
-    from ray import tune
-
-    from services.esd_actor import DEFAULT_NAME as ESD_NAME
+    """Build the Tuner (or restore it) inside the sweep's resources, run it, and record the outcome."""
     from sweeps.progress import QUIET_ENV
-    from sweeps.trainable import TrialContext, train_config_dict, train_trial
 
     t0 = time.monotonic()
-    tracking = _tracking_config(meta, spec)
-    # Sweeps from before these fields get them now, kept in sweep.json for later resumes.
-    meta.sweep_id = meta.sweep_id or uuid.uuid4().hex
-    meta.esd_namespace = meta.esd_namespace or esd_namespace_for(meta.name, meta.workdir)
-    meta.status, meta.driver_pid, meta.driver_host = "running", os.getpid(), socket.gethostname()
-    meta.history.append({"event": "resume" if restore else "run", "time": time.time(), "address": address})
-    meta.save()
-
-    esd_namespace = meta.esd_namespace
-    esd_name: str | None = None
-    started_ray = False
-    stop = StopSignals()
-    # Tuner.restore brings back the pickled ProgressCallback with the first run's setting.
-    quiet_before = os.environ.get(QUIET_ENV)
-    os.environ[QUIET_ENV] = "1" if quiet else "0"
-    store_ok = False  # a store that cannot be opened cannot record the failure either
-    try:
-        meta.parent_run_id = _open_parent_run(meta, spec, tracking)
-        store_ok = True
-        meta.save()
-        stop.__enter__()
-        started_ray = _ensure_ray(address)
+    life = SweepLifecycle(meta, spec)
+    life.begin(event="resume" if restore else "run", address=address)
+    # Exits run right to left. The outcome is recorded first, so sweep.json says interrupted or
+    # failed even if the teardown hangs or is killed; the signal handlers are restored before the
+    # ESD actor and our Ray go down, so a Ctrl-C during that teardown aborts it at once.
+    with ExitStack() as ray_side, ExitStack() as process_side, life.recording():
+        # Tuner.restore brings back the pickled ProgressCallback with the first run's setting.
+        process_side.enter_context(scoped_env(QUIET_ENV, "1" if quiet else "0"))
+        life.open_parent_run()
+        stop = process_side.enter_context(StopSignals())
+        started_ray = ray_side.enter_context(own_ray(address))
         stop.reclaim()
         if started_ray and not address:
-            meta.ray_session_dir = _ray_session_dir()
-            meta.save()
+            life.note_private_ray()
         check_cluster_resources(spec, address=address)
         _warn_node_local(meta, spec)
-        esd_handle = None
         if spec.monitor.esd_actor:
-            from services.esd_actor import get_esd_service
-
-            # Keep the handle: a non-detached actor dies when the driver drops its last handle.
-            esd_handle = get_esd_service(ESD_NAME, namespace=esd_namespace, num_gpus=spec.esd_actor.gpu,
-                                         num_cpus=spec.esd_actor.cpu)
-            esd_name = ESD_NAME
-            _check_ready_in_background(esd_handle, spec)
-        ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
-                           parent_run_id=meta.parent_run_id, esd_name=esd_name, esd_namespace=esd_namespace,
-                           conv=spec.monitor.conv)
-        trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
-                                        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-        if restore:
-            tuner = tune.Tuner.restore(meta.tune_path, trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(trainable, tune_config=_tune_config(spec, meta),
-                               run_config=_run_config(spec, meta, quiet=quiet))
-        results = tuner.fit()
-        n_trials, n_errors = len(results), results.num_errors
-        errors = _error_lines(results)
+            ray_side.enter_context(esd_actor(meta.esd_namespace, cpu=spec.esd_actor.cpu, gpu=spec.esd_actor.gpu))
+        results = _make_tuner(meta, spec, life.tracking, restore=restore, quiet=quiet).fit()
+        n_trials, n_errors, errors = len(results), results.num_errors, _error_lines(results)
         interrupted = stop.received is not None or n_trials < spec.num_samples
-        del esd_handle
-    except KeyboardInterrupt:
-        meta.status = "interrupted"
-        meta.save()
-        raise
-    except Exception:
-        _mark_failed(meta, spec, end_run=store_ok)
-        raise
-    finally:
-        stop.__exit__()
-        if quiet_before is None:
-            os.environ.pop(QUIET_ENV, None)
-        else:
-            os.environ[QUIET_ENV] = quiet_before
-        if esd_name:
-            try:
-                from services.esd_actor import shutdown_esd_service
-
-                shutdown_esd_service(ESD_NAME, namespace=esd_namespace)
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-        if started_ray:
-            import ray
-
-            ray.shutdown()
     try:
-        _finish(meta, spec, interrupted=interrupted, all_errored=0 < n_trials <= n_errors)
+        life.finish(interrupted=interrupted, all_errored=0 < n_trials <= n_errors)
     except Exception:
-        _mark_failed(meta, spec)
+        life.mark_failed()
         raise
     return SweepOutcome(meta.path, meta.status, n_trials, n_errors, time.monotonic() - t0, errors)
 
 
-def _check_ready_in_background(handle: Any, spec: SweepSpec) -> None:
-    """Warn if the ESD actor does not answer within ``ESD_READY_S``, without holding up the trials."""
-    from services.esd_actor import wait_ready
+def _make_tuner(meta: SweepMeta, spec: SweepSpec, tracking: TrackingConfig, *, restore: bool, quiet: bool) -> Tuner:
+    """A new ``Tuner`` for the spec, or the one saved in ``meta.tune_path`` (``restore``)."""
+    from ray import tune
 
-    def check() -> None:
-        try:
-            ready = wait_ready(handle, timeout=ESD_READY_S)
-        except Exception:  # noqa: BLE001 - the sweep ended (Ray shut down) before the answer
-            return
-        if ready is None:
-            log.warning("the ESD actor did not answer within %.0f s (esd_actor: cpu %g, gpu %g: not available?); "
-                        "trials analyze in-process and re-probe it", ESD_READY_S, spec.esd_actor.cpu,
-                        spec.esd_actor.gpu)
+    from services.esd_actor import DEFAULT_NAME as ESD_NAME
+    from sweeps.trainable import TrialContext, train_config_dict, train_trial
 
-    threading.Thread(target=check, name="esd-ready", daemon=True).start()
+    ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
+                       parent_run_id=meta.parent_run_id, esd_name=ESD_NAME if spec.monitor.esd_actor else None,
+                       esd_namespace=meta.esd_namespace, conv=spec.monitor.conv)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
+                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    if restore:
+        return tune.Tuner.restore(meta.tune_path, trainable=trainable, resume_errored=True)
+    return tune.Tuner(trainable, tune_config=_tune_config(spec, meta), run_config=_run_config(spec, meta, quiet=quiet))
 
 
 def _error_lines(results: Any) -> tuple[str, ...]:
@@ -634,40 +479,6 @@ def _error_lines(results: Any) -> tuple[str, ...]:
         # Tune wraps the trial's exception; its last line names the original error.
         out.append(f"{trial_id}: {redact((text[-1] if text else type(result.error).__name__)[:300])}")
     return tuple(out)
-
-
-def _ray_session_dir() -> str | None:
-    try:
-        from ray._private import worker
-
-        return str(worker.global_worker.node.get_session_dir_path())
-    except Exception:  # noqa: BLE001 - informational: used only to clean up after a hard kill
-        return None
-
-
-def _mark_failed(meta: SweepMeta, spec: SweepSpec, *, end_run: bool = True) -> None:
-    # Otherwise sweep.json and the parent run would say "running" forever.
-    meta.status = "failed"
-    meta.save()
-    if end_run:
-        _end_parent_run(meta, spec, "FAILED")
-
-
-def _close_open_runs(meta: SweepMeta, spec: SweepSpec) -> None:
-    """No trial runs now: give every MLflow trial run still open its final status and a reason."""
-    if not meta.parent_run_id:
-        return
-    from services.reconcile import close_open_runs
-    from sweeps.search import optuna_outcomes
-
-    try:
-        closed = close_open_runs(_tracking_config(meta, spec), meta.parent_run_id,
-                                 optuna_outcomes(meta.optuna_storage, meta.study))
-    except Exception as exc:  # noqa: BLE001 - the next resume tries again
-        log.warning("could not close the open MLflow trial runs: %s", redact(str(exc))[:300])
-        return
-    if closed:
-        log.warning("closed %d MLflow trial run(s) left open by killed processes", len(closed))
 
 
 def _tune_config(spec: SweepSpec, meta: SweepMeta):
@@ -703,49 +514,3 @@ def _run_config(spec: SweepSpec, meta: SweepMeta, *, quiet: bool):
         callbacks=[ProgressCallback(spec.num_samples, list(spec.search), quiet=quiet)],
         verbose=0,
     )
-
-
-def _finish(meta: SweepMeta, spec: SweepSpec, *, interrupted: bool, all_errored: bool = False) -> None:
-    """Record the outcome: stale Optuna trials FAIL, open MLflow trial runs closed, journals flushed,
-    parent run ended (FAILED when every trial errored), ``sweep.json`` status."""
-    from services.tracking import flush_buffers
-    from sweeps.search import fail_stale_trials, tell_pending
-    from sweeps.status import best_trial, load_trials
-
-    # No trial runs any more, so the journals that trials left during a tracking outage can be
-    # replayed now; what still cannot be sent stays on disk for the next resume.
-    try:
-        pending = flush_buffers(_tracking_config(meta, spec), timeout=30.0)
-    except Exception as exc:  # noqa: BLE001 - the journals stay on disk either way
-        pending, reason = -1, redact(str(exc))
-    else:
-        reason = "the tracking server is still unreachable"
-    if pending:
-        log.warning("MLflow writes are still journaled under %s (%s); `htsweep resume` retries them",
-                    meta.path, reason)
-    if interrupted:
-        meta.status = "interrupted"
-        meta.save()
-        _end_parent_run(meta, spec, "KILLED")
-        return
-    n_told = tell_pending(meta.workdir, meta.optuna_storage)
-    if n_told:
-        log.warning("recorded %d finished value(s) Optuna could not take during the sweep", n_told)
-    n_stale = fail_stale_trials(meta.optuna_storage, meta.study)
-    if n_stale:
-        log.warning("marked %d Optuna trial(s) left RUNNING by an earlier driver as FAIL", n_stale)
-    _close_open_runs(meta, spec)
-    meta.status = "finished"
-    meta.save()
-    metrics: dict[str, float] = {}
-    try:
-        _, _, rows = load_trials(meta.path)
-        best = best_trial(rows)
-        metrics["n_complete"] = float(sum(r.complete for r in rows))
-        if best is not None:
-            metrics.update(best_alpha=best.alpha, best_alpha_error=best.alpha_error, best_test_acc=best.test_acc,
-                           best_trial=float(best.number))
-    except Exception as exc:  # noqa: BLE001 - summary metrics are a nicety
-        log.warning("could not summarize the sweep: %s", exc)
-    _end_parent_run(meta, spec, "FAILED" if all_errored else "FINISHED", metrics)
-

@@ -307,17 +307,17 @@ def test_credentials_in_the_tracking_uri_never_reach_errors_or_sweep_json(tmp_pa
 
 
 def test_sweep_params_in_mlflow_are_redacted(tmp_path, clean_env):
-    from services.tracking import TrackingConfig
-    from sweeps.tune_runner import _open_parent_run
+    from sweeps.lifecycle import SweepLifecycle
 
     spec = SweepSpec.from_dict(tiny_spec("params", optuna_storage="postgresql://bob:hunter2@db.internal/optuna",
                                          storage_path="s3://bucket/tune?X-Amz-Signature=abc123"))
     meta = SweepMeta(name="params", workdir=str(tmp_path), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
                      optuna_storage=spec.optuna_storage, storage_path=spec.storage_path, experiment="params",
                      sweep_id="x" * 32)
-    tracking = TrackingConfig.for_workdir(tmp_path, experiment="params", tracking_uri=meta.tracking_uri)
-    run_id = _open_parent_run(meta, spec, tracking)
-    params = mlflow.MlflowClient(meta.tracking_uri).get_run(run_id).data.params
+    life = SweepLifecycle(meta, spec)
+    life.open_parent_run()
+    assert life.run_open and json.loads((tmp_path / "sweep.json").read_text())["parent_run_id"] == meta.parent_run_id
+    params = mlflow.MlflowClient(meta.tracking_uri).get_run(meta.parent_run_id).data.params
     assert params["optuna_storage"] == "postgresql://bob:***@db.internal/optuna"
     assert params["storage_path"] == "s3://bucket/tune?X-Amz-Signature=***"
     assert not any("hunter2" in v or "abc123" in v for v in params.values())
