@@ -77,7 +77,8 @@ _EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np
     "precision": [Options(set(PRECISIONS))],
 })
 def analyze_eigs(
-    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64"
+    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64",
+    dtype: Any = None,
 ) -> dict[str, Any]:
     """Every metric computable from the eigenvalues of one layer, plus its phase.
 
@@ -95,6 +96,9 @@ def analyze_eigs(
         Precision the eigenvalues were computed in: eigenvalues below ``M · eps · λmax`` of that
         precision are round-off zeros (left out of the tail fit, not counted in
         ``numerical_rank``).
+    dtype : torch or numpy dtype, optional
+        Dtype the weights are stored in; float16 / bfloat16 raise the phase's rank ≤ 1 floor to
+        ``eps²`` of that type (:func:`~analysis.phases.classify_phase`).
 
     Returns
     -------
@@ -129,7 +133,7 @@ def analyze_eigs(
     mp = fit_marchenko_pastur(x, q)
     if not mp.success and x.size >= MIN_FIT_EIGS:
         warnings_.append(f"MP fit failed: {mp.message}")
-    phase = classify_phase(x, q=q, mp=mp, pl=pl)
+    phase = classify_phase(x, q=q, mp=mp, pl=pl, dtype=dtype)
 
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
     row: dict[str, Any] = {
@@ -323,7 +327,7 @@ def analyze_layers(
         results = esd_layers(layers, device=device, precision=precision)
     rows = []
     for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
-        row = analyze_eigs(eigs, n=layer.n, m=layer.m, name=layer.name, precision=used)
+        row = analyze_eigs(eigs, n=layer.n, m=layer.m, name=layer.name, precision=used, dtype=layer.matrix.dtype)
         row["kind"] = layer.kind
         if layer.kind == "lora":
             note = "merged LoRA update B·A: low-rank by construction"

@@ -261,12 +261,17 @@ class PhaseClassifier:
                 raise kind(f"PhaseClassifier: parameter {name!r} must be {c}; got {v!r}")
 
     def classify(
-        self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
+        self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None,
+        dtype: Any = None,
     ) -> PhaseResult:
         """Classify one matrix or spectrum; see :func:`classify_phase` for the parameters."""
         self._check()
         lam, q, n, m = _spectrum(eigs_or_W, q)
-        return _decide(lam, q, n, m, mp, pl, self.get_params())
+        t = self.get_params()
+        if dtype is None and getattr(eigs_or_W, "ndim", 1) == 2:
+            dtype = eigs_or_W.dtype
+        t["rank_tol"] = max(t["rank_tol"], _storage_floor(dtype))
+        return _decide(lam, q, n, m, mp, pl, t)
 
     def predict(self, X: Any, *, q: Any = None) -> list[str]:
         """Phase names for a sequence of matrices (or of spectra with ``q`` a matching sequence)."""
@@ -276,6 +281,28 @@ class PhaseClassifier:
 
 _TOL = {f.name: f.metadata["tol"] for f in dataclasses.fields(PhaseClassifier)}
 _CONSTRAINTS = {f.name: make_constraint(f.metadata["constraint"]) for f in dataclasses.fields(PhaseClassifier)}
+
+
+def _storage_floor(dtype: Any) -> float:
+    """Relative eigenvalue floor left by rounding weights to ``dtype``: ``eps²`` (0 when unknown).
+
+    Rounding a rank-one matrix to float16 / bfloat16 adds entrywise errors of relative size eps,
+    hence eigenvalues of about ``eps² λmax / M`` that are not rank; float32 and wider stay below
+    the default ``rank_tol``.
+    """
+    if dtype is None:
+        return 0.0
+    name = str(dtype).removeprefix("torch.")
+    if name in ("bfloat16", "float16", "half"):
+        import torch
+
+        eps = torch.finfo(getattr(torch, "bfloat16" if name == "bfloat16" else "float16")).eps
+    else:
+        try:
+            eps = float(np.finfo(np.dtype(name)).eps)
+        except TypeError:
+            return 0.0
+    return float(eps) ** 2
 
 
 def _conf(value: float, threshold: float, tol: float) -> float:
@@ -578,7 +605,8 @@ _DEFAULT = PhaseClassifier()
 
 
 def classify_phase(
-    eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
+    eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None,
+    dtype: Any = None,
 ) -> PhaseResult:
     """Label a weight matrix (or its ESD) with one of the 5+1 phases, with confidence and evidence.
 
@@ -594,6 +622,10 @@ def classify_phase(
         A Marchenko–Pastur fit of the same spectrum (skips refitting).
     pl : PowerLawFit, optional
         A power-law fit of the same spectrum (skips refitting; reported as evidence only).
+    dtype : torch or numpy dtype, optional
+        The dtype the weights are stored in (taken from a matrix when one is given). For float16 /
+        bfloat16 the rank ≤ 1 test ignores eigenvalues below ``eps² · λmax``: rounding a rank-one
+        matrix to those types leaves that much spurious spectrum.
 
     Returns
     -------
@@ -612,4 +644,4 @@ def classify_phase(
     top half, a rank–size fit over the outliers); with ``mp`` and ``pl`` given it is negligible
     next to the eigendecomposition.
     """
-    return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl)
+    return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl, dtype=dtype)

@@ -102,6 +102,26 @@ def test_degenerate_matrices_are_undetermined(W, why):
     assert why in res.evidence["warning"] and why in res.evidence["rule"]
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_rank_one_in_half_precision_is_undetermined_and_rank_two_collapses(dtype):
+    # rounding u·vᵀ to 16 bits leaves a floor of ~eps²·λmax that is not rank
+    import torch
+
+    from analysis.analyze import analyze_matrix
+
+    g = torch.Generator().manual_seed(0)
+    rank1 = (torch.randn(512, 1, generator=g) @ torch.randn(1, 256, generator=g)).to(getattr(torch, dtype))
+    res = classify_phase(rank1)
+    assert res.phase == UNDETERMINED and "rank <= 1" in res.evidence["warning"], res
+    assert analyze_matrix(rank1)["phase"] == UNDETERMINED  # the dtype reaches the classifier from a layer
+    eigs = np.linalg.eigvalsh(rank1.double().T @ rank1.double() / 512)
+    assert classify_phase(eigs, q=2.0).phase == "rank_collapse"  # float64 eigenvalues, dtype unknown
+    assert classify_phase(eigs, q=2.0, dtype=rank1.dtype).phase == UNDETERMINED
+    rank2 = (torch.randn(512, 2, generator=g) @ torch.randn(2, 256, generator=g)).to(getattr(torch, dtype))
+    assert classify_phase(rank2).phase == "rank_collapse"
+    assert classify_phase(torch.randn(512, 256, generator=g).to(getattr(torch, dtype))).phase == "random_like"
+
+
 def test_undetermined_layers_do_not_vote():
     from analysis.aggregate import model_phase, spectral_aggregates
 
