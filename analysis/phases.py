@@ -230,7 +230,10 @@ class PhaseClassifier:
     mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "attached mass, fraction of M")
     reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25, "attached mass reaches reach_min·E_max")
     tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5, "heavy: tail exponent below")
-    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5, "heavy: λmax/λ+ at least")
+    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5, "heavy: mass top/λ+ at least")
+    csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25, "heavy: CSN α below")
+    decay_alpha_max: float = _t(9.0, Interval(float, 1.0, None, "neither"), 1.25, "mass: CSN α below (else a sharp edge)")
+    pull_min: float = _t(1.03, Interval(float, 0.0, None, "neither"), 1.1, "mass: fitted edge / E_max at least")
     spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25, "spikes: λmax/E at least")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -559,37 +562,64 @@ def _decide(
     c_mass = _conf(n_att + 0.5, mass_need, _TOL["mass_frac"]) if n_att else \
         max(_conf(k + 0.5, mass_need, _TOL["mass_frac"]) if k < mass_need else 0.5, _conf(detach, 1.0, 1.5))
     c_reach = _conf(reach, t["reach_min"], _TOL["reach_min"])
-    if n_att >= mass_need and reach >= t["reach_min"]:
-        path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
-                 f"(>= {t['reach_min']})", min(c_mass, c_reach))
-        ratio = lmax / lp
+    # A graded mass lifts the top half of the spectrum itself: the edge fitted there overshoots
+    # the widest edge a deformed noise bulk may have (deformed noise stays below it).
+    pull = edge_fit / edge_cap
+    ev["edge_pull"] = pull
+    c_pull = _conf(pull, t["pull_min"], _TOL["pull_min"])
+    reached = reach >= t["reach_min"]
+    pulled = pull >= t["pull_min"] and reach > 1.0
+    # a decaying tail has a moderate exponent; a steeper one is a sharp (deformed-noise) edge
+    csn = float(pl.alpha)
+    steep = np.isfinite(csn) and csn >= t["decay_alpha_max"]
+    ev["steep_edge"] = bool(steep)
+    c_steep = _conf(csn, t["decay_alpha_max"], _TOL["decay_alpha_max"]) if np.isfinite(csn) else 1.0
+    if n_att >= mass_need and (reached or pulled) and not steep:
+        if reached:
+            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
+                     f"(>= {t['reach_min']})", min(c_mass, max(c_reach, c_pull if pulled else 0.0)))
+        else:
+            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) past E_max, and the top half "
+                     f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
+        path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
+        # separated spikes on top of the mass are not its tail: λmax/λ+ of the mass itself
+        ratio = float(att[0]) / lp
+        ev["tail_ratio"] = ratio
         # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
         # the exponent bound grows by ½ per decade of reach beyond heavy_ratio_min, by 1 at most
-        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, att[0] / lp / t["heavy_ratio_min"])))
+        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, ratio / t["heavy_ratio_min"])))
         ev["tail_alpha_bound"] = a_max
         c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
         c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
+        c_csn = _conf(csn, t["csn_alpha_max"], _TOL["csn_alpha_max"]) if np.isfinite(csn) else 1.0
         shallow = tail_alpha < a_max
         far = ratio >= t["heavy_ratio_min"]
-        if shallow and far:
-            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g} and λmax/λ+ {ratio:.3g} >= "
-                     f"{t['heavy_ratio_min']}", min(c_alpha, c_ratio))
+        light = np.isfinite(csn) and csn >= t["csn_alpha_max"]
+        if shallow and far and not light:
+            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
+                     f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
             return path.done("heavy_tailed")
         why = []
         if not shallow:
             why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
         if not far:
-            why.append(f"λmax/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
-        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0))
+            why.append(f"mass top/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
+        if light:
+            why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
+        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
+                                     c_csn if light else 0.0))
         return path.done("bulk_decay")
-    if n_att == 0 and detach > 1.0:
+    if n_att >= mass_need and (reached or pulled):
+        why = f"a sharp edge, not a decaying tail: CSN α {csn:.3g} >= {t['decay_alpha_max']}"
+    elif n_att == 0 and detach > 1.0:
         why = f"detached from the bulk: lowest {out_desc[-1] / below:.3g}× the bulk top"
     elif n_att < mass_need:
         why = f"{n_att} attached < {mass_need:.3g}"
     else:
-        why = f"attached reach {reach:.3g} < {t['reach_min']}"
+        why = f"attached reach {reach:.3g} < {t['reach_min']}, fitted edge {pull:.3g}·E_max < {t['pull_min']}"
     path.add(f"{k} outlier(s) over λ+, spikes not a decaying mass ({why})",
-             max(c_mass if n_att < mass_need else 0.0, c_reach if reach < t["reach_min"] else 0.0))
+             max(c_mass if n_att < mass_need else 0.0, min(c_reach, c_pull) if not (reached or pulled) else 0.0,
+                 c_steep if steep else 0.0))
 
     # 4. spikes: well above the edge or just past it
     r_e = lmax / edge
