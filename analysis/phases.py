@@ -27,13 +27,19 @@ The physics each step rests on
       is ``gap_factor`` times their median.
     * **Bulk decay and heavy tails move a mass out of the bulk, and it reaches beyond what
       deformation explains.** An attached mass of at least ``max(mass_min, mass_frac · M)``
-      eigenvalues that reaches ``reach_min · E_max`` is a decaying bulk or a heavy tail; fewer, or
-      a mass that stays closer, is bleeding-out (or spikes, if the largest outlier is far).
+      eigenvalues is a decaying bulk or a heavy tail when it reaches ``reach_min · E_max``, or
+      when it passes ``E_max`` and lifts the top half of the spectrum with it: the edge fitted to
+      the top half then overshoots ``E_max`` (``edge_pull >= pull_min``), which no tolerated
+      deformation does — a graded mass is convex above the bulk (MM Table 7: "edge above λ+ is
+      not concave"), deformed noise keeps its concave square-root edge. A mass whose CSN power-law
+      exponent is ``>= decay_alpha_max`` is that sharp edge, not a tail. Anything else is
+      bleeding-out (or spikes, if the largest outlier is far).
     * **Heavy-tailed means no scale** ([1]_ Table 7: "no good λ+, λmax ≫ λ+"). Of those,
       ``heavy_tailed`` needs a shallow tail — density exponent of the attached mass (Theil–Sen
       rank–size slope over its top half, robust to a few stray points) below ``tail_alpha_max``,
-      the paper's α ≈ 2–4 — and ``λmax/λ+ >= heavy_ratio_min`` (a small MP soft rank); otherwise
-      ``bulk_decay`` (α ≳ 4, a bulk that still fits, with possibly some far spikes).
+      the paper's α ≈ 2–4, and the CSN α below ``csn_alpha_max`` — and a mass whose top reaches
+      ``heavy_ratio_min · λ+`` (a small MP soft rank; separated spikes above the mass do not
+      count); otherwise ``bulk_decay`` (α ≳ 4, a bulk that still fits, possibly some far spikes).
     * **Rank collapse** is a separated mass of (near-)zero eigenvalues. A matrix with no spectrum
       to speak of (all zero, constant, rank ≤ 1, fewer than ``min_m`` eigenvalues) is
       ``undetermined`` — not a phase, with the reason in ``evidence["warning"]``. A point-mass ESD
@@ -49,8 +55,10 @@ Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
        number above it → ``rank_collapse``.
     2. No eigenvalue beyond ``E`` + margin → ``random_like``.
     3. An attached mass of ≥ ``max(mass_min, mass_frac · M)`` outliers reaching
-       ``reach_min · E_max`` → *tail split*: ``heavy_tailed`` if its exponent is
-       ``< tail_alpha_max`` and ``λmax/λ+ >= heavy_ratio_min``, else ``bulk_decay``.
+       ``reach_min · E_max`` (or past ``E_max`` with ``edge_pull >= pull_min``), whose CSN α is
+       below ``decay_alpha_max`` → *tail split*: ``heavy_tailed`` if its exponent is
+       ``< tail_alpha_max``, the CSN α ``< csn_alpha_max`` and its top ``>= heavy_ratio_min · λ+``,
+       else ``bulk_decay``.
     4. Otherwise the outliers are spikes: ``bulk_plus_spikes`` if ``λmax/E >= spike_ratio_min``
        (well above the edge), else ``bleeding_out`` (just past it).
 
@@ -172,42 +180,7 @@ class PhaseClassifier:
 
     Parameters
     ----------
-    min_m : int, default=16
-        Fewer eigenvalues than this: ``undetermined`` (too small to classify).
-    rank_tol : float, default=1e-10
-        Eigenvalues at or below ``rank_tol · λmax`` count as numerical zeros for the rank ≤ 1 test.
-    point_mass_tol : float, default=0.05
-        An ESD narrower than this fraction of the iid MP width is a point mass.
-    zero_frac_min, zero_gap_min, deep_gap_min : float, default=0.1, 1.5, 6.0
-        Rank collapse: fraction of (near-)zero eigenvalues, and the gap (decades) that separates
-        them — with ``max(3, 5 %·M)`` eigenvalues above it, or any number above a deep gap.
-    deform_max : float, default=0.17
-        Deformed noise tolerated: the fitted edge may lie beyond the iid ``λ+`` up to the edge of a
-        noise whose population covariance has this relative variance (moment-matched MP:
-        ``σ²(1 + √(1/Q + deform_max))²``); what lies beyond that is structure.
-    edge_tol : float, default=0.04
-        Smallest margin beyond the fitted edge, as a fraction of it (a deformed MP law is
-        square-root but not exactly MP-shaped; 4 TW units are used when larger).
-    gap_factor : float, default=3.0
-        A normalized log-spacing more than this many times the median is a gap (between the bulk and
-        detached outliers, or between an attached mass and the separated spikes above it).
-    detach_min : float, default=0.3
-        Outliers whose lowest member sits more than ``1 + detach_min`` times above the largest bulk
-        eigenvalue are detached from the bulk (spikes or a shelf).
-    mass_min : int, default=4
-        Smallest attached mass (eigenvalues) of a decaying bulk or heavy tail.
-    mass_frac : float, default=0.02
-        ... and as a fraction of M.
-    reach_min : float, default=1.3
-        The attached mass must reach ``reach_min`` times the largest edge a deformed noise bulk may
-        have (``deform_max``); a mass that stays closer is bleeding out or deformed noise.
-    tail_alpha_max : float, default=4.0
-        Attached masses with a shallower tail (density exponent) than this are heavy-tailed.
-    heavy_ratio_min : float, default=2.5
-        ... provided ``λmax / λ+`` reaches this (MP soft rank ≤ 1 / heavy_ratio_min).
-    spike_ratio_min : float, default=2.0
-        ``λmax / E`` from which separated outliers are "well above" the edge (``bulk_plus_spikes``).
-
+{parameters}
     Examples
     --------
     >>> from analysis.synthetic import make
@@ -216,25 +189,48 @@ class PhaseClassifier:
     ['bleeding_out']
     """
 
-    min_m: int = _t(16, Interval(int, 4, None), None, "fewer eigenvalues: undetermined")
-    rank_tol: float = _t(1e-10, Interval(float, 0.0, 1.0, "neither"), None, "numerical zero, relative to λmax")
-    point_mass_tol: float = _t(0.05, Interval(float, 0.0, 1.0, "neither"), 2.0, "point mass: width / MP width")
-    zero_frac_min: float = _t(0.1, Interval(float, 0.0, 1.0, "neither"), 1.5, "rank collapse: zero fraction")
-    zero_gap_min: float = _t(1.5, _F, 1.5, "rank collapse: gap in decades")
-    deep_gap_min: float = _t(6.0, _F, 1.5, "extreme rank collapse: gap in decades")
-    deform_max: float = _t(0.17, Interval(float, 0.0, None), None, "tolerated population variance")
-    edge_tol: float = _t(0.04, Interval(float, 0.0, 1.0), None, "margin beyond the edge, fraction of E")
-    gap_factor: float = _t(3.0, Interval(float, 1.0, None), None, "gap: spacing / median spacing")
-    detach_min: float = _t(0.3, _F, None, "outliers detached: lowest / bulk top - 1")
-    mass_min: int = _t(4, Interval(int, 1, None), 1.5, "attached mass, eigenvalues")
-    mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "attached mass, fraction of M")
-    reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25, "attached mass reaches reach_min·E_max")
-    tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5, "heavy: tail exponent below")
-    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5, "heavy: mass top/λ+ at least")
-    csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25, "heavy: CSN α below")
-    decay_alpha_max: float = _t(9.0, Interval(float, 1.0, None, "neither"), 1.25, "mass: CSN α below (else a sharp edge)")
-    pull_min: float = _t(1.03, Interval(float, 0.0, None, "neither"), 1.1, "mass: fitted edge / E_max at least")
-    spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25, "spikes: λmax/E at least")
+    min_m: int = _t(16, Interval(int, 4, None), None,
+                    "Fewer eigenvalues than this: ``undetermined`` (too small to classify).")
+    rank_tol: float = _t(1e-10, Interval(float, 0.0, 1.0, "neither"), None,
+                         "Eigenvalues at or below ``rank_tol · λmax`` are numerical zeros for the rank ≤ 1 test "
+                         "(raised to eps² for float16/bfloat16 weights).")
+    point_mass_tol: float = _t(0.05, Interval(float, 0.0, 1.0, "neither"), 2.0,
+                               "An ESD narrower than this fraction of the iid MP width is a point mass.")
+    zero_frac_min: float = _t(0.1, Interval(float, 0.0, 1.0, "neither"), 1.5,
+                              "Rank collapse: smallest fraction of (near-)zero eigenvalues.")
+    zero_gap_min: float = _t(1.5, _F, 1.5,
+                             "Rank collapse: gap (decades) below at least ``max(3, 5 %·M)`` eigenvalues.")
+    deep_gap_min: float = _t(6.0, _F, 1.5, "Rank collapse: a gap this deep (decades) with any number above it.")
+    deform_max: float = _t(0.17, Interval(float, 0.0, None), None,
+                           "Deformed noise tolerated: the fitted edge may reach ``E_max = σ²(1 + √(1/Q + "
+                           "deform_max))²``, the moment-matched MP edge of a population covariance of this "
+                           "relative variance; beyond it is structure.")
+    edge_tol: float = _t(0.04, Interval(float, 0.0, 1.0), None,
+                         "Smallest margin beyond the fitted edge, as a fraction of it (4 TW units when larger).")
+    gap_factor: float = _t(3.0, Interval(float, 1.0, None), None,
+                           "A normalized log-spacing this many times the median is a gap (bulk to detached "
+                           "outliers, or an attached mass to the separated spikes above it).")
+    detach_min: float = _t(0.3, _F, None,
+                           "Outliers whose lowest sits ``1 + detach_min`` times above the bulk top are detached.")
+    mass_min: int = _t(4, Interval(int, 1, None), 1.5, "Smallest attached mass (eigenvalues) of a decay or tail.")
+    mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "... and as a fraction of M.")
+    reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25,
+                          "An attached mass reaching ``reach_min · E_max`` is a decaying bulk or heavy tail.")
+    pull_min: float = _t(1.1, Interval(float, 0.0, None, "neither"), 1.1,
+                         "... so is one past ``E_max`` that lifts the top half of the bulk: fitted edge / "
+                         "``E_max`` at least this (deformed noise stays below 1).")
+    decay_alpha_max: float = _t(9.0, Interval(float, 1.0, None, "neither"), 1.25,
+                                "A mass whose CSN α is this steep or steeper is a sharp (deformed-noise) edge, "
+                                "not a decaying tail.")
+    tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5,
+                               "Heavy-tailed: the mass's rank-size tail exponent is below this (bound +½ per "
+                               "decade of reach, +1 at most) ...")
+    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5,
+                                "... the top of the mass reaches this many λ+ (a small MP soft rank) ...")
+    csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25,
+                              "... and the CSN power-law α is below this (MM: α ≈ 2–4).")
+    spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25,
+                                "``λmax / E`` from which outliers are well above the edge (``bulk_plus_spikes``).")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (the thresholds), as a dict."""
@@ -284,6 +280,20 @@ class PhaseClassifier:
 
 _TOL = {f.name: f.metadata["tol"] for f in dataclasses.fields(PhaseClassifier)}
 _CONSTRAINTS = {f.name: make_constraint(f.metadata["constraint"]) for f in dataclasses.fields(PhaseClassifier)}
+
+
+def _parameters_doc() -> str:
+    """The numpydoc Parameters entries, from the one table (the fields and their metadata)."""
+    import textwrap
+
+    out = []
+    for f in dataclasses.fields(PhaseClassifier):
+        out.append(f"    {f.name} : {f.type}, default={f.default!r}")
+        out.extend(textwrap.wrap(f.metadata["doc"], 96, initial_indent=" " * 8, subsequent_indent=" " * 8))
+    return "\n".join(out)
+
+
+PhaseClassifier.__doc__ = (PhaseClassifier.__doc__ or "").replace("{parameters}", _parameters_doc())
 
 
 def _storage_floor(dtype: Any) -> float:
