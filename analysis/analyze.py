@@ -75,7 +75,7 @@ _EIGS_CONSTRAINTS = {
 @validate({**_EIGS_CONSTRAINTS, "kind": [str]})
 def analyze_spectrum(
     eigs: Any, *, n: int, m: int, name: str = "", kind: str = "", xmax: float | str | None = None,
-    precision: str = "float64",
+    precision: str = "float64", dtype: Any = None,
 ) -> LayerAnalysis:
     """Every metric computable from the eigenvalues of one layer, plus its phase, as typed fields.
 
@@ -96,6 +96,9 @@ def analyze_spectrum(
         Precision the eigenvalues were computed in: eigenvalues below ``M · eps · λmax`` of that
         precision are round-off zeros (left out of the tail fit, not counted in
         ``numerical_rank``).
+    dtype : torch or numpy dtype, optional
+        Dtype the weights are stored in; float16 / bfloat16 raise the phase's rank ≤ 1 floor to
+        ``eps²`` of that type (:func:`~analysis.phases.classify_phase`).
 
     Returns
     -------
@@ -140,7 +143,7 @@ def analyze_spectrum(
         warnings_.append(f"MP fit failed: {mp.message}")
     if kind == "lora":
         warnings_.append("merged LoRA update B·A: low-rank by construction")
-    phase = classify_phase(x, q=q, mp=mp, pl=pl)
+    phase = classify_phase(x, q=q, mp=mp, pl=pl, dtype=dtype)
 
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
     if precision != "float64":  # metrics.numerical_rank uses the float64 floor
@@ -151,7 +154,8 @@ def analyze_spectrum(
 
 @validate(_EIGS_CONSTRAINTS)
 def analyze_eigs(
-    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64"
+    eigs: Any, *, n: int, m: int, name: str = "", xmax: float | str | None = None, precision: str = "float64",
+    dtype: Any = None,
 ) -> dict[str, Any]:
     """Every metric computable from the eigenvalues of one layer, plus its phase, as a metrics row.
 
@@ -163,7 +167,7 @@ def analyze_eigs(
     dict
         The metrics row (keys ``ROW_KEYS``); ``kind`` is ``""`` here (callers fill it in).
     """
-    return analyze_spectrum(eigs, n=n, m=m, name=name, xmax=xmax, precision=precision).to_row()
+    return analyze_spectrum(eigs, n=n, m=m, name=name, xmax=xmax, precision=precision, dtype=dtype).to_row()
 
 
 def _localization_row(eigs: np.ndarray, vecs: np.ndarray) -> dict[str, float]:
@@ -329,7 +333,8 @@ def analyze_layers(
             plain = layer.matrix.ndim == 2 and layer.kind != "lora"
             trapped = (trap_metrics(layer.matrix, eigs, n_permutations=traps) if plain
                        else dict.fromkeys(TRAP_KEYS, _NAN))
-        result = analyze_spectrum(eigs, n=layer.n, m=layer.m, name=layer.name, kind=layer.kind, precision=used)
+        result = analyze_spectrum(eigs, n=layer.n, m=layer.m, name=layer.name, kind=layer.kind, precision=used,
+                                  dtype=layer.matrix.dtype)
         result = dataclasses.replace(result, localization=loc, traps=trapped, eigs=eigs)
         rows.append(result.to_row(eigs=True))
     return rows

