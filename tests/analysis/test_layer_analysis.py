@@ -36,7 +36,7 @@ def _documented_row_keys() -> tuple[list[str], list[str], list[str]]:
     """(row keys, localization keys, trap keys) as the "metrics row" section of interfaces.md lists them."""
     text = DOC.read_text(encoding="utf-8")
     section = text.split("### The metrics row", 1)[1].split("\n### ", 1)[0]
-    listed = section.split("`LayerAnalysis.to_row()`", 1)[1]
+    listed = section.split("`LayerAnalysis.to_row(", 1)[1]
     row_list = re.search(r"\n\n`(name, kind.*?)` \(`warning`", listed, flags=re.S).group(1)
     loc_list = re.search(r"Localization adds `([^`]+)`", listed).group(1)
     traps = re.search(r"`traps=k` adds `(n_traps)`.*?`(shuffle_lambda_plus)`,\s*`(shuffle_lambda_max)`,"
