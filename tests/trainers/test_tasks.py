@@ -80,3 +80,13 @@ def test_names_moved_out_of_train_are_still_importable_from_it():
     assert trainers.train.CHECKPOINT_FORMAT == checkpoint.CHECKPOINT_FORMAT == "htsweep-trainer-checkpoint/1"
     for name in ("RIDGE_LAMBDA", "teacher_alignment", "kernel_target_alignment", "ridge_readout_losses"):
         assert getattr(trainers.train, name) is getattr(teacher_student, name)
+
+
+def test_task_metric_names_are_the_reported_names_the_sweep_reads():
+    # the trainer writes them per split; analysis.metric_names owns what sweeps and MLflow read back
+    from analysis.metric_names import ReportKey
+
+    data = boring_data(n=40, n_test=20)
+    metrics = Classification().evaluate(torch.nn.Linear(32, 2), data, None)
+    assert {ReportKey.TEST_ACC, ReportKey.TRAIN_ACC, ReportKey.TEST_LOSS} <= set(metrics)
+    assert ReportKey.TEST_R2 in Regression().scores("test", loss=0.1, accuracy=0.0, y=torch.arange(4.0))
