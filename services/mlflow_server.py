@@ -282,4 +282,4 @@ def serve_ui(workdir: Path, *, port: int = 5000, open_browser: bool = False,
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.stop(timeout=3.0)  # a UI server has nothing to flush: Ctrl-C should not keep the user waiting
