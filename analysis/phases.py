@@ -451,6 +451,12 @@ class _Path:
         if conf is not None:
             self.confs.append(conf)
 
+    def undetermined(self, why: str) -> PhaseResult:
+        """No phase: ``why`` is both the warning and the rule."""
+        self.warning = why
+        self.add(why)
+        return self.done(UNDETERMINED)
+
     def done(self, phase: str) -> PhaseResult:
         conf = min(self.confs) if self.confs else 0.5
         # features measured on fewer eigenvalues are noisier: shrink toward 0.5 below M = 256
@@ -464,35 +470,72 @@ class _Path:
         return PhaseResult(phase, float(np.clip(conf, 0.0, 1.0)), self.ev)
 
 
+@dataclass(frozen=True)
+class _Bulk:
+    """The fitted bulk: MP edge ``λ+``, the deformation-tolerant edge ``E`` and its cap ``E_max``."""
+
+    lp: float
+    sigma2: float
+    edge: float
+    edge_fit: float
+    edge_cap: float
+    tw1: float
+    lmax: float
+
+
+@dataclass(frozen=True)
+class _Mass:
+    """The outliers over ``λ+`` split into separated spikes and a mass attached to the edge."""
+
+    out_desc: np.ndarray  # outliers, largest first
+    below: float  # largest eigenvalue that is not an outlier
+    n_att: int
+    detach: float
+    reach: float  # top of the attached mass / E_max
+    tail_alpha: float
+    need: float  # smallest mass of a decay or tail
+
+    @property
+    def att(self) -> np.ndarray:
+        return self.out_desc[self.out_desc.size - self.n_att:]
+
+
 def _decide(
     lam: np.ndarray, q: float, n: int | None, m: int, mp: MPFit | None, pl: PowerLawFit | None,
     t: dict[str, Any],
 ) -> PhaseResult:
     lam = np.clip(lam, 0.0, None)
-    ev: dict[str, Any] = {"m": m, "n": n, "q": q, "thresholds": dict(t)}
-    path = _Path(ev)
-    lmax = float(lam[-1])
-    # 0. nothing to classify
+    path = _Path({"m": m, "n": n, "q": q, "thresholds": dict(t)})
+    done = _degenerate(path, lam, q, n, m, t) or _rank_collapse(path, lam, m, t)
+    if done:
+        return done
+    if mp is None:
+        mp = fit_marchenko_pastur(lam, q=q)
+    if pl is None:
+        pl = fit_power_law(lam)
+    bulk = _bulk(path, lam, q, m, mp, pl, t)
+    if isinstance(bulk, PhaseResult):
+        return bulk
+    mass = _mass(path, lam, m, bulk, t)
+    return _tail_split(path, bulk, mass, float(pl.alpha), t) or _spikes(path, bulk, t)
+
+
+def _degenerate(path: _Path, lam: np.ndarray, q: float, n: int | None, m: int, t: dict[str, Any]) -> PhaseResult | None:
+    """Step 0: nothing to classify (``undetermined``), or a point mass (``random_like``)."""
+    ev, lmax = path.ev, float(lam[-1])
     if m < t["min_m"]:
-        path.warning = f"too small to classify (M={m} < {t['min_m']})"
-        path.add(path.warning)
-        return path.done(UNDETERMINED)
+        return path.undetermined(f"too small to classify (M={m} < {t['min_m']})")
     if lmax <= 0.0:
-        path.warning = "all eigenvalues are zero (an all-zero matrix)"
-        path.add(path.warning)
-        return path.done(UNDETERMINED)
-    rank = int(np.count_nonzero(lam > t["rank_tol"] * lmax))
-    ev["numerical_rank"] = rank
-    if rank <= 1:
-        path.warning = "rank <= 1: a single nonzero eigenvalue (e.g. a constant matrix or a constant row/column)"
-        path.add(path.warning)
-        return path.done(UNDETERMINED)
+        return path.undetermined("all eigenvalues are zero (an all-zero matrix)")
+    ev["numerical_rank"] = int(np.count_nonzero(lam > t["rank_tol"] * lmax))
+    if ev["numerical_rank"] <= 1:
+        return path.undetermined("rank <= 1: a single nonzero eigenvalue (e.g. a constant matrix or a constant "
+                                 "row/column)")
     if min(m, n or m) < SMALL_DIM:
         ev["small"] = True
         path.warning = f"matrix too small for a reliable phase (min dim {min(m, n or m)} < {SMALL_DIM})"
-    mean = float(lam.mean())
     lm1, lp1 = _edges(1.0, q)
-    width = (lmax - float(lam[0])) / (mean * (lp1 - lm1))
+    width = (lmax - float(lam[0])) / (float(lam.mean()) * (lp1 - lm1))
     ev["width_vs_mp"] = width
     if width < t["point_mass_tol"]:
         path.warning = ("point-mass ESD: all eigenvalues (nearly) equal, as for an orthogonal or identity "
@@ -500,11 +543,14 @@ def _decide(
         path.add(f"ESD width {width:.3g} < {t['point_mass_tol']} of the MP width (point mass)",
                  _conf(width, t["point_mass_tol"], _TOL["point_mass_tol"]))
         return path.done("random_like")
+    return None
 
-    # 1. rank collapse: a separated cluster of (near-)zero eigenvalues
+
+def _rank_collapse(path: _Path, lam: np.ndarray, m: int, t: dict[str, Any]) -> PhaseResult | None:
+    """Step 1: a separated cluster of (near-)zero eigenvalues."""
     zf, zg = _zero_gap(lam, max(3, int(math.ceil(0.05 * m))))
     dzf, dzg = _zero_gap(lam, 1)
-    ev.update(zero_frac=zf, zero_gap_decades=zg, deep_zero_frac=dzf, deep_gap_decades=dzg)
+    path.ev.update(zero_frac=zf, zero_gap_decades=zg, deep_zero_frac=dzf, deep_gap_decades=dzg)
     c_frac = _conf(zf, t["zero_frac_min"], _TOL["zero_frac_min"]) if zf > 0 else 1.0
     c_gap = _conf(zg, t["zero_gap_min"], _TOL["zero_gap_min"]) if zg > 0 else 1.0
     if dzg >= t["deep_gap_min"] and dzf >= t["zero_frac_min"]:
@@ -518,121 +564,128 @@ def _decide(
         return path.done("rank_collapse")
     path.confs.append(max(c for ok, c in ((zf >= t["zero_frac_min"], c_frac), (zg >= t["zero_gap_min"], c_gap))
                           if not ok))
+    return None
 
-    # 2. the bulk: MP fit (σ², λ+) and the deformation-tolerant edge E
-    if mp is None:
-        mp = fit_marchenko_pastur(lam, q=q)
+
+def _bulk(path: _Path, lam: np.ndarray, q: float, m: int, mp: MPFit, pl: PowerLawFit,
+          t: dict[str, Any]) -> _Bulk | PhaseResult:
+    """Step 2: the MP fit and the deformation-tolerant edge; ``random_like`` if nothing lies beyond it."""
     if not mp.success:
         path.warning = path.warning or f"MP fit failed: {mp.message}"
         path.add("no MP fit", 0.3)
         return path.done("random_like")
-    lp, lmin, sigma2 = float(mp.lambda_plus), float(mp.lambda_minus), float(mp.sigma2)
+    lp, lmin, sigma2, lmax = float(mp.lambda_plus), float(mp.lambda_minus), float(mp.sigma2), float(lam[-1])
     edge_fit = _edge_fit(lam, q)
     # Deformed noise widens the edge; tolerated up to the edge of the moment-matched MP law of a
     # population of relative variance deform_max: σ²(1 + √(c + v))² (E tr S² / M = 1 + v + c).
-    edge_cap = sigma2 * (1.0 + math.sqrt(1.0 / q + t["deform_max"])) ** 2
-    edge_cap = max(edge_cap, lp)
+    edge_cap = max(sigma2 * (1.0 + math.sqrt(1.0 / q + t["deform_max"])) ** 2, lp)
     edge = float(np.clip(edge_fit, lp, edge_cap))
     tw1 = _tw(1.0, q, m)
     s_tw = sigma2 * (edge - lmin) / (lp - lmin) * tw1  # TW scale of the widened bulk
     margin = max(_TW_K * s_tw, t["edge_tol"] * edge)
     cut = edge + margin
     k_edge = int(np.count_nonzero(lam > cut))
-    if pl is None:
-        pl = fit_power_law(lam)
-    ev.update(
+    path.ev.update(
         sigma2=sigma2, lambda_plus=lp, lambda_max=lmax, n_spikes=int(mp.n_spikes),
         mp_soft_rank=float(mp.soft_rank), bulk_ks=float(mp.ks_bulk), alpha=float(pl.alpha), D=float(pl.D),
-        edge=edge, edge_fit=edge_fit, edge_max=edge_cap, edge_margin=margin, deformation=edge / lp - 1.0, n_beyond_edge=k_edge,
-        spike_ratio=lmax / lp, edge_ratio=lmax / edge,
+        edge=edge, edge_fit=edge_fit, edge_max=edge_cap, edge_margin=margin, deformation=edge / lp - 1.0,
+        n_beyond_edge=k_edge, spike_ratio=lmax / lp, edge_ratio=lmax / edge,
     )
     if k_edge == 0:
         # how far below the outlier line λmax stays, in units of the margin
         path.add(f"no eigenvalue beyond the (deformation-tolerant) bulk edge: λmax {lmax / edge:.3g}·E, "
                  f"E = {edge / lp:.3g}·λ+, margin {margin / edge:.2%}",
                  _conf(max(cut - lmax, 1e-300) + margin, margin, 2.0 ** 0.5))
-        ev.update(n_outliers=0, n_attached=0, n_separated=0, attached_reach=1.0, tail_alpha=float("nan"))
+        path.ev.update(n_outliers=0, n_attached=0, n_separated=0, attached_reach=1.0, tail_alpha=float("nan"))
         return path.done("random_like")
-    # outliers over the iid edge: what a deformation or a learned mass moved out of the MP bulk
-    cut_mp = lp + max(0.5 * _TW_K * sigma2 * tw1, 0.5 * t["edge_tol"] * lp)
+    return _Bulk(lp, sigma2, edge, edge_fit, edge_cap, tw1, lmax)
+
+
+def _mass(path: _Path, lam: np.ndarray, m: int, bulk: _Bulk, t: dict[str, Any]) -> _Mass:
+    """The outliers over the iid edge, split into separated spikes and an attached mass."""
+    cut_mp = bulk.lp + max(0.5 * _TW_K * bulk.sigma2 * bulk.tw1, 0.5 * t["edge_tol"] * bulk.lp)
     out_desc = lam[lam > cut_mp][::-1]
     k = int(out_desc.size)
-    ev.update(n_outliers=k, outlier_frac=k / m)
-
-    # 3. attached mass vs separated spikes
     below = float(lam[-k - 1]) if k < m else 0.0
     n_att, n_sep, detach = _split_attached(out_desc, below, t["gap_factor"], t["detach_min"])
     att = out_desc[n_sep:]
-    reach = float(att[0] / edge_cap) if n_att else 1.0  # beyond what a deformation explains
-    tail_alpha = _tail_alpha(att)
-    mass_need = max(t["mass_min"], t["mass_frac"] * m)
-    ev.update(n_attached=n_att, n_separated=n_sep, attached_reach=reach, tail_alpha=tail_alpha,
-              mass_needed=mass_need, detachment=detach)
+    mass = _Mass(out_desc, below, n_att, detach, reach=float(att[0] / bulk.edge_cap) if n_att else 1.0,
+                 tail_alpha=_tail_alpha(att), need=max(t["mass_min"], t["mass_frac"] * m))
+    path.ev.update(n_outliers=k, outlier_frac=k / m, n_attached=n_att, n_separated=n_sep,
+                   attached_reach=mass.reach, tail_alpha=mass.tail_alpha, mass_needed=mass.need, detachment=detach,
+                   edge_pull=bulk.edge_fit / bulk.edge_cap)
+    return mass
+
+
+def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, csn: float, t: dict[str, Any]) -> PhaseResult | None:
+    """Step 3: an attached mass that deformation does not explain is a decaying bulk or a heavy tail."""
+    k, n_att, need, reach = mass.out_desc.size, mass.n_att, mass.need, mass.reach
     # not a mass: too few outliers, or outliers clearly detached from the bulk
-    c_mass = _conf(n_att + 0.5, mass_need, _TOL["mass_frac"]) if n_att else \
-        max(_conf(k + 0.5, mass_need, _TOL["mass_frac"]) if k < mass_need else 0.5, _conf(detach, 1.0, 1.5))
+    c_mass = _conf(n_att + 0.5, need, _TOL["mass_frac"]) if n_att else \
+        max(_conf(k + 0.5, need, _TOL["mass_frac"]) if k < need else 0.5, _conf(mass.detach, 1.0, 1.5))
     c_reach = _conf(reach, t["reach_min"], _TOL["reach_min"])
     # A graded mass lifts the top half of the spectrum itself: the edge fitted there overshoots
     # the widest edge a deformed noise bulk may have (deformed noise stays below it).
-    pull = edge_fit / edge_cap
-    ev["edge_pull"] = pull
+    pull = path.ev["edge_pull"]
     c_pull = _conf(pull, t["pull_min"], _TOL["pull_min"])
     reached = reach >= t["reach_min"]
     pulled = pull >= t["pull_min"] and reach > 1.0
     # a decaying tail has a moderate exponent; a steeper one is a sharp (deformed-noise) edge
-    csn = float(pl.alpha)
-    steep = np.isfinite(csn) and csn >= t["decay_alpha_max"]
-    ev["steep_edge"] = bool(steep)
+    steep = bool(np.isfinite(csn) and csn >= t["decay_alpha_max"])
+    path.ev["steep_edge"] = steep
     c_steep = _conf(csn, t["decay_alpha_max"], _TOL["decay_alpha_max"]) if np.isfinite(csn) else 1.0
-    if n_att >= mass_need and (reached or pulled) and not steep:
-        if reached:
-            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) reaching {reach:.3g}·E_max "
-                     f"(>= {t['reach_min']})", min(c_mass, max(c_reach, c_pull if pulled else 0.0)))
+    if not (n_att >= need and (reached or pulled) and not steep):
+        if n_att >= need and (reached or pulled):
+            why = f"a sharp edge, not a decaying tail: CSN α {csn:.3g} >= {t['decay_alpha_max']}"
+        elif n_att == 0 and mass.detach > 1.0:
+            why = f"detached from the bulk: lowest {mass.out_desc[-1] / mass.below:.3g}× the bulk top"
+        elif n_att < need:
+            why = f"{n_att} attached < {need:.3g}"
         else:
-            path.add(f"{n_att} outliers attached to the edge (>= {mass_need:.3g}) past E_max, and the top half "
-                     f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
-        path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
-        # separated spikes on top of the mass are not its tail: λmax/λ+ of the mass itself
-        ratio = float(att[0]) / lp
-        ev["tail_ratio"] = ratio
-        # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
-        # the exponent bound grows by ½ per decade of reach beyond heavy_ratio_min, by 1 at most
-        a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, ratio / t["heavy_ratio_min"])))
-        ev["tail_alpha_bound"] = a_max
-        c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
-        c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
-        c_csn = _conf(csn, t["csn_alpha_max"], _TOL["csn_alpha_max"]) if np.isfinite(csn) else 1.0
-        shallow = tail_alpha < a_max
-        far = ratio >= t["heavy_ratio_min"]
-        light = np.isfinite(csn) and csn >= t["csn_alpha_max"]
-        if shallow and far and not light:
-            path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
-                     f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
-            return path.done("heavy_tailed")
-        why = []
-        if not shallow:
-            why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
-        if not far:
-            why.append(f"mass top/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
-        if light:
-            why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
-        path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
-                                     c_csn if light else 0.0))
-        return path.done("bulk_decay")
-    if n_att >= mass_need and (reached or pulled):
-        why = f"a sharp edge, not a decaying tail: CSN α {csn:.3g} >= {t['decay_alpha_max']}"
-    elif n_att == 0 and detach > 1.0:
-        why = f"detached from the bulk: lowest {out_desc[-1] / below:.3g}× the bulk top"
-    elif n_att < mass_need:
-        why = f"{n_att} attached < {mass_need:.3g}"
+            why = f"attached reach {reach:.3g} < {t['reach_min']}, fitted edge {pull:.3g}·E_max < {t['pull_min']}"
+        path.add(f"{k} outlier(s) over λ+, spikes not a decaying mass ({why})",
+                 max(c_mass if n_att < need else 0.0, min(c_reach, c_pull) if not (reached or pulled) else 0.0,
+                     c_steep if steep else 0.0))
+        return None
+    if reached:
+        path.add(f"{n_att} outliers attached to the edge (>= {need:.3g}) reaching {reach:.3g}·E_max "
+                 f"(>= {t['reach_min']})", min(c_mass, max(c_reach, c_pull if pulled else 0.0)))
     else:
-        why = f"attached reach {reach:.3g} < {t['reach_min']}, fitted edge {pull:.3g}·E_max < {t['pull_min']}"
-    path.add(f"{k} outlier(s) over λ+, spikes not a decaying mass ({why})",
-             max(c_mass if n_att < mass_need else 0.0, min(c_reach, c_pull) if not (reached or pulled) else 0.0,
-                 c_steep if steep else 0.0))
+        path.add(f"{n_att} outliers attached to the edge (>= {need:.3g}) past E_max, and the top half "
+                 f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
+    path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
+    # separated spikes on top of the mass are not its tail: λ/λ+ at the top of the mass itself
+    ratio = float(mass.att[0]) / bulk.lp
+    # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
+    # the exponent bound grows by ½ per decade of reach beyond heavy_ratio_min, by 1 at most
+    a_max = t["tail_alpha_max"] + min(1.0, 0.5 * math.log10(max(1.0, ratio / t["heavy_ratio_min"])))
+    path.ev.update(tail_ratio=ratio, tail_alpha_bound=a_max)
+    tail_alpha = mass.tail_alpha
+    c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
+    c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
+    c_csn = _conf(csn, t["csn_alpha_max"], _TOL["csn_alpha_max"]) if np.isfinite(csn) else 1.0
+    shallow = tail_alpha < a_max
+    far = ratio >= t["heavy_ratio_min"]
+    light = bool(np.isfinite(csn) and csn >= t["csn_alpha_max"])
+    if shallow and far and not light:
+        path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
+                 f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
+        return path.done("heavy_tailed")
+    why = []
+    if not shallow:
+        why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
+    if not far:
+        why.append(f"mass top/λ+ {ratio:.3g} < {t['heavy_ratio_min']}")
+    if light:
+        why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
+    path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
+                                 c_csn if light else 0.0))
+    return path.done("bulk_decay")
 
-    # 4. spikes: well above the edge or just past it
-    r_e = lmax / edge
+
+def _spikes(path: _Path, bulk: _Bulk, t: dict[str, Any]) -> PhaseResult:
+    """Step 4: spikes well above the edge (``bulk_plus_spikes``) or just past it (``bleeding_out``)."""
+    r_e = bulk.lmax / bulk.edge
     c_spike = _conf(r_e, t["spike_ratio_min"], _TOL["spike_ratio_min"])
     if r_e >= t["spike_ratio_min"]:
         path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}", c_spike)
