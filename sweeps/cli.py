@@ -182,7 +182,10 @@ def ui(
     def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # serve_ui stops the server's process group on Ctrl-C; same for SIGTERM
 
-    signal.signal(signal.SIGTERM, _stop)
+    # SIGINT too: a process started in the background (``cmd &``, nohup, some CI runners) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C would do nothing
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     if optuna:
         try:
             serve_optuna_dashboard(meta, port=8080 if port is None else port, open_browser=open_browser)
