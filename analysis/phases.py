@@ -305,17 +305,13 @@ def _storage_floor(dtype: Any) -> float:
     """
     if dtype is None:
         return 0.0
-    name = str(dtype).removeprefix("torch.")
-    if name in ("bfloat16", "float16", "half"):
-        import torch
+    import torch
 
-        eps = torch.finfo(getattr(torch, "bfloat16" if name == "bfloat16" else "float16")).eps
-    else:
-        try:
-            eps = float(np.finfo(np.dtype(name)).eps)
-        except TypeError:
-            return 0.0
-    return float(eps) ** 2
+    finfo = torch.finfo if isinstance(dtype, torch.dtype) else np.finfo
+    try:
+        return float(finfo(dtype).eps) ** 2
+    except (TypeError, ValueError):  # not a floating-point dtype
+        return 0.0
 
 
 def _conf(value: float, threshold: float, tol: float) -> float:
@@ -511,13 +507,11 @@ def _decide(
         return done
     if mp is None:
         mp = fit_marchenko_pastur(lam, q=q)
-    if pl is None:
-        pl = fit_power_law(lam)
     bulk = _bulk(path, lam, q, m, mp, pl, t)
     if isinstance(bulk, PhaseResult):
         return bulk
     mass = _mass(path, lam, m, bulk, t)
-    return _tail_split(path, bulk, mass, float(pl.alpha), t) or _spikes(path, bulk, t)
+    return _tail_split(path, bulk, mass, t) or _spikes(path, bulk, t)
 
 
 def _degenerate(path: _Path, lam: np.ndarray, q: float, n: int | None, m: int, t: dict[str, Any]) -> PhaseResult | None:
@@ -567,13 +561,15 @@ def _rank_collapse(path: _Path, lam: np.ndarray, m: int, t: dict[str, Any]) -> P
     return None
 
 
-def _bulk(path: _Path, lam: np.ndarray, q: float, m: int, mp: MPFit, pl: PowerLawFit,
+def _bulk(path: _Path, lam: np.ndarray, q: float, m: int, mp: MPFit, pl: PowerLawFit | None,
           t: dict[str, Any]) -> _Bulk | PhaseResult:
     """Step 2: the MP fit and the deformation-tolerant edge; ``random_like`` if nothing lies beyond it."""
     if not mp.success:
         path.warning = path.warning or f"MP fit failed: {mp.message}"
         path.add("no MP fit", 0.3)
         return path.done("random_like")
+    if pl is None:
+        pl = fit_power_law(lam)
     lp, lmin, sigma2, lmax = float(mp.lambda_plus), float(mp.lambda_minus), float(mp.sigma2), float(lam[-1])
     edge_fit = _edge_fit(lam, q)
     # Deformed noise widens the edge; tolerated up to the edge of the moment-matched MP law of a
@@ -617,8 +613,9 @@ def _mass(path: _Path, lam: np.ndarray, m: int, bulk: _Bulk, t: dict[str, Any]) 
     return mass
 
 
-def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, csn: float, t: dict[str, Any]) -> PhaseResult | None:
+def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, t: dict[str, Any]) -> PhaseResult | None:
     """Step 3: an attached mass that deformation does not explain is a decaying bulk or a heavy tail."""
+    csn = path.ev["alpha"]  # the CSN power-law α of the ESD, recorded by _bulk
     k, n_att, need, reach = mass.out_desc.size, mass.n_att, mass.need, mass.reach
     # not a mass: too few outliers, or outliers clearly detached from the bulk
     c_mass = _conf(n_att + 0.5, need, _TOL["mass_frac"]) if n_att else \
