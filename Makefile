@@ -26,13 +26,13 @@ run: install
 	$(VENV)/bin/htsweep run sweeps/examples/quickstart.yaml --workdir $(WORKDIR) --overwrite
 
 test: install
-	$(PY) -m pytest -m "not slow" --timeout=900 --doctest-modules analysis trainers services sweeps tests $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --timeout=900 htsweep analysis trainers services sweeps tests $(PYTEST_ARGS)
 
 test-slow: install
-	HTSWEEP_SLOW=1 $(PY) -m pytest --timeout=1800 --doctest-modules analysis trainers services sweeps tests $(PYTEST_ARGS)
+	HTSWEEP_SLOW=1 $(PY) -m pytest --timeout=1800 htsweep analysis trainers services sweeps tests $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check analysis trainers services sweeps tests benchmarks
+	$(VENV)/bin/ruff check htsweep analysis trainers services sweeps tests benchmarks conftest.py
 
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"

@@ -6,22 +6,40 @@ torch model or matrix on its own.
 Examples
 --------
 >>> import numpy as np
->>> import analysis
+>>> from htsweep import analysis
 >>> W = np.random.default_rng(0).standard_normal((300, 100))
 >>> analysis.esd(W, device="cpu").shape
 (100,)
 """
 
-from analysis import synthetic
-from analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
-from analysis.analyze import analyze_eigs, analyze_layers, analyze_matrix, analyze_model, analyze_spectrum
-from analysis.checkpoints import open_checkpoint
-from analysis.layer_analysis import LayerAnalysis
-from analysis.layers import LayerMatrix, extract_layers, load_matrices, plan_layers
-from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur, mp_density, mp_edges, shuffle_baseline
-from analysis.phases import PHASE_CODES, PHASES, PhaseResult, classify_phase
-from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator, pl_alpha_hill
-from analysis.spectrum import esd, esd_batch
+from htsweep.analysis import synthetic
+from htsweep.analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
+from htsweep.analysis.analyze import (
+    analyze_eigs,
+    analyze_layers,
+    analyze_matrix,
+    analyze_model,
+    analyze_spectrum,
+)
+from htsweep.analysis.checkpoints import open_checkpoint
+from htsweep.analysis.layer_analysis import LayerAnalysis
+from htsweep.analysis.layers import LayerMatrix, extract_layers, load_matrices, plan_layers
+from htsweep.analysis.marchenko_pastur import (
+    MPFit,
+    fit_marchenko_pastur,
+    mp_density,
+    mp_edges,
+    shuffle_baseline,
+)
+from htsweep.analysis.phases import PHASE_CODES, PHASES, PhaseResult, classify_phase
+from htsweep.analysis.powerlaw_fit import (
+    PowerLawFit,
+    compare_tails,
+    fit_power_law,
+    hill_estimator,
+    pl_alpha_hill,
+)
+from htsweep.analysis.spectrum import esd, esd_batch
 
 __all__ = [
     "PHASES",

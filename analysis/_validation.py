@@ -20,7 +20,7 @@ Constraint forms accepted in a table entry (a list; a value is valid if it satis
 
 Examples
 --------
->>> from analysis._validation import Interval, Options, validate
+>>> from htsweep.analysis._validation import Interval, Options, validate
 >>> @validate({"k": [Interval(int, 1, None, closed="left"), None],
 ...            "mode": [Options({"a", "b"})]})
 ... def f(x, k=None, mode="a"):

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.analyze import MIN_FIT_EIGS
-from analysis.metric_names import PER_LAYER_KEYS, ReportKey, RowKey, is_spectral_key, per_layer_key
-from analysis.phases import PHASE_CODES, PHASES, UNDETERMINED, UNDETERMINED_CODE
+from htsweep.analysis.analyze import MIN_FIT_EIGS
+from htsweep.analysis.metric_names import PER_LAYER_KEYS, ReportKey, RowKey, is_spectral_key, per_layer_key
+from htsweep.analysis.phases import PHASE_CODES, PHASES, UNDETERMINED, UNDETERMINED_CODE
 
 # is_spectral_key lives with the names (services read it without the aggregation); it stays
 # public here because the reporters' contract is "the keys this module produces"

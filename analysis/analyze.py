@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis._validation import Interval, Options, validate
-from analysis.layer_analysis import LayerAnalysis
-from analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
-from analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
-from analysis.metric_names import LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
-from analysis.metrics import localization_metrics, spectral_metrics
-from analysis.phases import classify_phase
-from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
-from analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
+from htsweep.analysis._validation import Interval, Options, validate
+from htsweep.analysis.layer_analysis import LayerAnalysis
+from htsweep.analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
+from htsweep.analysis.metric_names import LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
+from htsweep.analysis.metrics import localization_metrics, spectral_metrics
+from htsweep.analysis.phases import classify_phase
+from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
+from htsweep.analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",

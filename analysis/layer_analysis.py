@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.marchenko_pastur import MPFit
-from analysis.metric_names import RowKey
-from analysis.phases import PhaseResult
-from analysis.powerlaw_fit import PowerLawFit
+from htsweep.analysis.marchenko_pastur import MPFit
+from htsweep.analysis.metric_names import RowKey
+from htsweep.analysis.phases import PhaseResult
+from htsweep.analysis.powerlaw_fit import PowerLawFit
 
 __all__ = ["LayerAnalysis"]
 

@@ -62,8 +62,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis._validation import Interval, Options, validate
-from analysis.checkpoints import Checkpoint, TensorInfo, open_checkpoint
+from htsweep.analysis._validation import Interval, Options, validate
+from htsweep.analysis.checkpoints import Checkpoint, TensorInfo, open_checkpoint
 
 __all__ = [
     "CONV_MODES", "KINDS", "LayerFilter", "LayerInfo", "LayerMatrix", "LayerPlan", "extract_layers",

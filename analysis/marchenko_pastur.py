@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis._validation import Interval, check_random_state, validate
+from htsweep.analysis._validation import Interval, check_random_state, validate
 
 __all__ = [
     "TW_MARGIN_K",
@@ -516,7 +516,7 @@ def shuffle_baseline(W: Any, *, n_permutations: int | None = None, rng: Any = No
     >>> shuffle_baseline(W, n_permutations=3, rng=1).shape
     (3, 50)
     """
-    from analysis.spectrum import esd  # local: analysis.spectrum may import this module's package
+    from htsweep.analysis.spectrum import esd  # local: analysis.spectrum may import this module's package
 
     if hasattr(W, "detach"):
         # numpy has no bfloat16: upcast on the tensor side first

@@ -76,8 +76,8 @@ References
 
 Examples
 --------
->>> from analysis.synthetic import make
->>> from analysis.phases import classify_phase
+>>> from htsweep.analysis.synthetic import make
+>>> from htsweep.analysis.phases import classify_phase
 >>> classify_phase(make("random_like", 600, 300, seed=1)).phase
 'random_like'
 >>> classify_phase(make("bulk_plus_spikes", 600, 300, seed=1, k=3, ratio=6.0)).phase
@@ -93,9 +93,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis._validation import Interval, make_constraint
-from analysis.marchenko_pastur import MPFit, _edges, _tw, _unit_quantile, fit_marchenko_pastur
-from analysis.powerlaw_fit import PowerLawFit, fit_power_law
+from htsweep.analysis._validation import Interval, make_constraint
+from htsweep.analysis.marchenko_pastur import MPFit, _edges, _tw, _unit_quantile, fit_marchenko_pastur
+from htsweep.analysis.powerlaw_fit import PowerLawFit, fit_power_law
 
 __all__ = ["PHASES", "PHASE_CODES", "UNDETERMINED", "UNDETERMINED_CODE", "PhaseClassifier", "PhaseResult",
            "classify_phase"]
@@ -183,7 +183,7 @@ class PhaseClassifier:
 {parameters}
     Examples
     --------
-    >>> from analysis.synthetic import make
+    >>> from htsweep.analysis.synthetic import make
     >>> clf = PhaseClassifier(spike_ratio_min=2.5)
     >>> clf.predict([make("bleeding_out", 512, 256, seed=0, k=3)])
     ['bleeding_out']
@@ -411,7 +411,7 @@ def _spectrum(eigs_or_W: Any, q: float | None) -> tuple[np.ndarray, float, int |
     is_tensor = hasattr(arr, "detach") and hasattr(arr, "ndim")
     ndim = arr.ndim if (is_tensor or isinstance(arr, np.ndarray)) else np.ndim(arr)
     if ndim == 2:
-        from analysis.spectrum import esd
+        from htsweep.analysis.spectrum import esd
 
         shape = tuple(int(s) for s in arr.shape)
         n, m = max(shape), min(shape)

@@ -98,7 +98,7 @@ def plot_esd(eigs: Any, *, mp: Any = None, pl: Any = None, title: str = "", ax: 
     -------
     matplotlib.axes.Axes
     """
-    from analysis.marchenko_pastur import mp_density
+    from htsweep.analysis.marchenko_pastur import mp_density
 
     x = np.asarray(eigs, dtype=np.float64).ravel()
     ax = _new_axes(ax)
@@ -191,8 +191,8 @@ def plot_layer(row_or_eigs: Any, path: str | Path, *, q: float = 1.0, title: str
         if title is None:
             title = f"{row.get('name', '')}  [{row.get('phase', '')}]"
     else:
-        from analysis.marchenko_pastur import fit_marchenko_pastur
-        from analysis.powerlaw_fit import fit_power_law
+        from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+        from htsweep.analysis.powerlaw_fit import fit_power_law
 
         eigs = np.sort(np.asarray(row_or_eigs, dtype=np.float64).ravel())
         mp = fit_marchenko_pastur(eigs, float(q)) if eigs.size >= 4 else None
@@ -225,7 +225,7 @@ def phase_name(value: Any) -> str:
     >>> phase_name(4), phase_name("bulk_decay"), phase_name(float("nan")), phase_name("?")
     ('heavy_tailed', 'bulk_decay', 'undetermined', 'undetermined')
     """
-    from analysis.phases import PHASES
+    from htsweep.analysis.phases import PHASES
 
     if isinstance(value, str):
         return value if value in PHASES else UNDETERMINED
@@ -290,7 +290,7 @@ def plot_phase_timeline(steps: Any, layers: Any, phases: Any, *, ax: Any = None,
     """
     from matplotlib.colors import ListedColormap
 
-    from analysis.phases import PHASES
+    from htsweep.analysis.phases import PHASES
 
     x = np.asarray(steps, dtype=np.float64).ravel()
     names = [str(n) for n in layers]
@@ -403,7 +403,7 @@ def plot_esd_loglog(eigs: Any, fit: Any = None, *, ax: Any = None, title: str = 
     """
     from matplotlib.ticker import NullFormatter
 
-    from analysis.marchenko_pastur import mp_density
+    from htsweep.analysis.marchenko_pastur import mp_density
 
     ax = _new_axes(ax)
     ev = _informative(eigs)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis._validation import Interval, Options, validate
+from htsweep.analysis._validation import Interval, Options, validate
 
 __all__ = ["PowerLawFit", "compare_tails", "fit_power_law", "hill_estimator", "pl_alpha_hill"]
 
@@ -100,7 +100,7 @@ class PowerLawFit:
 
     def plot(self, eigs: Any, ax: Any = None) -> Any:
         """Log–log tail plot of ``eigs`` with this fit (see :func:`analysis.plots.plot_tail`)."""
-        from analysis.plots import plot_tail
+        from htsweep.analysis.plots import plot_tail
 
         return plot_tail(eigs, self, ax=ax)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis._validation import Options, validate
+from htsweep.analysis._validation import Options, validate
 
 __all__ = [
     "F32_FLOOR", "F32_REDO_FRAC", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers",

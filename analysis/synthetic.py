@@ -109,7 +109,7 @@ References
 
 Examples
 --------
->>> from analysis.synthetic import make
+>>> from htsweep.analysis.synthetic import make
 >>> W = make("bulk_plus_spikes", 400, 200, seed=0, k=2)
 >>> W.shape
 (400, 200)
@@ -121,9 +121,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis._validation import Interval, Options, check_random_state, validate
-from analysis.marchenko_pastur import _edges, _tw, bbp_strength
-from analysis.phases import PHASES
+from htsweep.analysis._validation import Interval, Options, check_random_state, validate
+from htsweep.analysis.marchenko_pastur import _edges, _tw, bbp_strength
+from htsweep.analysis.phases import PHASES
 
 __all__ = ["FAMILIES", "FAMILY_PHASE", "MU_MAX", "TORCH_INITS", "make", "make_family", "sample_family_params",
            "sample_params"]

@@ -44,7 +44,7 @@ SHAPES = [(64, 32), (96, 48), (128, 64), (100, 50)]
 
 def _layers(seed: int, n: int = N_LAYERS) -> list:
     """``n`` seeded small layers cycling through ``SHAPES`` (Gaussian and Student-t entries)."""
-    from analysis.layers import LayerMatrix
+    from htsweep.analysis.layers import LayerMatrix
 
     rng = np.random.default_rng(seed)
     out = []
@@ -56,7 +56,7 @@ def _layers(seed: int, n: int = N_LAYERS) -> list:
 
 
 def _actor(max_batch: int) -> tuple[Any, str]:
-    from services.esd_actor import get_esd_service
+    from htsweep.services.esd_actor import get_esd_service
 
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     handle = get_esd_service("esd", namespace=namespace, num_cpus=1, max_batch=max_batch)
@@ -73,7 +73,7 @@ class ActorThroughput(Benchmark):
     param_names = ["mode"]
 
     def setup(self, mode: str) -> None:
-        from services.esd_actor import ActorAnalyzer
+        from htsweep.services.esd_actor import ActorAnalyzer
 
         self.callers = [_layers(seed) for seed in range(N_CALLERS)]
         self.handle, self.namespace = _actor(1 if mode == "one_at_a_time" else 1024)
@@ -82,7 +82,7 @@ class ActorThroughput(Benchmark):
         self.time_round(mode)  # warm-up: worker imports, first batch
 
     def teardown(self, mode: str) -> None:
-        from services.esd_actor import shutdown_esd_service
+        from htsweep.services.esd_actor import shutdown_esd_service
 
         self.pool.shutdown()
         shutdown_esd_service("esd", namespace=self.namespace)
@@ -105,7 +105,7 @@ class RoundTrip(Benchmark):
     param_names = ["n_layers"]
 
     def setup(self, n_layers: int) -> None:
-        from services.esd_actor import ActorAnalyzer
+        from htsweep.services.esd_actor import ActorAnalyzer
 
         self.layers = _layers(100, n_layers)
         self.handle, self.namespace = _actor(1024)
@@ -113,7 +113,7 @@ class RoundTrip(Benchmark):
         self.analyzer(self.layers, 0)
 
     def teardown(self, n_layers: int) -> None:
-        from services.esd_actor import shutdown_esd_service
+        from htsweep.services.esd_actor import shutdown_esd_service
 
         shutdown_esd_service("esd", namespace=self.namespace)
 
@@ -123,7 +123,7 @@ class RoundTrip(Benchmark):
 
     def time_in_process(self, n_layers: int) -> None:
         """The same analysis in the caller's process."""
-        from analysis.analyze import analyze_layers
+        from htsweep.analysis.analyze import analyze_layers
 
         analyze_layers(self.layers, device="cpu")
 

@@ -44,11 +44,11 @@ single_thread_env()  # before numpy / torch load their thread pools
 
 import torch  # noqa: E402
 
-from trainers.alpha_balance import AlphaBalance  # noqa: E402
-from trainers.callbacks import MetricsHistory  # noqa: E402
-from trainers.data import load_dataset  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import TrainConfig, Trainer  # noqa: E402
+from htsweep.trainers.alpha_balance import AlphaBalance  # noqa: E402
+from htsweep.trainers.callbacks import MetricsHistory  # noqa: E402
+from htsweep.trainers.data import load_dataset  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bench_alpha_balance.json"

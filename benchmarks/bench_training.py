@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import Benchmark, best_time  # noqa: E402
-from trainers.data import DataBundle, load_dataset  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import TrainConfig, Trainer  # noqa: E402
+from htsweep.trainers.data import DataBundle, load_dataset  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import TrainConfig, Trainer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_training.json"
 

@@ -16,12 +16,12 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from analysis.marchenko_pastur import fit_marchenko_pastur
-from analysis.phases import PHASES, classify_phase
-from analysis.plots import plot_esd, plot_tail
-from analysis.powerlaw_fit import fit_power_law
-from analysis.spectrum import esd
-from analysis.synthetic import make
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+from htsweep.analysis.phases import PHASES, classify_phase
+from htsweep.analysis.plots import plot_esd, plot_tail
+from htsweep.analysis.powerlaw_fit import fit_power_law
+from htsweep.analysis.spectrum import esd
+from htsweep.analysis.synthetic import make
 
 ROOT = Path(__file__).resolve().parents[1]
 N, M = 1024, 512

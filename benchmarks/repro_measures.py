@@ -38,7 +38,7 @@ __all__ = [
 
 
 def _phase_names() -> dict[int, str]:
-    from analysis.phases import PHASE_CODES
+    from htsweep.analysis.phases import PHASE_CODES
 
     return {int(v): k for k, v in PHASE_CODES.items()}
 
@@ -127,7 +127,7 @@ def first_step(config: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """
     import torch.nn.functional as F
 
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig.from_dict({**config, "steps": 1}))
     model, data = trainer.model, trainer.data
@@ -188,7 +188,7 @@ def one_step_scan(config: Mapping[str, Any], lrs: Mapping[str, Sequence[float]])
     pandas.DataFrame
         Columns ``optimizer, lr, ratio, n_spikes``.
     """
-    from analysis.analyze import analyze_matrix
+    from htsweep.analysis.analyze import analyze_matrix
 
     w0, grad, adam_dir = first_step(config)
     out = []
@@ -202,7 +202,7 @@ def one_step_scan(config: Mapping[str, Any], lrs: Mapping[str, Sequence[float]])
 
 def predicted_ratio(lr: float, op_norm: float, h: int, d: int) -> float:
     """λmax/λ+ after one step ``W0 − lr·(op_norm · u vᵀ)`` by the BBP formula (1 below the threshold)."""
-    from analysis.marchenko_pastur import bbp_outlier, mp_edges
+    from htsweep.analysis.marchenko_pastur import bbp_outlier, mp_edges
 
     n, m = max(h, d), min(h, d)
     q = n / m

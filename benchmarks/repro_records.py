@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import is_spectral_key
-from trainers.callbacks import Callback
-from trainers.monitor import SpectralMonitor
+from htsweep.analysis.aggregate import is_spectral_key
+from htsweep.trainers.callbacks import Callback
+from htsweep.trainers.monitor import SpectralMonitor
 
 __all__ = ["TrialRecord", "grid_points", "records_from_sweep", "run_grid", "run_trial", "spec_setup"]
 
@@ -141,7 +141,7 @@ def run_trial(config: Mapping[str, Any], params: Mapping[str, Any] | None = None
     data : DataBundle, optional
         An already loaded dataset to share between runs.
     """
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     recorder = _Recorder()
     Trainer(TrainConfig.from_dict(config), [SpectralMonitor(), recorder], data=data).fit()
@@ -151,7 +151,7 @@ def run_trial(config: Mapping[str, Any], params: Mapping[str, Any] | None = None
 def run_grid(base: Mapping[str, Any], points: Iterable[Mapping[str, Any]], *, data: Any = None) -> list[TrialRecord]:
     """:func:`run_trial` for each grid point (``key`` or ``model_kwargs.<key>`` → value) over ``base``,
     merged as a sweep trial merges its hyperparameters (``sweeps.trainable.merge_config``)."""
-    from sweeps.trainable import merge_config
+    from htsweep.sweeps.trainable import merge_config
 
     return [run_trial(merge_config(dict(base), dict(p)), p, data=data) for p in points]
 
@@ -180,8 +180,8 @@ def spec_setup(name: str, *, train: Mapping[str, Any] | None = None,
     ValueError
         A grid override names a parameter the spec does not search on a grid.
     """
-    from sweeps.spec import Grid, SweepSpec
-    from sweeps.trainable import train_config_dict
+    from htsweep.sweeps.spec import Grid, SweepSpec
+    from htsweep.sweeps.trainable import train_config_dict
 
     spec = SweepSpec.from_yaml(EXAMPLES / f"{name}.yaml")
     base = train_config_dict(spec)  # what every trial of the sweep starts from
@@ -221,7 +221,7 @@ def records_from_sweep(workdir: str | os.PathLike, *, prefixes: Sequence[str] | 
     """
     import mlflow
 
-    from sweeps.status import load_trials
+    from htsweep.sweeps.status import load_trials
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     meta, _, rows = load_trials(workdir)

@@ -32,8 +32,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.analyze import json_safe  # noqa: E402
-from analysis.plots import plot_esd  # noqa: E402
 from benchmarks.repro_measures import (  # noqa: E402
     bulk_ks,
     departure_step,
@@ -50,6 +48,8 @@ from benchmarks.repro_measures import (  # noqa: E402
     timeline,
 )
 from benchmarks.repro_records import TrialRecord, records_from_sweep, spec_setup  # noqa: E402
+from htsweep.analysis.analyze import json_safe  # noqa: E402
+from htsweep.analysis.plots import plot_esd  # noqa: E402
 
 OPT_LABEL = {"sgd": "GD", "adam": "FB-Adam"}
 OPT_COLOR = {"sgd": "#1f77b4", "adam": "#d62728"}
@@ -344,7 +344,7 @@ def phases_chargpt(runs: Path, out: Path) -> dict[str, Any]:
 
 def _mp_at(record: TrialRecord, layer: str, step: int) -> dict[str, float]:
     """An MP fit of ``layer`` at ``step`` (the logged rows hold only the final fit)."""
-    from analysis.marchenko_pastur import fit_marchenko_pastur
+    from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
 
     q = float(record.layers[layer]["q"])
     mp = fit_marchenko_pastur(record.esd(layer, step), q)

@@ -16,20 +16,20 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ActorAnalyzer": "services.esd_actor",
-    "ESDService": "services.esd_actor",
-    "get_esd_service": "services.esd_actor",
-    "shutdown_esd_service": "services.esd_actor",
-    "TrackingConfig": "services.tracking",
-    "TrialRunLogger": "services.tracking",
-    "default_tracking_uri": "services.tracking_uri",
-    "end_sweep_run": "services.tracking",
-    "flush_buffers": "services.tracking",
-    "init_store": "services.tracking",
-    "start_sweep_run": "services.tracking",
-    "MlflowServer": "services.mlflow_server",
-    "serve_ui": "services.mlflow_server",
-    "start_server": "services.mlflow_server",
+    "ActorAnalyzer": "htsweep.services.esd_actor",
+    "ESDService": "htsweep.services.esd_actor",
+    "get_esd_service": "htsweep.services.esd_actor",
+    "shutdown_esd_service": "htsweep.services.esd_actor",
+    "TrackingConfig": "htsweep.services.tracking",
+    "TrialRunLogger": "htsweep.services.tracking",
+    "default_tracking_uri": "htsweep.services.tracking_uri",
+    "end_sweep_run": "htsweep.services.tracking",
+    "flush_buffers": "htsweep.services.tracking",
+    "init_store": "htsweep.services.tracking",
+    "start_sweep_run": "htsweep.services.tracking",
+    "MlflowServer": "htsweep.services.mlflow_server",
+    "serve_ui": "htsweep.services.mlflow_server",
+    "start_server": "htsweep.services.mlflow_server",
 }
 
 __all__ = sorted(_EXPORTS)

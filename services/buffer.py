@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.redact import redact
+from htsweep.services.redact import redact
 
 try:
     import mlflow

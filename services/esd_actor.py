@@ -136,7 +136,7 @@ def analyze_payloads(layers: Sequence[Any], *, device: str | None = None) -> lis
     list of dict
         One row per layer, in order, with ``"kind"`` and ``"eigs"`` (ndarray of shape (m,)).
     """
-    from analysis.analyze import MONITOR_PRECISION, analyze_layers
+    from htsweep.analysis.analyze import MONITOR_PRECISION, analyze_layers
 
     return analyze_layers(list(layers), device=device, precision=MONITOR_PRECISION)
 
@@ -168,8 +168,8 @@ class ESDService:
         self._worker: asyncio.Task | None = None
         # Import the analysis stack now: fails at creation if it is missing, and keeps the
         # import time out of the first request and out of time_per_matrix_s.
-        import analysis.analyze  # noqa: F401
-        import analysis.spectrum  # noqa: F401
+        import htsweep.analysis.analyze  # noqa: F401
+        import htsweep.analysis.spectrum  # noqa: F401
 
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esd")
         self._started = time.time()

@@ -199,7 +199,7 @@ def start_server(
         Path(dest).mkdir(parents=True, exist_ok=True)
     if backend_store_uri.startswith("sqlite:///"):
         # Run migrations here, once, rather than racing inside the server's workers.
-        from services.tracking import init_store
+        from htsweep.services.tracking import init_store
 
         init_store(backend_store_uri)
     port = port or free_port(host)

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.buffer import _require_mlflow
-from services.tracking import END_REASON_TAG, ROLE_TAG, TrackingConfig
+from htsweep.services.buffer import _require_mlflow
+from htsweep.services.tracking import END_REASON_TAG, ROLE_TAG, TrackingConfig
 
 __all__ = ["ClosedRun", "close_open_runs", "final_status"]
 

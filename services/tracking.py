@@ -51,10 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.aggregate import model_phase
-from analysis.analyze import json_safe
-from analysis.metric_names import ReportKey, RowKey, is_spectral_key
-from services.buffer import (
+from htsweep.analysis.aggregate import model_phase
+from htsweep.analysis.analyze import json_safe
+from htsweep.analysis.metric_names import ReportKey, RowKey, is_spectral_key
+from htsweep.services.buffer import (
     LOCAL_PREFIX,
     BufferedClient,
     _require_mlflow,
@@ -62,7 +62,7 @@ from services.buffer import (
     flush_journals,
     is_disk_full,
 )
-from services.tracking_uri import default_tracking_uri
+from htsweep.services.tracking_uri import default_tracking_uri
 
 try:
     import mlflow
@@ -654,7 +654,7 @@ class TrialRunLogger:
 
     def _save_figures(self, rows: list[dict], artifact_dir: str) -> None:
         try:
-            from analysis.plots import plot_layer
+            from htsweep.analysis.plots import plot_layer
         except ImportError as exc:  # matplotlib missing: figures are optional
             log.warning("ESD figures skipped: %s", exc)
             return

@@ -40,7 +40,7 @@ def _fail(message: str) -> typer.Exit:
 
 def format_row_json(row: dict[str, Any]) -> str:
     """One metrics row as a strict JSON object (no ``eigs``; NaN/Inf become ``null``)."""
-    from analysis.analyze import json_safe
+    from htsweep.analysis.analyze import json_safe
 
     return json.dumps(json_safe({k: v for k, v in row.items() if k != "eigs"}), allow_nan=False)
 
@@ -193,9 +193,9 @@ def run_analyze(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from analysis.analyze import DEFAULT_PRECISION, estimate_seconds, iter_analysis
-    from analysis.layers import CONV_MODES, plan_layers
-    from analysis.spectrum import PRECISIONS
+    from htsweep.analysis.analyze import DEFAULT_PRECISION, estimate_seconds, iter_analysis
+    from htsweep.analysis.layers import CONV_MODES, plan_layers
+    from htsweep.analysis.spectrum import PRECISIONS
 
     precision = precision or DEFAULT_PRECISION
     if conv not in CONV_MODES:
@@ -254,7 +254,7 @@ def run_analyze(
             raise _fail(str(exc).splitlines()[0]) from None
 
     if plot_dir is not None:
-        from analysis.plots import plot_layer
+        from htsweep.analysis.plots import plot_layer
 
         out_dir = Path(plot_dir)
         try:

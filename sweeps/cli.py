@@ -50,7 +50,7 @@ def analyze(
                               "the outliers that survive (0: off; each shuffle costs about one float64 analysis)."),
 ) -> None:
     """Analyze the weight matrices in PATH: alpha, MP fit, metrics and phase per layer."""
-    from sweeps.analyze_cmd import run_analyze
+    from htsweep.sweeps.analyze_cmd import run_analyze
 
     run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization, precision=precision,
                 trust_pickle=trust_pickle, include=include, exclude=exclude, kinds=kind, exclude_kinds=exclude_kind,
@@ -70,8 +70,8 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished/interrupted sweep in --workdir."),
 ) -> None:
     """Launch a sweep: Ray Tune trials, Optuna toward the target alpha, MLflow tracking."""
-    from sweeps.run_cmd import run_command
-    from sweeps.spec import SpecError
+    from htsweep.sweeps.run_cmd import run_command
+    from htsweep.sweeps.spec import SpecError
 
     try:
         code = run_command(spec, address=address, workdir=workdir, target_alpha=target_alpha,
@@ -89,8 +89,8 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print trial starts/ends only, not every report."),
 ) -> None:
     """Continue an interrupted sweep (same Ray Tune state, same Optuna study)."""
-    from sweeps.run_cmd import resume_command
-    from sweeps.spec import SpecError
+    from htsweep.sweeps.run_cmd import resume_command
+    from htsweep.sweeps.spec import SpecError
 
     try:
         code = resume_command(workdir, address=address, report=report, quiet=quiet)
@@ -106,8 +106,8 @@ def sync(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="Send there instead of the sweep's store."),
 ) -> None:
     """Replay MLflow writes that trials journaled while the tracking server was unreachable."""
-    from sweeps.run_cmd import sync_command
-    from sweeps.spec import SpecError
+    from htsweep.sweeps.run_cmd import sync_command
+    from htsweep.sweeps.spec import SpecError
 
     try:
         code = sync_command(workdir, timeout=timeout, tracking_uri=tracking_uri)
@@ -124,8 +124,8 @@ def status(
     interval: float = typer.Option(5.0, "--interval", help="Seconds between refreshes with --watch."),
 ) -> None:
     """Table of trials: hyperparameters, alpha, phase, test accuracy, objective, state."""
-    from sweeps.spec import SpecError
-    from sweeps.status import print_status, watch_status
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.status import print_status, watch_status
 
     try:
         if watch:
@@ -143,8 +143,8 @@ def best(
                                       help="Also print which spectral metric tracks test accuracy across the trials."),
 ) -> None:
     """The feasible trial with alpha closest to the target, and which spectral metric predicts generalization."""
-    from sweeps.spec import SpecError
-    from sweeps.status import print_best
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.status import print_best
 
     try:
         found = print_best(workdir, correlations=correlations)
@@ -167,10 +167,10 @@ def ui(
 
     Prints the URL of the trial runs table: alpha, phase, test accuracy and objective as columns.
     """
-    from services.mlflow_server import check_port_free, serve_ui
-    from sweeps.spec import SpecError
-    from sweeps.ui_cmd import mlflow_runs_page, remote_runs_page, serve_optuna_dashboard
-    from sweeps.workdir import SweepMeta, find_workdir
+    from htsweep.services.mlflow_server import check_port_free, serve_ui
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.ui_cmd import mlflow_runs_page, remote_runs_page, serve_optuna_dashboard
+    from htsweep.sweeps.workdir import SweepMeta, find_workdir
 
     try:
         path = find_workdir(workdir)
@@ -194,7 +194,7 @@ def ui(
         return
     if not meta.tracking_uri.startswith("sqlite:"):  # a server or database someone else runs
         where = remote_runs_page(meta)
-        from services.redact import redact
+        from htsweep.services.redact import redact
 
         typer.echo(f"This sweep tracks to {redact(meta.tracking_uri)}; open that server's UI instead"
                    + (f": {redact(where)}" if where else "."))
@@ -214,9 +214,9 @@ def report(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default <workdir>/report)."),
 ) -> None:
     """Write an HTML report with PNGs: ESD grids, alpha and phase vs hyperparameters, Optuna plots."""
-    from sweeps.report import make_report
-    from sweeps.spec import SpecError
-    from sweeps.workdir import find_workdir
+    from htsweep.sweeps.report import make_report
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.workdir import find_workdir
 
     try:
         index = make_report(find_workdir(workdir), outdir=out)

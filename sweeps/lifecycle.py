@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.redact import redact
-from sweeps.spec import SpecError, SweepSpec
-from sweeps.workdir import SweepMeta, esd_namespace_for
+from htsweep.services.redact import redact
+from htsweep.sweeps.spec import SpecError, SweepSpec
+from htsweep.sweeps.workdir import SweepMeta, esd_namespace_for
 
 if TYPE_CHECKING:
-    from services.tracking import TrackingConfig
+    from htsweep.services.tracking import TrackingConfig
 
 __all__ = ["ESD_READY_S", "StopSignals", "SweepLifecycle", "esd_actor", "own_ray", "scoped_env"]
 
@@ -141,7 +141,7 @@ def esd_actor(namespace: str, *, cpu: float, gpu: float) -> Iterator[Any]:
     the actor does not answer within :data:`ESD_READY_S`. On exit the actor is killed for good
     (best effort: Ray may be unreachable by then).
     """
-    from services.esd_actor import DEFAULT_NAME, get_esd_service, shutdown_esd_service
+    from htsweep.services.esd_actor import DEFAULT_NAME, get_esd_service, shutdown_esd_service
 
     handle = get_esd_service(DEFAULT_NAME, namespace=namespace, num_gpus=gpu, num_cpus=cpu)
     try:
@@ -156,7 +156,7 @@ def esd_actor(namespace: str, *, cpu: float, gpu: float) -> Iterator[Any]:
 
 def _check_ready_in_background(handle: Any, *, cpu: float, gpu: float) -> None:
     """Warn if the ESD actor does not answer within ``ESD_READY_S``, without holding up the trials."""
-    from services.esd_actor import wait_ready
+    from htsweep.services.esd_actor import wait_ready
 
     def check() -> None:
         try:
@@ -193,7 +193,7 @@ class SweepLifecycle:
     run_open: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        from services.tracking import TrackingConfig
+        from htsweep.services.tracking import TrackingConfig
 
         kwargs: dict[str, Any] = {"figure_every": self.spec.tracking.figure_every}
         if self.spec.tracking.artifacts:
@@ -219,8 +219,8 @@ class SweepLifecycle:
         SpecError
             ``cannot reach the MLflow tracking server at URI: ...`` (or open the store).
         """
-        from services.redact import redact_mapping
-        from services.tracking import init_store, start_sweep_run
+        from htsweep.services.redact import redact_mapping
+        from htsweep.services.tracking import init_store, start_sweep_run
 
         tracking = self.tracking
         # MLflow's default HTTP retries block ~4 minutes per call when the server is down.
@@ -268,7 +268,7 @@ class SweepLifecycle:
         """End the parent run (this pass's or, on resume, the one in ``sweep.json``); a failure only warns."""
         if not self.meta.parent_run_id:
             return
-        from services.tracking import end_sweep_run
+        from htsweep.services.tracking import end_sweep_run
 
         try:
             end_sweep_run(self.tracking, self.meta.parent_run_id, status=status, metrics=metrics)
@@ -279,8 +279,8 @@ class SweepLifecycle:
         """Record the outcome once no trial runs: journals flushed, then (unless ``interrupted``)
         stale Optuna trials FAIL and open MLflow trial runs closed; ``sweep.json``'s status, and the
         parent run ended (KILLED when interrupted, FAILED when every trial errored)."""
-        from services.tracking import flush_buffers
-        from sweeps.search import fail_stale_trials, tell_pending
+        from htsweep.services.tracking import flush_buffers
+        from htsweep.sweeps.search import fail_stale_trials, tell_pending
 
         meta = self.meta
         # No trial runs any more, so the journals that trials left during a tracking outage can be
@@ -314,8 +314,8 @@ class SweepLifecycle:
         """No trial runs now: give every MLflow trial run still open its final status and a reason."""
         if not self.meta.parent_run_id:
             return
-        from services.reconcile import close_open_runs
-        from sweeps.search import optuna_outcomes
+        from htsweep.services.reconcile import close_open_runs
+        from htsweep.sweeps.search import optuna_outcomes
 
         try:
             closed = close_open_runs(self.tracking, self.meta.parent_run_id,
@@ -328,7 +328,7 @@ class SweepLifecycle:
 
     def _summary(self) -> dict[str, float]:
         """The parent run's final metrics: trials complete and the best trial's alpha and accuracy."""
-        from sweeps.status import best_trial, load_trials
+        from htsweep.sweeps.status import best_trial, load_trials
 
         metrics: dict[str, float] = {}
         try:

@@ -19,8 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.metric_names import ALPHA_AGGREGATE_KEYS, ReportKey, RowKey, per_layer_key
-from sweeps.spec import ObjectiveSpec
+from htsweep.analysis.metric_names import ALPHA_AGGREGATE_KEYS, ReportKey, RowKey, per_layer_key
+from htsweep.sweeps.spec import ObjectiveSpec
 
 __all__ = [
     "ALPHA_AGG",
@@ -106,7 +106,7 @@ def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float
 
     Examples
     --------
-    >>> from sweeps.spec import ObjectiveSpec
+    >>> from htsweep.sweeps.spec import ObjectiveSpec
     >>> spec = ObjectiveSpec(target_alpha=2.0, min_test_accuracy=0.9)
     >>> evaluate({"alpha_mean": 2.5, "test_acc": 0.95}, spec)["objective"]
     0.5

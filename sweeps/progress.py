@@ -65,7 +65,7 @@ class ProgressCallback(tune.Callback):
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         """Create the console (also after a restore) and read ``$HTSWEEP_QUIET``."""
-        from sweeps.status import make_console
+        from htsweep.sweeps.status import make_console
 
         env = os.environ.get(QUIET_ENV)
         if env is not None:

@@ -38,10 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from analysis.metric_names import ReportKey, RowKey
-from sweeps.spec import SweepSpec
-from sweeps.status import TrialRow, best_trial, format_params, is_regression, load_trials, pareto_front
-from sweeps.workdir import SweepMeta, load_optuna_study
+from htsweep.analysis.metric_names import ReportKey, RowKey
+from htsweep.sweeps.spec import SweepSpec
+from htsweep.sweeps.status import (
+    TrialRow,
+    best_trial,
+    format_params,
+    is_regression,
+    load_trials,
+    pareto_front,
+)
+from htsweep.sweeps.workdir import SweepMeta, load_optuna_study
 
 __all__ = ["make_report", "TrialSpectra", "fetch_spectra"]
 
@@ -121,7 +128,7 @@ def _target(rows: list[TrialRow]) -> tuple[str, str]:
 
 def _colour_by(spec: SweepSpec, exclude: str = "") -> str | None:
     """The categorical hyperparameter that colours the scatter plots (the first one searched)."""
-    from sweeps.trial_data import categorical_params
+    from htsweep.sweeps.trial_data import categorical_params
 
     cats = [c for c in categorical_params(spec) if c != exclude]
     return cats[0] if cats else None
@@ -137,7 +144,7 @@ def _groups(spec: SweepSpec, rows: list[TrialRow], by: str | None) -> dict[str, 
 
 def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path | None:
     """ESD grid: one row per (label, trial), one column per layer."""
-    from analysis.plots import plot_esd_loglog
+    from htsweep.analysis.plots import plot_esd_loglog
 
     if not spectra:
         return None
@@ -166,8 +173,8 @@ def plot_esd_grid(spectra: list[tuple[str, TrialSpectra]], path: Path) -> Path |
 
 def _phase_axis(ax: Any) -> dict[str, int]:
     """Phases as y ticks (then "undetermined" for anything else); name → tick position."""
-    from analysis.phases import PHASES
-    from analysis.plots import UNDETERMINED
+    from htsweep.analysis.phases import PHASES
+    from htsweep.analysis.plots import UNDETERMINED
 
     names = [*PHASES, UNDETERMINED]
     ax.set_yticks(range(len(names)))
@@ -193,7 +200,7 @@ def _ring_infeasible(ax: Any, x: np.ndarray, y: np.ndarray, rows: list[TrialRow]
 
 def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[Path]:
     """For each searched parameter: alpha (top) and phase (bottom) against it, coloured by group."""
-    from analysis.plots import phase_name, plot_scatter_groups
+    from htsweep.analysis.plots import phase_name, plot_scatter_groups
 
     done = [r for r in rows if r.complete and math.isfinite(r.alpha)]
     paths: list[Path] = []
@@ -230,13 +237,13 @@ def plot_vs_params(spec: SweepSpec, rows: list[TrialRow], outdir: Path) -> list[
 
 def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None, path: Path) -> Path | None:
     """Alpha against test accuracy (test loss); target alpha, constraint and best trial marked."""
-    from analysis.plots import plot_scatter_groups
+    from htsweep.analysis.plots import plot_scatter_groups
 
     attr, label = _target(rows)
     done = [r for r in rows if r.complete and math.isfinite(r.alpha) and math.isfinite(getattr(r, attr))]
     if not done:
         return None
-    from sweeps.trial_data import categorical_params
+    from htsweep.sweeps.trial_data import categorical_params
 
     facets = categorical_params(spec) or [None]  # one panel per grouping hyperparameter
     x = np.array([getattr(r, attr) for r in done])
@@ -262,8 +269,8 @@ def plot_alpha_vs_accuracy(spec: SweepSpec, rows: list[TrialRow], best: TrialRow
 
 def plot_best_metric(spec: SweepSpec, rows: list[TrialRow], table: Any, path: Path) -> Path | None:
     """The model-level metric with the largest |Spearman ρ| against the target, one point per trial."""
-    from analysis.generalization import MODEL_METRICS
-    from analysis.plots import plot_scatter_groups
+    from htsweep.analysis.generalization import MODEL_METRICS
+    from htsweep.analysis.plots import plot_scatter_groups
 
     best = table.best() if table is not None else None
     if best is None:
@@ -282,7 +289,7 @@ def plot_best_metric(spec: SweepSpec, rows: list[TrialRow], table: Any, path: Pa
 
 def _history_rows(meta: SweepMeta, picks: list[tuple[str, TrialRow]],
                   layers: dict[int, list[dict[str, Any]]]) -> list[tuple[str, TrialRow, Any]]:
-    from sweeps.trial_data import trial_history
+    from htsweep.sweeps.trial_data import trial_history
 
     out = []
     for label, row in picks:
@@ -295,7 +302,7 @@ def _history_rows(meta: SweepMeta, picks: list[tuple[str, TrialRow]],
 
 def plot_trajectories(spec: SweepSpec, histories: list[tuple[str, TrialRow, Any]], path: Path) -> Path | None:
     """α trajectories (left) and phase timeline (right) of each given trial, one row per trial."""
-    from analysis.plots import plot_alpha_trajectories, plot_phase_timeline
+    from htsweep.analysis.plots import plot_alpha_trajectories, plot_phase_timeline
 
     if not histories:
         return None
@@ -325,9 +332,9 @@ def _evolution_layer(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
 def plot_evolution(meta: SweepMeta, picks: list[tuple[str, TrialRow]], layers: dict[int, list[dict[str, Any]]],
                    path: Path) -> Path | None:
     """ESD evolution of one layer, one panel per given trial, λ+ of each step marked."""
-    from analysis.marchenko_pastur import fit_marchenko_pastur
-    from analysis.plots import plot_esd_evolution
-    from sweeps.trial_data import esd_series
+    from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+    from htsweep.analysis.plots import plot_esd_evolution
+    from htsweep.sweeps.trial_data import esd_series
 
     panels = []
     for label, row in picks:
@@ -435,7 +442,7 @@ def _rho_cell(c: Any) -> str:
 
 def _correlation_html(table: Any) -> str:
     """Overall ρ and τ with CIs and p-values, then ρ within each categorical value, per metric."""
-    from analysis.generalization import MIN_MODELS, MODEL_METRICS
+    from htsweep.analysis.generalization import MIN_MODELS, MODEL_METRICS
 
     if table is None or not table.correlations:
         return "<p><i>No finished trial with spectra in MLflow yet.</i></p>"
@@ -473,7 +480,7 @@ def _publish(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], best: Trial
         return "the sweep has no MLflow parent run"
     import pandas as pd
 
-    from services.tracking import TrackingConfig, log_sweep_summary
+    from htsweep.services.tracking import TrackingConfig, log_sweep_summary
 
     trials = pd.DataFrame([{
         "trial": r.number, **{k: r.params.get(k) for k in spec.search}, "alpha": r.alpha, "alpha_error": r.alpha_error,
@@ -522,7 +529,7 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
     Path
         The HTML file.
     """
-    from sweeps.trial_data import final_layers, generalization
+    from htsweep.sweeps.trial_data import final_layers, generalization
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     meta, spec, rows = load_trials(workdir)

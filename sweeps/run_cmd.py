@@ -16,7 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
-from sweeps.spec import SweepSpec
+from htsweep.sweeps.spec import SweepSpec
 
 __all__ = ["run_command", "resume_command", "summarize", "sync_command", "exit_code"]
 
@@ -42,7 +42,7 @@ def _quiet_libraries() -> None:
 
 def summarize(workdir: Path, *, status: str, elapsed_s: float | None = None, report: bool = True) -> None:
     """Print the trial table, the best trial, the report location and the ``htsweep ui`` command."""
-    from sweeps.status import make_console, print_best, print_status
+    from htsweep.sweeps.status import make_console, print_best, print_status
 
     console = make_console()
     console.print()
@@ -54,7 +54,7 @@ def summarize(workdir: Path, *, status: str, elapsed_s: float | None = None, rep
         return
     print_best(workdir, console=console)
     if report:
-        from sweeps.report import make_report
+        from htsweep.sweeps.report import make_report
 
         try:
             index = make_report(workdir)
@@ -89,12 +89,12 @@ def _aborted(console, workdir: Path) -> int:
 def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, target_alpha: float | None,
                 smoke_test: bool, report: bool, quiet: bool, overwrite: bool = False) -> int:
     """``htsweep run``: returns the process exit code (0 finished, 130 interrupted)."""
-    from sweeps.status import make_console
+    from htsweep.sweeps.status import make_console
 
     spec = SweepSpec.from_yaml(spec_path)
     _quiet_libraries()
-    from sweeps.tune_runner import run_sweep
-    from sweeps.workdir import choose_workdir
+    from htsweep.sweeps.tune_runner import run_sweep
+    from htsweep.sweeps.workdir import choose_workdir
 
     console = make_console()
     target = target_alpha if target_alpha is not None else spec.objective.target_alpha
@@ -115,12 +115,12 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
 
 def resume_command(workdir: Path, *, address: str | None, report: bool, quiet: bool) -> int:
     """``htsweep resume``: returns the process exit code (0 finished, 130 interrupted again)."""
-    from sweeps.status import make_console
-    from sweeps.workdir import SweepMeta
+    from htsweep.sweeps.status import make_console
+    from htsweep.sweeps.workdir import SweepMeta
 
     meta = SweepMeta.load(workdir)
     _quiet_libraries()
-    from sweeps.tune_runner import resume_sweep
+    from htsweep.sweeps.tune_runner import resume_sweep
 
     console = make_console()
     console.print(f"[bold]htsweep[/bold] resuming sweep [bold]{meta.name}[/bold] in {meta.workdir} "
@@ -135,11 +135,11 @@ def resume_command(workdir: Path, *, address: str | None, report: bool, quiet: b
 
 def sync_command(workdir: Path, *, timeout: float, tracking_uri: str | None = None) -> int:
     """``htsweep sync``: send the journaled MLflow writes of a sweep; 0 when none is left, else 1."""
-    from services.buffer import flush_journals
-    from services.redact import redact
-    from sweeps.spec import SpecError
-    from sweeps.status import make_console
-    from sweeps.workdir import META_FILE, SweepMeta
+    from htsweep.services.buffer import flush_journals
+    from htsweep.services.redact import redact
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.status import make_console
+    from htsweep.sweeps.workdir import META_FILE, SweepMeta
 
     if not (Path(workdir) / META_FILE).is_file():
         # a worker node: its trials journaled under the same path, but sweep.json lives on the head
@@ -151,7 +151,7 @@ def sync_command(workdir: Path, *, timeout: float, tracking_uri: str | None = No
         meta = SweepMeta.load(workdir)
         root, experiment, tracking_uri = Path(meta.workdir), meta.experiment, tracking_uri or meta.tracking_uri
     _quiet_libraries()
-    from services.tracking import TrackingConfig
+    from htsweep.services.tracking import TrackingConfig
 
     config = TrackingConfig.for_workdir(root, experiment=experiment, tracking_uri=tracking_uri)
     console = make_console()

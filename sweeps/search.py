@@ -36,10 +36,10 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.metric_names import ReportKey
-from sweeps.objective import ALPHA_AGG, FEASIBLE, TEST_ERROR
-from sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
-from sweeps.workdir import load_optuna_study, open_optuna_storage
+from htsweep.analysis.metric_names import ReportKey
+from htsweep.sweeps.objective import ALPHA_AGG, FEASIBLE, TEST_ERROR
+from htsweep.sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
+from htsweep.sweeps.workdir import load_optuna_study, open_optuna_storage
 
 __all__ = [
     "search_space",

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.metric_names import ReportKey
-from sweeps.objective import ALPHA_AGG
-from sweeps.spec import SweepSpec
-from sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
+from htsweep.analysis.metric_names import ReportKey
+from htsweep.sweeps.objective import ALPHA_AGG
+from htsweep.sweeps.spec import SweepSpec
+from htsweep.sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
 __all__ = ["TrialRow", "load_trials", "best_trial", "pareto_front", "trials_table", "print_status",
            "print_best", "format_params", "make_console", "is_regression", "correlation_table", "print_correlations", "watch_status",
@@ -94,7 +94,7 @@ def _phase(attrs: dict[str, Any]) -> str:
         return attrs[ReportKey.PHASE]
     code = attrs.get(ReportKey.PHASE_CODE)
     if isinstance(code, int | float) and math.isfinite(code):
-        from analysis.phases import PHASES
+        from htsweep.analysis.phases import PHASES
 
         i = int(round(code))
         if 0 <= i < len(PHASES):
@@ -257,7 +257,7 @@ def correlation_table(table: Any, *, title: str | None = None):
     """
     from rich.table import Table
 
-    from analysis.generalization import MIN_MODELS
+    from htsweep.analysis.generalization import MIN_MODELS
 
     overall = {c.metric: c for c in table.overall()}
     best = table.best()
@@ -370,7 +370,7 @@ def print_correlations(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *
 
     Returns the :class:`sweeps.trial_data.GeneralizationTable` (None when MLflow has no spectra).
     """
-    from sweeps.trial_data import generalization
+    from htsweep.sweeps.trial_data import generalization
 
     console = console or make_console()
     try:
@@ -441,7 +441,7 @@ class EsdActorProbe:
             os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
-        from services.esd_actor import DEFAULT_NAME
+        from htsweep.services.esd_actor import DEFAULT_NAME
 
         address = _local_ray_address(self.meta.driver_pid) if local else self.meta.address
         if address is None:

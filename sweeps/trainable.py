@@ -22,10 +22,10 @@ from typing import Any
 
 from ray import tune
 
-from analysis.metric_names import ReportKey, RowKey, per_layer_key
-from sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, evaluate
-from sweeps.spec import ObjectiveSpec, SweepSpec
-from trainers.callbacks import Callback
+from htsweep.analysis.metric_names import ReportKey, RowKey, per_layer_key
+from htsweep.sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, evaluate
+from htsweep.sweeps.spec import ObjectiveSpec, SweepSpec
+from htsweep.trainers.callbacks import Callback
 
 __all__ = ["TrialContext", "TuneReporter", "train_trial", "train_config_dict", "diverged_result",
            "CHECKPOINT_FILE"]
@@ -144,7 +144,7 @@ def _links(trainer: Any, logger: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     snapshot = getattr(trainer, "spectral", None)
     if snapshot is not None and snapshot.rows:
-        from analysis.aggregate import model_phase
+        from htsweep.analysis.aggregate import model_phase
 
         out[ReportKey.PHASE] = model_phase(snapshot.rows)
     node_id = _node_id()
@@ -176,8 +176,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     ctx : TrialContext
         Shared sweep settings (bound with ``tune.with_parameters``).
     """
-    from trainers.monitor import SpectralMonitor
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.trainers.monitor import SpectralMonitor
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     train_config = TrainConfig.from_dict(merge_config(ctx.base, config))
     tune_ctx = tune.get_context()
@@ -185,13 +185,13 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     analyzer = None
     if ctx.esd_name:
-        from services.esd_actor import ActorAnalyzer
+        from htsweep.services.esd_actor import ActorAnalyzer
 
         analyzer = ActorAnalyzer.by_name(ctx.esd_name, namespace=ctx.esd_namespace)
     callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv)]
     logger = None
     if ctx.tracking is not None:
-        from sweeps.trial_logger import MlflowTrialLogger
+        from htsweep.sweeps.trial_logger import MlflowTrialLogger
 
         logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=config, parent_run_id=ctx.parent_run_id,
                                    run_name=tune_ctx.get_trial_name() or trial_id,

@@ -20,11 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from analysis.generalization import MODEL_METRICS, RankCorrelation, model_aggregates, rank_correlations
-from analysis.metric_names import ReportKey, RowKey, per_layer_key
-from sweeps.spec import Choice, Grid, SweepSpec
-from sweeps.status import TrialRow, is_regression
-from sweeps.workdir import SweepMeta
+from htsweep.analysis.generalization import (
+    MODEL_METRICS,
+    RankCorrelation,
+    model_aggregates,
+    rank_correlations,
+)
+from htsweep.analysis.metric_names import ReportKey, RowKey, per_layer_key
+from htsweep.sweeps.spec import Choice, Grid, SweepSpec
+from htsweep.sweeps.status import TrialRow, is_regression
+from htsweep.sweeps.workdir import SweepMeta
 
 __all__ = ["GeneralizationTable", "TrialHistory", "categorical_params", "esd_series", "final_layers",
            "generalization", "trial_history"]

@@ -9,8 +9,8 @@ should not pay.
 
 from __future__ import annotations
 
-from services.tracking import TrialRunLogger
-from trainers.callbacks import Callback
+from htsweep.services.tracking import TrialRunLogger
+from htsweep.trainers.callbacks import Callback
 
 __all__ = ["MlflowTrialLogger"]
 

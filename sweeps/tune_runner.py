@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.redact import redact
-from services.tracking_uri import default_tracking_uri
-from sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
-from sweeps.objective import metric_and_mode
-from sweeps.spec import SpecError, SweepSpec
-from sweeps.workdir import (
+from htsweep.services.redact import redact
+from htsweep.services.tracking_uri import default_tracking_uri
+from htsweep.sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
+from htsweep.sweeps.objective import metric_and_mode
+from htsweep.sweeps.spec import SpecError, SweepSpec
+from htsweep.sweeps.workdir import (
     LOCK_FILE,
     META_FILE,
     SPEC_FILE,
@@ -58,7 +58,7 @@ from sweeps.workdir import (
 if TYPE_CHECKING:
     from ray.tune import Tuner
 
-    from services.tracking import TrackingConfig
+    from htsweep.services.tracking import TrackingConfig
 
 __all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config",
            "check_cluster_resources"]
@@ -111,8 +111,8 @@ def check_train_config(spec: SweepSpec) -> None:
     SpecError
         Naming the spec and the trainer's complaint (unknown model, bad optimizer ...).
     """
-    from sweeps.trainable import merge_config, train_config_dict
-    from trainers.train import TrainConfig
+    from htsweep.sweeps.trainable import merge_config, train_config_dict
+    from htsweep.trainers.train import TrainConfig
 
     sample: dict[str, Any] = {}
     for name, dom in spec.search.items():
@@ -304,7 +304,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
         if (path / META_FILE).exists():
             _refuse_or_clear(path, overwrite=overwrite)
         _write_spec(spec, path / SPEC_FILE)
-        from sweeps.search import optuna_storage_url
+        from htsweep.sweeps.search import optuna_storage_url
 
         sweep_id = uuid.uuid4().hex
         tune_name, study_name = store_names(spec.name, sweep_id, own_tune=spec.storage_path is None,
@@ -398,7 +398,7 @@ def _end_dead_driver_ray(meta: SweepMeta) -> None:
     """End what is left of the private local Ray a killed driver started (its GCS, raylet, workers)."""
     if not meta.ray_session_dir or meta.driver_host != socket.gethostname():
         return
-    from sweeps.processes import kill_session_processes
+    from htsweep.sweeps.processes import kill_session_processes
 
     killed = kill_session_processes(meta.ray_session_dir)
     if killed:
@@ -419,7 +419,7 @@ def _completed_in_study(meta: SweepMeta) -> int:
 
 def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | None, quiet: bool) -> SweepOutcome:
     """Build the Tuner (or restore it) inside the sweep's resources, run it, and record the outcome."""
-    from sweeps.progress import QUIET_ENV
+    from htsweep.sweeps.progress import QUIET_ENV
 
     t0 = time.monotonic()
     life = SweepLifecycle(meta, spec)
@@ -455,8 +455,8 @@ def _make_tuner(meta: SweepMeta, spec: SweepSpec, tracking: TrackingConfig, *, r
     """A new ``Tuner`` for the spec, or the one saved in ``meta.tune_path`` (``restore``)."""
     from ray import tune
 
-    from services.esd_actor import DEFAULT_NAME as ESD_NAME
-    from sweeps.trainable import TrialContext, train_config_dict, train_trial
+    from htsweep.services.esd_actor import DEFAULT_NAME as ESD_NAME
+    from htsweep.sweeps.trainable import TrialContext, train_config_dict, train_trial
 
     ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
                        parent_run_id=meta.parent_run_id, esd_name=ESD_NAME if spec.monitor.esd_actor else None,
@@ -485,7 +485,7 @@ def _tune_config(spec: SweepSpec, meta: SweepMeta):
     """The one place metric and mode are stated."""
     from ray import tune
 
-    from sweeps.search import make_scheduler, make_searcher
+    from htsweep.sweeps.search import make_scheduler, make_searcher
 
     metric, mode = metric_and_mode(spec.objective)
     searcher = make_searcher(spec, metric=metric, mode=mode, storage_url=meta.optuna_storage,
@@ -504,7 +504,7 @@ def _tune_config(spec: SweepSpec, meta: SweepMeta):
 def _run_config(spec: SweepSpec, meta: SweepMeta, *, quiet: bool):
     from ray import tune
 
-    from sweeps.progress import ProgressCallback
+    from htsweep.sweeps.progress import ProgressCallback
 
     return tune.RunConfig(
         name=meta.tune_name or TUNE_NAME,

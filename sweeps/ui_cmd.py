@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-from services.redact import redact
-from sweeps.spec import SpecError
-from sweeps.workdir import SweepMeta
+from htsweep.services.redact import redact
+from htsweep.sweeps.spec import SpecError
+from htsweep.sweeps.workdir import SweepMeta
 
 __all__ = ["mlflow_runs_page", "remote_runs_page", "serve_optuna_dashboard"]
 
@@ -26,7 +26,7 @@ def mlflow_runs_page(meta: SweepMeta, *, base_url: str = "") -> str:
     """
     import mlflow
 
-    from services.tracking import configure_experiment_ui, runs_table_url
+    from htsweep.services.tracking import configure_experiment_ui, runs_table_url
 
     spec = meta.spec()
     if mlflow.MlflowClient(meta.tracking_uri).get_experiment_by_name(meta.experiment) is None:
@@ -76,7 +76,7 @@ def serve_optuna_dashboard(meta: SweepMeta, *, port: int = 8080, open_browser: b
                         "(or pip install optuna-dashboard)") from None
     import optuna
 
-    from services.mlflow_server import check_port_free, free_port
+    from htsweep.services.mlflow_server import check_port_free, free_port
 
     try:
         study_id = optuna.storages.get_storage(meta.optuna_storage).get_study_id_from_name(meta.study)

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.redact import is_redacted, redact, redact_mapping
-from sweeps.spec import SpecError, SweepSpec
+from htsweep.services.redact import is_redacted, redact, redact_mapping
+from htsweep.sweeps.spec import SpecError, SweepSpec
 
 __all__ = [
     "SweepLock", "SweepMeta", "TUNE_NAME", "choose_workdir", "default_workdir", "esd_namespace_for",
@@ -161,7 +161,7 @@ class SweepMeta:
 
     def _restore_secrets(self) -> None:
         """Put back the credentials :meth:`save` masked, from the persisted spec and the environment."""
-        from services.tracking_uri import default_tracking_uri
+        from htsweep.services.tracking_uri import default_tracking_uri
 
         spec = self.spec()
         candidates = {
@@ -214,7 +214,7 @@ class SweepLock:
     ...     SweepLock(d).acquire()
     Traceback (most recent call last):
     ...
-    sweeps.spec.SpecError: ... is in use by another htsweep driver (pid ... on ...); wait for it to end or stop it (Ctrl-C)
+    htsweep.sweeps.spec.SpecError: ... is in use by another htsweep driver (pid ... on ...); wait for it to end or stop it (Ctrl-C)
     """
 
     def __init__(self, workdir: str | Path) -> None:

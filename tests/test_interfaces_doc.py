@@ -24,12 +24,18 @@ PACKAGES = ("analysis", "trainers", "services", "sweeps")
 INDEX_HEADING = "## Public names by module"
 
 
+def _module(name: str) -> types.ModuleType:
+    """Import a module the doc names by its folder path (``analysis.analyze``) from the installed
+    namespace (``htsweep.analysis.analyze``)."""
+    return importlib.import_module(name if name.split(".")[0] not in PACKAGES else f"htsweep.{name}")
+
+
 def _public_modules() -> list[str]:
     """Every package and its modules, without the private ``_name`` ones."""
     names = []
     for pkg in PACKAGES:
         names.append(pkg)
-        path = importlib.import_module(pkg).__path__
+        path = _module(pkg).__path__
         names += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
     return names
 
@@ -42,7 +48,7 @@ def _label(module: str) -> str:
 def _exported() -> dict[str, set[str]]:
     out = {}
     for module in _public_modules():
-        names = getattr(importlib.import_module(module), "__all__", None)
+        names = getattr(_module(module), "__all__", None)
         if names is not None:
             out[_label(module)] = set(names)
     return out
@@ -73,7 +79,7 @@ def test_each_index_row_names_exactly_the_modules_all():
 
 def test_every_module_file_has_no_missing_all_but_the_cli():
     # A new public module declares its interface; the two without one are named in the doc.
-    without = sorted(m for m in _public_modules() if not hasattr(importlib.import_module(m), "__all__"))
+    without = sorted(m for m in _public_modules() if not hasattr(_module(m), "__all__"))
     assert without == ["sweeps", "sweeps.cli"]
     text = DOC.read_text(encoding="utf-8")
     assert "`sweeps/__init__.py` and `sweeps/cli.py`" in text
@@ -206,10 +212,10 @@ def doc_signatures(text: str) -> list[DocSignature]:
 def _import_path(dotted: str) -> tuple[Any, Any] | None:
     """Import ``pkg.module.Name.attr``: (owner, object), the owner being what the last name is on."""
     parts = dotted.split(".")
-    owner, obj = None, importlib.import_module(parts[0])
-    for i, part in enumerate(parts[1:], 1):
-        if hasattr(obj, "__path__") and importlib.util.find_spec(".".join(parts[: i + 1])) is not None:
-            owner, obj = obj, importlib.import_module(".".join(parts[: i + 1]))
+    owner, obj = None, _module(parts[0])
+    for part in parts[1:]:
+        if hasattr(obj, "__path__") and importlib.util.find_spec(f"{obj.__name__}.{part}") is not None:
+            owner, obj = obj, importlib.import_module(f"{obj.__name__}.{part}")
         elif hasattr(obj, part):
             owner, obj = obj, getattr(obj, part)
         else:
@@ -219,7 +225,7 @@ def _import_path(dotted: str) -> tuple[Any, Any] | None:
 
 def _our_classes(module: Any) -> list[type]:
     return [v for v in vars(module).values()
-            if inspect.isclass(v) and v.__module__.split(".")[0] in PACKAGES]
+            if inspect.isclass(v) and v.__module__.split(".")[:2][-1] in PACKAGES and v.__module__.startswith("htsweep.")]
 
 
 def _resolve(sig: DocSignature) -> tuple[Any, Any, str] | None:
@@ -232,15 +238,15 @@ def _resolve(sig: DocSignature) -> tuple[Any, Any, str] | None:
     if head in PACKAGES:
         found = _import_path(sig.name)
         return None if found is None else (*found, sig.name)
-    context = importlib.import_module(sig.context) if sig.context else None
+    context = _module(sig.context) if sig.context else None
     if context is not None and hasattr(context, head) and not sig.name.startswith("."):
         roots.append((context, getattr(context, head), f"{sig.context}.{head}"))
     if not roots and not sig.name.startswith("."):
-        exporters = [m for m in _public_modules() if head in getattr(importlib.import_module(m), "__all__", ())]
-        objects = {id(getattr(importlib.import_module(m), head)): m for m in exporters}
+        exporters = [m for m in _public_modules() if head in getattr(_module(m), "__all__", ())]
+        objects = {id(getattr(_module(m), head)): m for m in exporters}
         if len(objects) == 1:
             module = next(iter(objects.values()))
-            roots.append((importlib.import_module(module), getattr(importlib.import_module(module), head),
+            roots.append((_module(module), getattr(_module(module), head),
                           f"{module}.{head}"))
     if not roots and context is not None:
         # a method (`.fit(...)`, a hook) of a class the module has; the base class when several do

@@ -3,14 +3,14 @@
 Knows nothing of Ray or MLflow: a trial plugs its monitor and reporters in as callbacks.
 """
 
-from trainers.callbacks import Callback, EarlyStopping, MetricsHistory
-from trainers.config import TrainConfig, resolve_device
-from trainers.data import DATASETS, Batcher, DataBundle, load_dataset
-from trainers.models import MLP3, MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
-from trainers.monitor import InProcessAnalyzer, SpectralMonitor, SpectralSnapshot
-from trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from trainers.teacher_student import kernel_target_alignment, ridge_readout_losses, teacher_alignment
-from trainers.train import Trainer
+from htsweep.trainers.callbacks import Callback, EarlyStopping, MetricsHistory
+from htsweep.trainers.config import TrainConfig, resolve_device
+from htsweep.trainers.data import DATASETS, Batcher, DataBundle, load_dataset
+from htsweep.trainers.models import MLP3, MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
+from htsweep.trainers.monitor import InProcessAnalyzer, SpectralMonitor, SpectralSnapshot
+from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from htsweep.trainers.teacher_student import kernel_target_alignment, ridge_readout_losses, teacher_alignment
+from htsweep.trainers.train import Trainer
 
 __all__ = [
     "DATASETS",

@@ -54,16 +54,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.stats import rankdata
 
-from analysis._validation import Interval, check_value
-from analysis.metric_names import RowKey
-from trainers.callbacks import Callback
-from trainers.models import _check_choice, _did_you_mean
-from trainers.monitor import SpectralMonitor
+from htsweep.analysis._validation import Interval, check_value
+from htsweep.analysis.metric_names import RowKey
+from htsweep.trainers.callbacks import Callback
+from htsweep.trainers.models import _check_choice, _did_you_mean
+from htsweep.trainers.monitor import SpectralMonitor
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from trainers.train import Trainer
+    from htsweep.trainers.train import Trainer
 
 __all__ = ["BALANCED_KINDS", "FACTOR_PREFIX", "METHODS", "METRICS", "AlphaBalance", "AlphaBalanceConfig",
            "group_alphas", "layer_factors"]

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from trainers.train import Trainer
+    from htsweep.trainers.train import Trainer
 
 __all__ = ["Callback", "EarlyStopping", "MetricsHistory"]
 

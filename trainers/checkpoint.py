@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from trainers.config import TrainConfig
+    from htsweep.trainers.config import TrainConfig
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from analysis._validation import Interval, Options, check_value
-from trainers.alpha_balance import AlphaBalanceConfig
-from trainers.data import DATASETS, check_data_kwargs
-from trainers.models import MODELS, _check_choice, _did_you_mean
-from trainers.optim import OPTIMIZERS, SCHEDULES
+from htsweep.analysis._validation import Interval, Options, check_value
+from htsweep.trainers.alpha_balance import AlphaBalanceConfig
+from htsweep.trainers.data import DATASETS, check_data_kwargs
+from htsweep.trainers.models import MODELS, _check_choice, _did_you_mean
+from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["TrainConfig", "resolve_device"]
 

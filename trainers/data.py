@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis._validation import Interval, check_value
-from trainers.models import _check_choice, _did_you_mean
-from trainers.tasks import lm_windows
+from htsweep.analysis._validation import Interval, check_value
+from htsweep.trainers.models import _check_choice, _did_you_mean
+from htsweep.trainers.tasks import lm_windows
 
 __all__ = [
     "DATASETS",

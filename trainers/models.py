@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis._validation import Interval, check_value
+from htsweep.analysis._validation import Interval, check_value
 
 __all__ = [
     "MODELS",

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis.aggregate import spectral_aggregates
-from analysis.analyze import MONITOR_PRECISION, analyze_layers
-from analysis.layers import extract_layers
-from analysis.metric_names import RowKey
-from trainers.callbacks import Callback
+from htsweep.analysis.aggregate import spectral_aggregates
+from htsweep.analysis.analyze import MONITOR_PRECISION, analyze_layers
+from htsweep.analysis.layers import extract_layers
+from htsweep.analysis.metric_names import RowKey
+from htsweep.trainers.callbacks import Callback
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from trainers.train import Trainer
+    from htsweep.trainers.train import Trainer
 
 __all__ = [
     "Analyzer",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.models import _check_choice
+from htsweep.trainers.models import _check_choice
 
 __all__ = ["OPTIMIZERS", "OTHER_GROUP", "SCHEDULES", "build_optimizer", "build_scheduler", "layer_param_groups",
            "scaled_lr"]

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.teacher_student import teacher_student_metrics
+from htsweep.trainers.teacher_student import teacher_student_metrics
 
 if TYPE_CHECKING:  # trainers.data imports lm_windows from here
-    from trainers.data import DataBundle
+    from htsweep.trainers.data import DataBundle
 
 __all__ = ["EVAL_CHUNK", "TASKS", "Classification", "LanguageModel", "Regression", "Task", "lm_windows", "task_of"]
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # trainers.data imports trainers.tasks, which imports this module
-    from trainers.data import DataBundle
+    from htsweep.trainers.data import DataBundle
 
 __all__ = [
     "RIDGE_LAMBDA",

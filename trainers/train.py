@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis._validation import Interval, check_value
-from trainers.alpha_balance import AlphaBalance
-from trainers.callbacks import Callback
-from trainers.checkpoint import (
+from htsweep.analysis._validation import Interval, check_value
+from htsweep.trainers.alpha_balance import AlphaBalance
+from htsweep.trainers.callbacks import Callback
+from htsweep.trainers.checkpoint import (
     CHECKPOINT_FORMAT,
     check_resumable,
     read_checkpoint,
@@ -48,13 +48,13 @@ from trainers.checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
-from trainers.config import TrainConfig, resolve_device
-from trainers.data import Batcher, DataBundle, load_dataset
-from trainers.models import build_model
-from trainers.monitor import SpectralSnapshot
-from trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
-from trainers.tasks import task_of
-from trainers.teacher_student import (
+from htsweep.trainers.config import TrainConfig, resolve_device
+from htsweep.trainers.data import Batcher, DataBundle, load_dataset
+from htsweep.trainers.models import build_model
+from htsweep.trainers.monitor import SpectralSnapshot
+from htsweep.trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
+from htsweep.trainers.tasks import task_of
+from htsweep.trainers.teacher_student import (
     RIDGE_LAMBDA,
     kernel_target_alignment,
     ridge_readout_losses,

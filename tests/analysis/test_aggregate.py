@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
+from htsweep.analysis.aggregate import is_spectral_key, model_phase, spectral_aggregates
 
 
 def _row(name, kind, phase, alpha, **kw):
@@ -45,7 +45,7 @@ def test_layers_too_small_to_fit_do_not_vote():
 def test_rank_collapsed_layers_vote_although_their_fit_failed():
     # Real rows: two 256x128 dense layers of rank 8 and one random layer. The collapsed layers'
     # power-law fits fail (a warning), but their phase must still decide the model's phase.
-    from analysis.analyze import analyze_matrix
+    from htsweep.analysis.analyze import analyze_matrix
 
     rng = np.random.default_rng(0)
     low_rank = [rng.standard_normal((256, 8)) @ rng.standard_normal((8, 128)) for _ in range(2)]
@@ -56,7 +56,7 @@ def test_rank_collapsed_layers_vote_although_their_fit_failed():
 
 
 def test_spectral_aggregates():
-    from analysis.phases import PHASE_CODES
+    from htsweep.analysis.phases import PHASE_CODES
 
     rows = [_row("conv1", "conv2d", "heavy_tailed", 2.0), _row("fc1", "linear", "bulk_decay", 4.0),
             _row("fc2", "linear", "bulk_decay", math.nan)]

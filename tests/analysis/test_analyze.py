@@ -11,13 +11,13 @@ import torch
 from numpy.testing import assert_allclose
 from torch import nn
 
-from analysis import analyze_eigs, analyze_layers, analyze_matrix, analyze_model, synthetic
-from analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
-from analysis.layers import LayerMatrix, extract_layers
-from analysis.metrics import spectral_metrics
-from analysis.phases import UNDETERMINED
-from analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
-from analysis.spectrum import esd
+from htsweep.analysis import analyze_eigs, analyze_layers, analyze_matrix, analyze_model, synthetic
+from htsweep.analysis.analyze import LOCALIZATION_KEYS, ROW_KEYS
+from htsweep.analysis.layers import LayerMatrix, extract_layers
+from htsweep.analysis.metrics import spectral_metrics
+from htsweep.analysis.phases import UNDETERMINED
+from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
+from htsweep.analysis.spectrum import esd
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from analysis.checkpoints import open_checkpoint
-from analysis.layers import extract_layers, load_matrices, plan_layers
+from htsweep.analysis.checkpoints import open_checkpoint
+from htsweep.analysis.layers import extract_layers, load_matrices, plan_layers
 
 
 class Zoo(nn.Module):

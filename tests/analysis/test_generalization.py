@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from analysis import analyze_layers, synthetic
-from analysis.generalization import (
+from htsweep.analysis import analyze_layers, synthetic
+from htsweep.analysis.generalization import (
     MIN_MODELS,
     MODEL_METRICS,
     bootstrap_rank_correlation,
@@ -20,7 +20,7 @@ from analysis.generalization import (
     rank_correlations,
     spearman_rho,
 )
-from analysis.layers import LayerMatrix
+from htsweep.analysis.layers import LayerMatrix
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

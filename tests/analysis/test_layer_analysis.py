@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import LayerAnalysis, analyze_eigs, analyze_layers, analyze_spectrum, synthetic
-from analysis.aggregate import spectral_aggregates
-from analysis.analyze import json_safe
-from analysis.layers import LayerMatrix
-from analysis.metric_names import (
+from htsweep.analysis import LayerAnalysis, analyze_eigs, analyze_layers, analyze_spectrum, synthetic
+from htsweep.analysis.aggregate import spectral_aggregates
+from htsweep.analysis.analyze import json_safe
+from htsweep.analysis.layers import LayerMatrix
+from htsweep.analysis.metric_names import (
     ALPHA_AGGREGATE_KEYS,
     LOCALIZATION_KEYS,
     MODEL_AGGREGATE_KEYS,

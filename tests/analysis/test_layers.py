@@ -8,7 +8,7 @@ import torch
 from numpy.testing import assert_allclose
 from torch import nn
 
-from analysis.layers import LayerMatrix, extract_layers, load_matrices, plan_layers
+from htsweep.analysis.layers import LayerMatrix, extract_layers, load_matrices, plan_layers
 
 
 class Net(nn.Module):

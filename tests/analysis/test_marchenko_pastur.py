@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import integrate
 
-from analysis.marchenko_pastur import (
+from htsweep.analysis.marchenko_pastur import (
     TW_MARGIN_K,
     MPFit,
     bbp_outlier,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis import metrics
+from htsweep.analysis import metrics
 
 
 def test_stable_rank_and_norms():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import analysis.phases as phases_mod
-from analysis.marchenko_pastur import fit_marchenko_pastur
-from analysis.phases import (
+import htsweep.analysis.phases as phases_mod
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+from htsweep.analysis.phases import (
     PHASE_CODES,
     PHASES,
     UNDETERMINED,
@@ -23,9 +23,9 @@ from analysis.phases import (
     PhaseResult,
     classify_phase,
 )
-from analysis.powerlaw_fit import fit_power_law
-from analysis.spectrum import esd
-from analysis.synthetic import TORCH_INITS, make, make_family
+from htsweep.analysis.powerlaw_fit import fit_power_law
+from htsweep.analysis.spectrum import esd
+from htsweep.analysis.synthetic import TORCH_INITS, make, make_family
 
 EVIDENCE_KEYS = {
     "m", "n", "q", "thresholds", "rule", "warning", "zero_frac", "zero_gap_decades", "sigma2", "lambda_plus",
@@ -107,7 +107,7 @@ def test_rank_one_in_half_precision_is_undetermined_and_rank_two_collapses(dtype
     # rounding u·vᵀ to 16 bits leaves a floor of ~eps²·λmax that is not rank
     import torch
 
-    from analysis.analyze import analyze_matrix
+    from htsweep.analysis.analyze import analyze_matrix
 
     g = torch.Generator().manual_seed(0)
     rank1 = (torch.randn(512, 1, generator=g) @ torch.randn(1, 256, generator=g)).to(getattr(torch, dtype))
@@ -123,7 +123,7 @@ def test_rank_one_in_half_precision_is_undetermined_and_rank_two_collapses(dtype
 
 
 def test_undetermined_layers_do_not_vote():
-    from analysis.aggregate import model_phase, spectral_aggregates
+    from htsweep.analysis.aggregate import model_phase, spectral_aggregates
 
     rows = [{"name": "lora_b", "kind": "linear", "phase": UNDETERMINED, "m": 64},
             {"name": "zero_proj", "kind": "linear", "phase": UNDETERMINED, "m": 64},

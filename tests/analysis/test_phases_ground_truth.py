@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.layers import extract_layers
-from analysis.phases import classify_phase
-from trainers.data import load_dataset
-from trainers.train import TrainConfig, Trainer
+from htsweep.analysis.layers import extract_layers
+from htsweep.analysis.phases import classify_phase
+from htsweep.trainers.data import load_dataset
+from htsweep.trainers.train import TrainConfig, Trainer
 
 # the proportions of the paper (n = 2000, d = 1000, h = 1500), scaled down 5×
 N, D, H = 400, 200, 300

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import analyze_layers, synthetic
-from analysis.layers import LayerMatrix
-from analysis.marchenko_pastur import fit_marchenko_pastur
-from analysis.plots import plot_esd, plot_layer, plot_tail
-from analysis.powerlaw_fit import fit_power_law
+from htsweep.analysis import analyze_layers, synthetic
+from htsweep.analysis.layers import LayerMatrix
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+from htsweep.analysis.plots import plot_esd, plot_layer, plot_tail
+from htsweep.analysis.powerlaw_fit import fit_power_law
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,8 @@ def test_plot_layer_writes_png(tmp_path, row):
 # -- figures over training and across trials --------------------------------------------------
 from matplotlib.colors import to_hex  # noqa: E402
 
-from analysis.phases import PHASES  # noqa: E402
-from analysis.plots import (  # noqa: E402
+from htsweep.analysis.phases import PHASES  # noqa: E402
+from htsweep.analysis.plots import (  # noqa: E402
     PHASE_COLORS,
     UNDETERMINED,
     phase_color,

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis import powerlaw_fit
-from analysis.powerlaw_fit import PowerLawFit, compare_tails, fit_power_law, hill_estimator, pl_alpha_hill
-from analysis.spectrum import esd
+from htsweep.analysis import powerlaw_fit
+from htsweep.analysis.powerlaw_fit import (
+    PowerLawFit,
+    compare_tails,
+    fit_power_law,
+    hill_estimator,
+    pl_alpha_hill,
+)
+from htsweep.analysis.spectrum import esd
 
 
 def pareto(alpha: float, n: int, rng: np.random.Generator, xmin: float = 1.0) -> np.ndarray:

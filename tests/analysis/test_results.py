@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from analysis.analyze import analyze_spectrum
-from analysis.layer_analysis import LayerAnalysis
-from analysis.marchenko_pastur import MPFit, fit_marchenko_pastur
-from analysis.phases import PhaseResult, classify_phase
-from analysis.powerlaw_fit import PowerLawFit, fit_power_law
-from analysis.synthetic import make
+from htsweep.analysis.analyze import analyze_spectrum
+from htsweep.analysis.layer_analysis import LayerAnalysis
+from htsweep.analysis.marchenko_pastur import MPFit, fit_marchenko_pastur
+from htsweep.analysis.phases import PhaseResult, classify_phase
+from htsweep.analysis.powerlaw_fit import PowerLawFit, fit_power_law
+from htsweep.analysis.synthetic import make
 
 
 def _power_law_fit() -> PowerLawFit:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from analysis import spectrum
-from analysis.layers import LayerMatrix
-from analysis.spectrum import esd, esd_batch, esd_layers, gram_eigh
+from htsweep.analysis import spectrum
+from htsweep.analysis.layers import LayerMatrix
+from htsweep.analysis.spectrum import esd, esd_batch, esd_layers, gram_eigh
 
 
 def test_diagonal_matrix_closed_form():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis.marchenko_pastur import mp_edges
-from analysis.phases import PHASES
-from analysis.powerlaw_fit import hill_estimator
-from analysis.synthetic import (
+from htsweep.analysis.marchenko_pastur import mp_edges
+from htsweep.analysis.phases import PHASES
+from htsweep.analysis.powerlaw_fit import hill_estimator
+from htsweep.analysis.synthetic import (
     FAMILIES,
     FAMILY_PHASE,
     MU_MAX,

@@ -25,8 +25,8 @@ def _spec(name: str) -> dict:
 
 @pytest.mark.integration
 def test_sweep_records_equal_in_process_records(tmp_path, ray_local, monkeypatch):
-    from sweeps.spec import SweepSpec
-    from sweeps.tune_runner import run_sweep
+    from htsweep.sweeps.spec import SweepSpec
+    from htsweep.sweeps.tune_runner import run_sweep
 
     for var in ("MLFLOW_TRACKING_URI", "HTSWEEP_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)

@@ -19,7 +19,7 @@ def tiny_train_config():
     """Factory: an MLP3 (width 48) on scikit-learn digits; a few dozen steps take well under a second."""
 
     def make(**overrides):
-        from trainers.train import TrainConfig
+        from htsweep.trainers.train import TrainConfig
 
         values = dict(model="mlp3", dataset="digits", steps=20, eval_every=10, spectral_every=10, batch_size=32,
                       lr=0.05, seed=0, device="cpu", threads=1, eval_samples=256, model_kwargs={"width": 48})
@@ -37,7 +37,7 @@ def layer_set():
         import numpy as np
         import torch
 
-        from analysis.layers import LayerMatrix
+        from htsweep.analysis.layers import LayerMatrix
 
         rng = np.random.default_rng(seed)
         out = []
@@ -52,7 +52,7 @@ def layer_set():
 @pytest.fixture(scope="session")
 def _migrated_db(tmp_path_factory):
     """One freshly migrated MLflow sqlite store per session (migrations take seconds on 2 cores)."""
-    from services.tracking import init_store
+    from htsweep.services.tracking import init_store
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     init_store(f"sqlite:///{path}")

@@ -36,14 +36,14 @@ def _fill(mountpoint: Path, leave_bytes: int) -> None:
 def main(mountpoint: Path, sqlite_uri: str, down_uri: str) -> dict:
     import mlflow
 
-    from services.buffer import BufferedClient
-    from services.tracking import TrackingConfig
-    from sweeps.trial_logger import MlflowTrialLogger
-    from trainers.monitor import SpectralMonitor
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.services.buffer import BufferedClient
+    from htsweep.services.tracking import TrackingConfig
+    from htsweep.sweeps.trial_logger import MlflowTrialLogger
+    from htsweep.trainers.monitor import SpectralMonitor
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     counter = _Count()
-    logging.getLogger("services").addHandler(counter)
+    logging.getLogger("htsweep.services").addHandler(counter)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
 

@@ -15,8 +15,8 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE  # noqa: E402
 
-from services.buffer import BufferedClient, ensure_run, is_transient  # noqa: E402
-from services.mlflow_server import free_port  # noqa: E402
+from htsweep.services.buffer import BufferedClient, ensure_run, is_transient  # noqa: E402
+from htsweep.services.mlflow_server import free_port  # noqa: E402
 
 
 @pytest.fixture()
@@ -106,7 +106,7 @@ def test_ensure_run_reopens_finished_run(tmp_path, sqlite_uri):
 
 
 def test_flush_buffers_sends_journals_left_by_finished_trials(tmp_path, sqlite_uri):
-    from services.tracking import TrackingConfig, flush_buffers
+    from htsweep.services.tracking import TrackingConfig, flush_buffers
 
     down = TrackingConfig(f"http://127.0.0.1:{free_port()}", experiment="exp", buffer_dir=str(tmp_path / "buf"))
     for trial in ("a", "b"):

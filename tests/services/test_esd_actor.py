@@ -18,19 +18,19 @@ from numpy.testing import assert_allclose
 ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-from analysis.analyze import MONITOR_PRECISION, analyze_layers  # noqa: E402
-from services.esd_actor import (  # noqa: E402
+from htsweep.analysis.analyze import MONITOR_PRECISION, analyze_layers  # noqa: E402
+from htsweep.services.esd_actor import (  # noqa: E402
     ActorAnalyzer,
     LayerPayload,
     analyze_payloads,
     get_esd_service,
     shutdown_esd_service,
 )
-from services.tracking import TrackingConfig  # noqa: E402
-from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
-from trainers.callbacks import Callback, MetricsHistory  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import Trainer  # noqa: E402
+from htsweep.services.tracking import TrackingConfig  # noqa: E402
+from htsweep.sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
+from htsweep.trainers.callbacks import Callback, MetricsHistory  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import Trainer  # noqa: E402
 
 # Metric columns compared with the in-process reference.
 NUMERIC = ("alpha", "alpha_hill", "D", "xmin", "lambda_max", "lambda_plus", "stable_rank", "mp_soft_rank",
@@ -171,7 +171,7 @@ def test_service_body_batches_under_a_bounded_queue_without_ray(layer_set):
     """The actor's class used directly: a queue of 2 and batches of 2 still answer every layer."""
     import asyncio
 
-    from services.esd_actor import ESDService
+    from htsweep.services.esd_actor import ESDService
 
     svc = ESDService(device="cpu", max_batch=2, max_queue=2, batch_window_s=0.0)
     layers = layer_set(5, [(50, 25)] * 5, prefix="q")
@@ -195,7 +195,7 @@ def test_analyze_payloads_is_analyze_layers_on_payloads(layer_set):
 
 # -- faults: the actor's process killed, the actor killed for good, frozen, pending ----------------------------
 def _policy(**kw):
-    from services.esd_actor import CallPolicy
+    from htsweep.services.esd_actor import CallPolicy
 
     return CallPolicy(**{"min_timeout": 1.0, "first_timeout": 20.0, "ready_timeout": 1.0, "probe_interval": 1.0,
                          **kw})
@@ -303,7 +303,7 @@ def test_killed_for_good_actor_costs_later_trials_nothing(service, layer_set):
 @pytest.mark.integration
 def test_pending_actor_is_reported_not_ready_and_callers_do_not_wait(ray_local, layer_set):
     """An actor whose resources do not exist stays pending: readiness says so, calls go in-process."""
-    from services.esd_actor import wait_ready
+    from htsweep.services.esd_actor import wait_ready
 
     name, namespace = "esd", f"test-{uuid.uuid4().hex[:8]}"
     handle = get_esd_service(name, namespace=namespace, num_cpus=64)  # the session Ray has 2

@@ -10,12 +10,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import importlib, pkgutil, sys
-import services
+from htsweep import services
 for info in pkgutil.iter_modules(services.__path__):
-    importlib.import_module("services." + info.name)
-leaked = sorted(m for m in sys.modules if m == "trainers" or m.startswith("trainers."))
+    importlib.import_module("htsweep.services." + info.name)
+leaked = sorted(m for m in sys.modules if m == "htsweep.trainers" or m.startswith("htsweep.trainers."))
 assert not leaked, f"services imports the trainer stack: {leaked}"
-assert "services.tracking" in sys.modules
+assert "htsweep.services.tracking" in sys.modules
 """
 
 
@@ -27,9 +27,9 @@ def test_importing_every_services_module_does_not_import_trainers():
 
 
 def test_the_trainers_callback_adapter_keeps_its_checkpoint_key():
-    from services.tracking import TrackingConfig, TrialRunLogger
-    from sweeps.trial_logger import MlflowTrialLogger
-    from trainers.callbacks import Callback
+    from htsweep.services.tracking import TrackingConfig, TrialRunLogger
+    from htsweep.sweeps.trial_logger import MlflowTrialLogger
+    from htsweep.trainers.callbacks import Callback
 
     logger = MlflowTrialLogger(TrackingConfig("sqlite:///unused.db"), trial_id="t0")
     assert isinstance(logger, Callback) and isinstance(logger, TrialRunLogger)

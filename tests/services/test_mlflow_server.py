@@ -22,8 +22,8 @@ def _port_open(port: int) -> bool:
 
 def _sweep_dir(tmp_path, tracking_uri):
     """A sweep directory as `htsweep run` leaves it (spec.yaml + sweep.json), tracking to ``tracking_uri``."""
-    from sweeps.spec import SweepSpec
-    from sweeps.workdir import SweepMeta
+    from htsweep.sweeps.spec import SweepSpec
+    from htsweep.sweeps.workdir import SweepMeta
 
     work = tmp_path / "sweep"
     work.mkdir()
@@ -35,7 +35,7 @@ def _sweep_dir(tmp_path, tracking_uri):
 
 
 def _htsweep(*args):
-    return [sys.executable, "-m", "sweeps.cli", *map(str, args)]
+    return [sys.executable, "-m", "htsweep.sweeps.cli", *map(str, args)]
 
 
 def test_ui_on_a_taken_port_fails_in_one_line(tmp_path):
@@ -68,7 +68,7 @@ def test_ui_serves_the_sweeps_own_tracking_store_and_stops_on_ctrl_c(tmp_path):
     (not <workdir>/mlflow.db), and Ctrl-C takes the server's whole process group down."""
     import json
 
-    from services.tracking import init_store
+    from htsweep.services.tracking import init_store
 
     store = f"sqlite:///{tmp_path / 'elsewhere' / 'store.db'}"
     init_store(store)

@@ -15,13 +15,13 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from analysis.aggregate import model_phase  # noqa: E402
-from services.mlflow_server import start_server  # noqa: E402
-from services.tracking import TrackingConfig  # noqa: E402
-from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
-from trainers.callbacks import Callback  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import Trainer  # noqa: E402
+from htsweep.analysis.aggregate import model_phase  # noqa: E402
+from htsweep.services.mlflow_server import start_server  # noqa: E402
+from htsweep.services.tracking import TrackingConfig  # noqa: E402
+from htsweep.sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
+from htsweep.trainers.callbacks import Callback  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import Trainer  # noqa: E402
 
 
 class _Outage(Callback):

@@ -23,12 +23,12 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from services.buffer import BufferedClient, flush_journals  # noqa: E402
-from services.mlflow_server import free_port  # noqa: E402
-from services.tracking import END_REASON_TAG, TrackingConfig  # noqa: E402
-from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import Trainer  # noqa: E402
+from htsweep.services.buffer import BufferedClient, flush_journals  # noqa: E402
+from htsweep.services.mlflow_server import free_port  # noqa: E402
+from htsweep.services.tracking import END_REASON_TAG, TrackingConfig  # noqa: E402
+from htsweep.sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import Trainer  # noqa: E402
 
 HTTP_TIMEOUT_S = 1  # MLFLOW_HTTP_REQUEST_TIMEOUT for these tests (no retries: see conftest)
 
@@ -71,7 +71,7 @@ def _down_uri(kind: str, hung: str) -> str:
 
 def _sweep_dir(tmp_path: Path, sqlite_uri: str, experiment: str) -> Path:
     """A minimal sweep directory whose store is ``sqlite_uri`` (what `htsweep sync` reads)."""
-    from sweeps.workdir import SweepMeta
+    from htsweep.sweeps.workdir import SweepMeta
 
     workdir = tmp_path / "sweep"
     workdir.mkdir()
@@ -87,7 +87,7 @@ def test_trial_against_a_dead_server_trains_on_journals_and_sync_replays_everyth
         kind, hung_server, fast_http, tmp_path, sqlite_uri, tiny_train_config):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     uri = _down_uri(kind, hung_server)
     workdir = _sweep_dir(tmp_path, sqlite_uri, "outage")

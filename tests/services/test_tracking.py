@@ -13,18 +13,18 @@ from numpy.testing import assert_allclose
 
 mlflow = pytest.importorskip("mlflow")
 
-from analysis.aggregate import model_phase  # noqa: E402
-from services.tracking import (  # noqa: E402
+from htsweep.analysis.aggregate import model_phase  # noqa: E402
+from htsweep.services.tracking import (  # noqa: E402
     TrackingConfig,
     default_tracking_uri,
     end_sweep_run,
     init_store,
     start_sweep_run,
 )
-from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
-from trainers.callbacks import Callback  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import Trainer  # noqa: E402
+from htsweep.sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
+from htsweep.trainers.callbacks import Callback  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import Trainer  # noqa: E402
 
 
 @pytest.fixture()
@@ -81,9 +81,9 @@ def test_parent_run_is_per_sweep_not_per_experiment(tracking):
 def test_flush_buffers_timeout_bounds_the_whole_call(tmp_path):
     import time
 
-    from services.buffer import BufferedClient
-    from services.mlflow_server import free_port
-    from services.tracking import flush_buffers
+    from htsweep.services.buffer import BufferedClient
+    from htsweep.services.mlflow_server import free_port
+    from htsweep.services.tracking import flush_buffers
 
     down = TrackingConfig(f"http://127.0.0.1:{free_port()}", experiment="exp", buffer_dir=str(tmp_path / "buf"))
     for trial in "abcd":

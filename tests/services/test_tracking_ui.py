@@ -11,7 +11,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from services.tracking import (  # noqa: E402
+from htsweep.services.tracking import (  # noqa: E402
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOTE_TAG,
@@ -25,9 +25,9 @@ from services.tracking import (  # noqa: E402
     runs_table_url,
     start_sweep_run,
 )
-from sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
-from trainers.monitor import SpectralMonitor  # noqa: E402
-from trainers.train import Trainer  # noqa: E402
+from htsweep.sweeps.trial_logger import MlflowTrialLogger  # noqa: E402
+from htsweep.trainers.monitor import SpectralMonitor  # noqa: E402
+from htsweep.trainers.train import Trainer  # noqa: E402
 
 
 @pytest.fixture()

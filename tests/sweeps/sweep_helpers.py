@@ -66,7 +66,7 @@ def cli_env(ray_tmp: str | None = None) -> dict[str, str]:
 
 
 def htsweep_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sweeps.cli", *map(str, args)]
+    return [sys.executable, "-m", "htsweep.sweeps.cli", *map(str, args)]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

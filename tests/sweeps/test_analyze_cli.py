@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from sweeps.cli import app
+from htsweep.sweeps.cli import app
 
 runner = CliRunner()
 
@@ -124,11 +124,11 @@ def test_hf_folder_list_and_analyze(hf_folder):
 
 
 def test_large_model_message(hf_folder, monkeypatch):
-    import sweeps.analyze_cmd as cmd
+    import htsweep.sweeps.analyze_cmd as cmd
 
     monkeypatch.setattr(cmd, "LARGE_SECONDS", 0.0)
     monkeypatch.setattr(cmd, "_PROBE_FLOPS", 0.0)
-    monkeypatch.setattr("analysis.analyze.estimate_seconds", lambda plan, **kw: 12.0)
+    monkeypatch.setattr("htsweep.analysis.analyze.estimate_seconds", lambda plan, **kw: 12.0)
     result = runner.invoke(app, ["analyze", str(hf_folder), "--json"])
     assert result.exit_code == 0, result.output
     assert "Large model: 4 layers, 52.74 k weights, biggest matrix lm_head 300×64; estimated 12 s" in result.stderr

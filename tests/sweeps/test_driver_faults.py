@@ -78,7 +78,7 @@ def _session_dir(workdir: Path) -> str | None:
 
 def _worker_of(session: str, tune_trial_id: str) -> int | None:
     """PID of the Ray worker training ``tune_trial_id`` (Tune runs it in the trial's directory)."""
-    from sweeps.processes import session_processes
+    from htsweep.sweeps.processes import session_processes
 
     for pid in session_processes(session):
         try:
@@ -90,7 +90,7 @@ def _worker_of(session: str, tune_trial_id: str) -> int | None:
 
 
 def _named(session: str, title: str) -> list[int]:
-    from sweeps.processes import session_processes
+    from htsweep.sweeps.processes import session_processes
 
     out = []
     for pid in session_processes(session):
@@ -159,7 +159,7 @@ def story(tmp_path_factory):
         out["resume1_out"] = first.stdout.read()
         out["killed_session"] = killed_session
         out["trials_after_kill"] = [(t.number, t.state.name) for t in _study_trials(workdir)]
-        from sweeps.processes import session_processes
+        from htsweep.sweeps.processes import session_processes
 
         # Workers of the dead driver exit on their own within seconds; what is still there once the
         # count stops falling (raylet, GCS, ...) is what the resume has to end.
@@ -196,7 +196,7 @@ def story(tmp_path_factory):
                 proc.kill()
                 proc.wait()
         if out.get("killed_session"):  # frozen orphans the resume did not end (the test then fails)
-            from sweeps.processes import session_processes
+            from htsweep.sweeps.processes import session_processes
 
             kill_pids(session_processes(out["killed_session"]), signals=(signal.SIGKILL,))
     return out
@@ -301,7 +301,7 @@ def test_killed_trial_was_retried_from_its_checkpoint(story):
 def test_resuming_a_finished_sweep_is_a_no_op_that_says_so(story):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     result = CliRunner().invoke(app, ["resume", str(story["workdir"]), "--no-report"])
     assert result.exit_code == 0, result.output
@@ -311,7 +311,7 @@ def test_resuming_a_finished_sweep_is_a_no_op_that_says_so(story):
 def test_corrupt_files_give_one_line_errors(story):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     workdir = story["workdir"]
     runner = CliRunner()

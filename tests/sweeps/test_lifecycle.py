@@ -20,11 +20,11 @@ from sweep_helpers import tiny_spec
 
 mlflow = pytest.importorskip("mlflow")
 
-from sweeps import tune_runner  # noqa: E402
-from sweeps.lifecycle import SweepLifecycle, scoped_env  # noqa: E402
-from sweeps.progress import QUIET_ENV  # noqa: E402
-from sweeps.spec import SpecError, SweepSpec  # noqa: E402
-from sweeps.workdir import SweepMeta  # noqa: E402
+from htsweep.sweeps import tune_runner  # noqa: E402
+from htsweep.sweeps.lifecycle import SweepLifecycle, scoped_env  # noqa: E402
+from htsweep.sweeps.progress import QUIET_ENV  # noqa: E402
+from htsweep.sweeps.spec import SpecError, SweepSpec  # noqa: E402
+from htsweep.sweeps.workdir import SweepMeta  # noqa: E402
 
 
 class _Results(list):

@@ -13,9 +13,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from analysis.metric_names import ALPHA_AGGREGATE_KEYS, MODEL_AGGREGATE_KEYS
-from sweeps.objective import alpha_aggregate, evaluate, metric_and_mode
-from sweeps.search import (
+from htsweep.analysis.metric_names import ALPHA_AGGREGATE_KEYS, MODEL_AGGREGATE_KEYS
+from htsweep.sweeps.objective import alpha_aggregate, evaluate, metric_and_mode
+from htsweep.sweeps.search import (
     AskTellGridSampler,
     ResumableOptunaSearch,
     fail_stale_trials,
@@ -23,8 +23,8 @@ from sweeps.search import (
     make_scheduler,
     search_space,
 )
-from sweeps.spec import ObjectiveSpec, SweepSpec
-from sweeps.status import TrialRow, best_trial, pareto_front
+from htsweep.sweeps.spec import ObjectiveSpec, SweepSpec
+from htsweep.sweeps.status import TrialRow, best_trial, pareto_front
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -204,7 +204,7 @@ def test_pareto_front():
 
 
 def test_diverged_trial_result_is_worst_and_infeasible():
-    from sweeps.trainable import diverged_result
+    from htsweep.sweeps.trainable import diverged_result
 
     class _T:
         step = 17
@@ -214,7 +214,7 @@ def test_diverged_trial_result_is_worst_and_infeasible():
 
 
 def test_merge_config_nested_keys():
-    from sweeps.trainable import merge_config
+    from htsweep.sweeps.trainable import merge_config
 
     base = {"model": "mlp3", "model_kwargs": {"width": 64, "depth": 3}, "lr": 0.1}
     out = merge_config(base, {"model_kwargs.width": 128, "lr": 0.5})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.spec import TRAIN_FIELDS, Grid, SpecError, SweepSpec
+from htsweep.sweeps.spec import TRAIN_FIELDS, Grid, SpecError, SweepSpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "sweeps" / "examples").glob("*.yaml"))
 BASE = {"name": "t", "model": "mlp3", "dataset": "digits", "train": {"steps": 10}}
@@ -38,13 +38,13 @@ def test_example_specs_validate(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_specs_build_a_train_config(path):
     # The trainer accepts every example's settings (first value of each domain).
-    from sweeps.tune_runner import check_train_config
+    from htsweep.sweeps.tune_runner import check_train_config
 
     check_train_config(SweepSpec.from_yaml(path))
 
 
 def test_a_data_kwargs_typo_fails_the_spec_before_any_trial():
-    from sweeps.tune_runner import check_train_config
+    from htsweep.sweeps.tune_runner import check_train_config
 
     spec = SweepSpec.from_yaml(EXAMPLES[0])
     bad = spec.with_overrides(train={**spec.train, "data_kwargs": {**spec.train.get("data_kwargs", {}), "nosie": 0.1}})
@@ -55,7 +55,7 @@ def test_a_data_kwargs_typo_fails_the_spec_before_any_trial():
 
 def test_train_fields_match_trainconfig():
     # Contract: a spec may set every TrainConfig field except the checkpoint ones Tune owns.
-    from trainers.train import TrainConfig
+    from htsweep.trainers.train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "dataset", "checkpoint_dir",
                                                                     "checkpoint_every"}
@@ -165,7 +165,7 @@ def test_yaml_roundtrip(tmp_path):
 def test_cli_run_bad_spec_exits_2_with_field_message(tmp_path):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_with(search={"lr": {"type": "loguniform", "low": 0, "high": 1}})))
@@ -177,7 +177,7 @@ def test_cli_run_bad_spec_exits_2_with_field_message(tmp_path):
 def test_cli_status_on_non_sweep_dir(tmp_path):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     result = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 2
@@ -187,7 +187,7 @@ def test_cli_status_on_non_sweep_dir(tmp_path):
 def test_cli_trainer_rejects_unknown_model(tmp_path):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**BASE, "model": "resnet9000"}))

@@ -10,9 +10,9 @@ import typing
 import pytest
 import yaml
 
-from sweeps.spec import AlphaBalanceSettings, SpecError, SweepSpec
-from sweeps.trainable import merge_config, train_config_dict
-from trainers.alpha_balance import METHODS, METRICS, AlphaBalanceConfig
+from htsweep.sweeps.spec import AlphaBalanceSettings, SpecError, SweepSpec
+from htsweep.sweeps.trainable import merge_config, train_config_dict
+from htsweep.trainers.alpha_balance import METHODS, METRICS, AlphaBalanceConfig
 
 BASE = {"name": "t", "model": "mlp3", "dataset": "digits", "train": {"steps": 10}}
 
@@ -26,7 +26,7 @@ def _spec(train=None, search=None):
 
 
 def test_valid_spec_keeps_train_a_plain_dict_and_builds_a_train_config():
-    from sweeps.tune_runner import check_train_config
+    from htsweep.sweeps.tune_runner import check_train_config
 
     spec = SweepSpec.from_dict(_spec(
         train={"alpha_balance": {"method": "proportional", "target": 2, "max_factor": 3}},
@@ -100,10 +100,10 @@ def test_spec_schema_matches_the_trainer_settings():
 
 def test_lr_factors_reach_mlflow_over_steps(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
-    from services.tracking import TrackingConfig, init_store
-    from sweeps.trial_logger import MlflowTrialLogger
-    from trainers.monitor import SpectralMonitor
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.services.tracking import TrackingConfig, init_store
+    from htsweep.sweeps.trial_logger import MlflowTrialLogger
+    from htsweep.trainers.monitor import SpectralMonitor
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("HTSWEEP_TRACKING_URI", raising=False)

@@ -16,8 +16,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from sweeps.spec import SweepSpec
-from sweeps.status import (
+from htsweep.sweeps.spec import SweepSpec
+from htsweep.sweeps.status import (
     EsdActorProbe,
     TrialRow,
     _local_ray_address,
@@ -25,7 +25,7 @@ from sweeps.status import (
     is_regression,
     trials_table,
 )
-from sweeps.workdir import SweepMeta
+from htsweep.sweeps.workdir import SweepMeta
 
 
 def _meta(tmp_path, namespace: str) -> SweepMeta:
@@ -36,8 +36,8 @@ def _meta(tmp_path, namespace: str) -> SweepMeta:
 
 @pytest.mark.integration
 def test_probe_finds_the_drivers_ray_and_reads_queue_depth_and_time_per_matrix(ray_local, tmp_path):
-    from analysis.layers import LayerMatrix
-    from services.esd_actor import DEFAULT_NAME, ActorAnalyzer, get_esd_service, shutdown_esd_service
+    from htsweep.analysis.layers import LayerMatrix
+    from htsweep.services.esd_actor import DEFAULT_NAME, ActorAnalyzer, get_esd_service, shutdown_esd_service
 
     # This process started the local Ray, as `htsweep run` does: its GCS is our child process.
     assert _local_ray_address(os.getpid()) == ray_local.get_runtime_context().gcs_address

@@ -58,7 +58,7 @@ def test_optuna_study_has_every_trial_with_objective(finished):
 def test_every_trial_has_mlflow_run_with_layers_esd_and_phase(finished):
     import mlflow
 
-    from analysis.phases import PHASES
+    from htsweep.analysis.phases import PHASES
 
     workdir, _ = finished
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
@@ -85,7 +85,7 @@ def test_every_trial_has_mlflow_run_with_layers_esd_and_phase(finished):
 
 
 def test_best_is_closest_to_target_among_feasible(finished):
-    from sweeps.status import best_trial, load_trials
+    from htsweep.sweeps.status import best_trial, load_trials
 
     workdir, _ = finished
     _, spec, rows = load_trials(workdir)

@@ -25,10 +25,10 @@ from sweep_helpers import REPO, tiny_spec
 
 mlflow = pytest.importorskip("mlflow")
 
-from services.mlflow_server import free_port  # noqa: E402
-from sweeps.spec import SpecError, SweepSpec  # noqa: E402
-from sweeps.tune_runner import run_sweep  # noqa: E402
-from sweeps.workdir import SweepMeta, choose_workdir, esd_namespace_for  # noqa: E402
+from htsweep.services.mlflow_server import free_port  # noqa: E402
+from htsweep.sweeps.spec import SpecError, SweepSpec  # noqa: E402
+from htsweep.sweeps.tune_runner import run_sweep  # noqa: E402
+from htsweep.sweeps.workdir import SweepMeta, choose_workdir, esd_namespace_for  # noqa: E402
 
 _HTTP_VARS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
@@ -45,7 +45,7 @@ def clean_env(monkeypatch):
 def _status_line(workdir) -> str:
     from rich.console import Console
 
-    from sweeps.status import print_status
+    from htsweep.sweeps.status import print_status
 
     out = io.StringIO()
     print_status(workdir, console=Console(file=out, width=200))
@@ -110,7 +110,7 @@ def test_choose_workdir_skips_taken_directories(tmp_path, monkeypatch):
 def test_restored_progress_callback_follows_the_quiet_setting_of_this_run(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from sweeps.progress import QUIET_ENV, ProgressCallback
+    from htsweep.sweeps.progress import QUIET_ENV, ProgressCallback
 
     trial = SimpleNamespace(trial_id="t1", config={}, last_result={})
     # Tune pickles the callback into its experiment state; `htsweep resume --quiet` restores it.
@@ -128,7 +128,7 @@ def test_restored_progress_callback_follows_the_quiet_setting_of_this_run(monkey
 def test_progress_lines_show_test_loss_and_r2_for_regression(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from sweeps.progress import QUIET_ENV, ProgressCallback
+    from htsweep.sweeps.progress import QUIET_ENV, ProgressCallback
 
     monkeypatch.setenv(QUIET_ENV, "0")
     progress = ProgressCallback(2, ["lr"])
@@ -142,14 +142,14 @@ def test_progress_lines_show_test_loss_and_r2_for_regression(monkeypatch, capsys
 
 
 def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
-    from analysis.aggregate import model_phase
-    from analysis.phases import PHASES
-    from services.tracking import TrackingConfig, init_store
-    from sweeps.spec import ObjectiveSpec
-    from sweeps.trainable import diverged_result
-    from sweeps.trial_logger import MlflowTrialLogger
-    from trainers.monitor import SpectralMonitor
-    from trainers.train import TrainConfig, Trainer
+    from htsweep.analysis.aggregate import model_phase
+    from htsweep.analysis.phases import PHASES
+    from htsweep.services.tracking import TrackingConfig, init_store
+    from htsweep.sweeps.spec import ObjectiveSpec
+    from htsweep.sweeps.trainable import diverged_result
+    from htsweep.sweeps.trial_logger import MlflowTrialLogger
+    from htsweep.trainers.monitor import SpectralMonitor
+    from htsweep.trainers.train import TrainConfig, Trainer
 
     cfg = TrackingConfig.for_workdir(tmp_path, experiment="diverge")
     init_store(cfg.tracking_uri)
@@ -172,7 +172,7 @@ def test_diverged_result_keeps_the_mlflow_link_and_phase(tmp_path):
 def test_gpu_asked_on_a_cpu_only_cluster_fails_at_once_in_one_line_naming_the_field(tmp_path, clean_env, ray_local):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     spec = tmp_path / "gpu.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec("gpu", resources={"cpu": 1, "gpu": 1})))
@@ -205,7 +205,7 @@ def test_gpu_asked_on_a_cpu_only_cluster_fails_at_once_in_one_line_naming_the_fi
     ("resources", 2.0, 0.5, [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}], None, None),
 ])
 def test_resource_shortfall_names_the_field_and_waits_only_for_an_autoscaler(field, cpu, gpu, nodes, types, verdict):
-    from sweeps.tune_runner import resource_shortfall
+    from htsweep.sweeps.tune_runner import resource_shortfall
 
     who = "the ESD actor" if field == "esd_actor" else "each trial"
     assert resource_shortfall(field, who, cpu, gpu, nodes, types) == verdict
@@ -215,7 +215,7 @@ def test_resource_shortfall_names_the_field_and_waits_only_for_an_autoscaler(fie
 def test_every_trial_erroring_exits_non_zero_with_a_summary(tmp_path, clean_env, ray_local):
     from typer.testing import CliRunner
 
-    from sweeps.cli import app
+    from htsweep.sweeps.cli import app
 
     # Accepted by the spec (model_kwargs are free-form) but rejected by the model at trial start.
     spec = tmp_path / "bad.yaml"
@@ -307,7 +307,7 @@ def test_credentials_in_the_tracking_uri_never_reach_errors_or_sweep_json(tmp_pa
 
 
 def test_sweep_params_in_mlflow_are_redacted(tmp_path, clean_env):
-    from sweeps.lifecycle import SweepLifecycle
+    from htsweep.sweeps.lifecycle import SweepLifecycle
 
     spec = SweepSpec.from_dict(tiny_spec("params", optuna_storage="postgresql://bob:hunter2@db.internal/optuna",
                                          storage_path="s3://bucket/tune?X-Amz-Signature=abc123"))
@@ -324,7 +324,7 @@ def test_sweep_params_in_mlflow_are_redacted(tmp_path, clean_env):
 
 
 def test_sweep_lock_is_exclusive_names_the_holder_and_dies_with_it(tmp_path):
-    from sweeps.workdir import SweepLock
+    from htsweep.sweeps.workdir import SweepLock
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, '.'); from sweeps.workdir import SweepLock; "
@@ -346,7 +346,7 @@ def test_sweep_lock_is_exclusive_names_the_holder_and_dies_with_it(tmp_path):
 
 def _locked_searcher(tmp_path):
     """A real searcher on a sqlite study whose storage waits only 0.3 s for a lock."""
-    from sweeps.search import ResumableOptunaSearch, search_space
+    from htsweep.sweeps.search import ResumableOptunaSearch, search_space
 
     spec = SweepSpec.from_dict(tiny_spec("tell"))
     url = f"sqlite:///{tmp_path}/optuna.db"
@@ -369,7 +369,7 @@ def _hold_write_lock(url: str, seconds: float):
 
 
 def test_study_tell_retries_a_locked_store_and_never_drops_a_finished_value(tmp_path, monkeypatch, caplog):
-    import sweeps.search as search
+    import htsweep.sweeps.search as search
 
     searcher, url = _locked_searcher(tmp_path)
     searcher.suggest("t1")
@@ -383,7 +383,7 @@ def test_study_tell_retries_a_locked_store_and_never_drops_a_finished_value(tmp_
     # Locked for longer than the retry budget: surfaced as an error, kept on disk, recorded at the end.
     monkeypatch.setattr(search, "TELL_RETRY_S", 0.5)
     timer = _hold_write_lock(url, 2.0)
-    with caplog.at_level("ERROR", logger="sweeps.search"):
+    with caplog.at_level("ERROR", logger="htsweep.sweeps.search"):
         searcher.on_trial_complete("t2", {"objective": 0.5, "alpha_agg": 2.5})
     assert "Optuna could not record the result of Tune trial t2 (trial #1)" in caplog.text
     assert study.trials[1].state == TrialState.RUNNING

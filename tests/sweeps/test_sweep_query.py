@@ -29,7 +29,7 @@ N_TRIALS = 4
 
 
 def _trials(workdir: Path):
-    from sweeps.status import load_trials
+    from htsweep.sweeps.status import load_trials
 
     return load_trials(workdir)
 
@@ -52,7 +52,7 @@ def _alpha_mean_per_trial(workdir: Path, rows) -> dict[int, float]:
 
 
 def test_trial_runs_carry_alpha_phase_objective_up_front(finished):
-    from services.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG
+    from htsweep.services.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG
 
     workdir, proc = finished
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -95,7 +95,7 @@ def test_parent_run_holds_the_trials_and_correlation_tables(finished, tmp_path):
 def test_best_prints_the_metric_generalization_table(finished):
     from rich.console import Console
 
-    from sweeps.status import print_best
+    from htsweep.sweeps.status import print_best
 
     workdir, _ = finished
     _, _, rows = _trials(workdir)
@@ -129,7 +129,7 @@ def test_report_answers_the_questions(finished):
 
 
 def test_trial_history_and_esd_series_match_mlflow(finished):
-    from sweeps.trial_data import esd_series, trial_history
+    from htsweep.sweeps.trial_data import esd_series, trial_history
 
     workdir, _ = finished
     meta, _, rows = _trials(workdir)
@@ -173,7 +173,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def servers(finished, tmp_path_factory):
     """`htsweep ui` and `htsweep ui --optuna` on the finished sweep, started side by side."""
-    from services.mlflow_server import free_port
+    from htsweep.services.mlflow_server import free_port
 
     workdir, _ = finished
     tmp = tmp_path_factory.mktemp("ui")
@@ -255,9 +255,9 @@ def test_optuna_dashboard_serves_the_study(servers):
 
 def test_optuna_dashboard_errors_are_one_line(finished, tmp_path):
     pytest.importorskip("optuna_dashboard", reason="pip install 'htsweep[dashboard]'")
-    from sweeps.spec import SpecError
-    from sweeps.ui_cmd import serve_optuna_dashboard
-    from sweeps.workdir import SweepMeta
+    from htsweep.sweeps.spec import SpecError
+    from htsweep.sweeps.ui_cmd import serve_optuna_dashboard
+    from htsweep.sweeps.workdir import SweepMeta
 
     workdir, _ = finished
     meta = SweepMeta.load(workdir)
@@ -270,7 +270,7 @@ def test_optuna_dashboard_errors_are_one_line(finished, tmp_path):
 def test_status_watch_on_a_finished_sweep_prints_once_and_stops(finished):
     from rich.console import Console
 
-    from sweeps.status import watch_status
+    from htsweep.sweeps.status import watch_status
 
     workdir, _ = finished
     console = Console(record=True, width=200)
@@ -285,8 +285,8 @@ def test_status_watch_on_a_finished_sweep_prints_once_and_stops(finished):
 
 
 def test_trials_are_grouped_by_choices_and_short_grids_not_by_scans():
-    from sweeps.spec import SweepSpec
-    from sweeps.trial_data import MAX_GROUP_LEVELS, categorical_params
+    from htsweep.sweeps.spec import SweepSpec
+    from htsweep.sweeps.trial_data import MAX_GROUP_LEVELS, categorical_params
 
     spec = SweepSpec.from_dict({
         "name": "groups", "model": "mlp3", "dataset": "digits", "train": {"steps": 10},
@@ -304,9 +304,9 @@ def test_trials_are_grouped_by_choices_and_short_grids_not_by_scans():
 def test_alpha_vs_accuracy_has_one_panel_per_grouping_hyperparameter(tmp_path):
     import struct
 
-    from sweeps.report import plot_alpha_vs_accuracy
-    from sweeps.spec import SweepSpec
-    from sweeps.status import TrialRow
+    from htsweep.sweeps.report import plot_alpha_vs_accuracy
+    from htsweep.sweeps.spec import SweepSpec
+    from htsweep.sweeps.status import TrialRow
 
     def width_px(path):  # PNG IHDR: width is the big-endian uint32 at byte 16
         return struct.unpack(">I", path.read_bytes()[16:20])[0]

@@ -9,12 +9,18 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from analysis.layers import extract_layers
-from trainers.alpha_balance import METHODS, AlphaBalance, AlphaBalanceConfig, group_alphas, layer_factors
-from trainers.callbacks import MetricsHistory
-from trainers.models import build_model
-from trainers.monitor import SpectralMonitor
-from trainers.optim import (
+from htsweep.analysis.layers import extract_layers
+from htsweep.trainers.alpha_balance import (
+    METHODS,
+    AlphaBalance,
+    AlphaBalanceConfig,
+    group_alphas,
+    layer_factors,
+)
+from htsweep.trainers.callbacks import MetricsHistory
+from htsweep.trainers.models import build_model
+from htsweep.trainers.monitor import SpectralMonitor
+from htsweep.trainers.optim import (
     OPTIMIZERS,
     OTHER_GROUP,
     SCHEDULES,
@@ -23,7 +29,7 @@ from trainers.optim import (
     layer_param_groups,
     scaled_lr,
 )
-from trainers.train import TrainConfig, Trainer
+from htsweep.trainers.train import TrainConfig, Trainer
 
 # ---------------------------------------------------------------------------------------- mapping
 

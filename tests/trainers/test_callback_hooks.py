@@ -7,8 +7,8 @@ import math
 import pytest
 from trainers_testutils import HOOKS, Recorder, boring_data
 
-from trainers.callbacks import Callback, EarlyStopping, MetricsHistory
-from trainers.train import TrainConfig, Trainer
+from htsweep.trainers.callbacks import Callback, EarlyStopping, MetricsHistory
+from htsweep.trainers.train import TrainConfig, Trainer
 
 
 def _config(**kw):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.callbacks import MetricsHistory
-from trainers.train import TrainConfig, Trainer
+from htsweep.trainers.callbacks import MetricsHistory
+from htsweep.trainers.train import TrainConfig, Trainer
 
 
 def _run_and_resume(tmp_path, cfg_kwargs, resume_step):
@@ -70,7 +70,7 @@ def test_checkpoint_is_weights_only_and_analyzable(tmp_path):
     path = t.save_checkpoint(tmp_path / "c.pt")
     ckpt = torch.load(path, weights_only=True)
     assert set(ckpt["model"]) == set(t.model.state_dict())
-    import analysis.layers as layers
+    import htsweep.analysis.layers as layers
     names = [lm.name for lm in layers.load_matrices(path)]
     assert names == ["fc1", "fc2", "fc3", "fc4"]
 
@@ -101,7 +101,7 @@ def test_rng_state_round_trip():
 
     import numpy as np
 
-    from trainers.checkpoint import rng_state, seed_everything, set_rng_state
+    from htsweep.trainers.checkpoint import rng_state, seed_everything, set_rng_state
 
     seed_everything(3)
     state = rng_state()

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from trainers.data import DEFAULT_CORPUS, Batcher, data_kwargs_of, load_dataset
+from htsweep.trainers.data import DEFAULT_CORPUS, Batcher, data_kwargs_of, load_dataset
 
 
 def test_teacher_student_data():
@@ -87,7 +87,7 @@ def test_subset_options_are_not_offered_for_text():
 
 
 def test_unknown_data_kwargs_fail_in_the_train_config():
-    from trainers.train import TrainConfig
+    from htsweep.trainers.train import TrainConfig
 
     with pytest.raises(ValueError, match=r"^dataset 'digits' has no option 'n_tset'; its data_kwargs are: "):
         TrainConfig(model="mlp3", dataset="digits", steps=1, data_kwargs={"n_tset": 5})

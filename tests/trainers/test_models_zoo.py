@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.models import MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
+from htsweep.trainers.models import MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
 
 
 @pytest.mark.parametrize(("channels", "size"), [(1, 8), (1, 28), (3, 32)])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.optim import OPTIMIZERS, build_optimizer, build_scheduler
+from htsweep.trainers.optim import OPTIMIZERS, build_optimizer, build_scheduler
 
 
 def _params():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from trainers.train import TrainConfig, Trainer
+from htsweep.trainers.train import TrainConfig, Trainer
 
 
 def test_teacher_student_reports_r2_of_its_predictions():

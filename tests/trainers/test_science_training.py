@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis.marchenko_pastur import fit_marchenko_pastur
-from analysis.spectrum import esd
-from trainers.callbacks import MetricsHistory
-from trainers.data import load_dataset
-from trainers.train import TrainConfig, Trainer
+from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
+from htsweep.analysis.spectrum import esd
+from htsweep.trainers.callbacks import MetricsHistory
+from htsweep.trainers.data import load_dataset
+from htsweep.trainers.train import TrainConfig, Trainer
 
 # n = 4d, h = 1.5 d as in the paper's proportions (n=2000, d=1000, h=1500), scaled down 5×.
 N, D, H = 800, 200, 300
@@ -90,8 +90,8 @@ def test_lenet5_learns_mnist5k():
 @pytest.mark.parametrize(("lr", "phases"), [(0.3, {"bleeding_out", "bulk_plus_spikes"}), (1e-4, {"random_like"})])
 def test_monitored_one_step_phase_and_generalization(ts_data, lr, phases):
     """The whole pipeline (trainer → SpectralMonitor → analysis classifier) on the one-step experiment."""
-    from analysis.phases import PHASE_CODES, PHASES
-    from trainers.monitor import SpectralMonitor
+    from htsweep.analysis.phases import PHASE_CODES, PHASES
+    from htsweep.trainers.monitor import SpectralMonitor
 
     hist = MetricsHistory()
     cfg = TrainConfig(model="student", dataset="teacher_student", batch_size="full", steps=1, lr=lr, optimizer="adam",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from trainers_testutils import Recorder, boring_data
 
-from trainers.monitor import SpectralMonitor, SpectralSnapshot
-from trainers.train import TrainConfig, Trainer
+from htsweep.trainers.monitor import SpectralMonitor, SpectralSnapshot
+from htsweep.trainers.train import TrainConfig, Trainer
 
 
 def _row(name, kind, phase, alpha, **kw):

@@ -9,10 +9,10 @@ import torch
 from torch.testing import assert_close
 from trainers_testutils import boring_data
 
-import trainers.train
-from trainers import checkpoint, config, teacher_student
-from trainers.data import Batcher, DataBundle
-from trainers.tasks import TASKS, Classification, LanguageModel, Regression, lm_windows, task_of
+from htsweep import trainers
+from htsweep.trainers import checkpoint, config, teacher_student
+from htsweep.trainers.data import Batcher, DataBundle
+from htsweep.trainers.tasks import TASKS, Classification, LanguageModel, Regression, lm_windows, task_of
 
 
 def _lm_bundle(n_tokens: int = 50, block_size: int = 4) -> DataBundle:
@@ -84,7 +84,7 @@ def test_names_moved_out_of_train_are_still_importable_from_it():
 
 def test_task_metric_names_are_the_reported_names_the_sweep_reads():
     # the trainer writes them per split; analysis.metric_names owns what sweeps and MLflow read back
-    from analysis.metric_names import ReportKey
+    from htsweep.analysis.metric_names import ReportKey
 
     data = boring_data(n=40, n_test=20)
     metrics = Classification().evaluate(torch.nn.Linear(32, 2), data, None)

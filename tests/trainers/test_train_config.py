@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.train import TrainConfig, Trainer, resolve_device
+from htsweep.trainers.train import TrainConfig, Trainer, resolve_device
 
 
 def test_defaults_and_round_trip():

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from trainers.callbacks import Callback
-from trainers.data import DataBundle
+from htsweep.trainers.callbacks import Callback
+from htsweep.trainers.data import DataBundle
 
 
 def boring_data(n: int = 64, n_test: int = 32, features: int = 32, classes: int = 2, seed: int = 0) -> DataBundle:
