@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import textwrap
+import uuid
 
 import pytest
 
@@ -46,3 +49,21 @@ def _tracking_uri_does_not_leak():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+    """A fresh package (unique name) on sys.path; yields ``write(module, source) -> "pkg.module"``."""
+    name = f"upkg_{uuid.uuid4().hex[:8]}"
+    root = tmp_path / name
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(module: str, source: str) -> str:
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        return f"{name}.{module}"
+
+    yield write
+    for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[mod]

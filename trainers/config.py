@@ -22,6 +22,7 @@ from htsweep.trainers.alpha_balance import AlphaBalanceConfig
 from htsweep.trainers.data import DATASETS, check_data_kwargs
 from htsweep.trainers.models import MODELS, _check_choice, _did_you_mean
 from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES
+from htsweep.trainers.user_code import is_import_path
 
 __all__ = ["TrainConfig", "resolve_device"]
 
@@ -83,8 +84,11 @@ class TrainConfig:
 
     Parameters
     ----------
-    model : {'mlp3', 'lenet5', 'minialexnet', 'student', 'char_gpt'}, default='mlp3'
-    dataset : {'teacher_student', 'digits', 'mnist5k', 'text', 'mnist', 'cifar10', 'svhn'}, default='digits'
+    model : {'mlp3', 'lenet5', 'minialexnet', 'student', 'char_gpt'} or str, default='mlp3'
+        A registered name or the import path of the user's factory, ``"package.module:factory"``
+        (see ``trainers.models.build_model``).
+    dataset : {'teacher_student', 'digits', 'mnist5k', 'text', 'mnist', 'cifar10', 'svhn'} or str, default='digits'
+        A registered name or the import path of the user's dataset factory.
     batch_size : int or 'full', default=64
         ``'full'`` = full-batch gradient descent (not for ``text``).
     lr : float, default=0.01
@@ -170,8 +174,12 @@ class TrainConfig:
     alpha_balance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.model, MODELS)
-        _check_choice("dataset", self.dataset, DATASETS)
+        # An import path ("pkg.module:factory") is the user's code: it is imported where the model
+        # or data is built (``build_model``, ``load_user_dataset``), not here.
+        if not is_import_path(self.model):
+            _check_choice("model", self.model, MODELS)
+        if not is_import_path(self.dataset):
+            _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         if (self.epochs is None) == (self.steps is None):
@@ -185,7 +193,8 @@ class TrainConfig:
             if not isinstance(value, Mapping):
                 raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
             setattr(self, name, dict(value))
-        check_data_kwargs(self.dataset, self.data_kwargs)
+        if not is_import_path(self.dataset):
+            check_data_kwargs(self.dataset, self.data_kwargs)
         if self.checkpoint_every is not None and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir")
         if self.batch_size == "full" and self.dataset == "text":

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from htsweep.analysis._validation import Interval, check_value
+from htsweep.trainers.user_code import UserCodeError, call_factory, is_import_path, resolve
 
 __all__ = [
     "MODELS",
@@ -43,6 +44,7 @@ __all__ = [
     "TwoLayerStudent",
     "CharGPT",
     "build_model",
+    "data_facts",
 ]
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -354,17 +356,24 @@ MODELS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]]]] = {
 """Registry: model name → (class, data-derived default keyword arguments)."""
 
 
-def build_model(name: str, *, data: Any = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name.
+def build_model(name: str, *, data: Any = None, defaults: Mapping[str, Any] | None = None,
+                **kwargs: Any) -> nn.Module:
+    """Build a registered model by name, or the user's model by import path.
 
     Parameters
     ----------
-    name : {'mlp3', 'lenet5', 'minialexnet', 'student', 'char_gpt'}
+    name : {'mlp3', 'lenet5', 'minialexnet', 'student', 'char_gpt'} or str
+        A registered name, or ``"package.module:factory"``: a function or ``nn.Module`` class,
+        called with ``kwargs`` plus each of :func:`data_facts` and ``defaults`` that its signature
+        names (``torchvision.models:resnet18`` with ``num_classes=10`` works the same way).
     data : DataBundle, optional
         When given, input shape, class count, vocabulary size and block size are taken from it
         (explicit ``kwargs`` win).
+    defaults : mapping, optional
+        Settings of the run a model may take (the trainer's ``dropout``): every registered model
+        gets them, a user's factory only those its signature names; ``kwargs`` win.
     **kwargs
-        Constructor arguments of the model class.
+        Constructor arguments of the model class (``model_kwargs``).
 
     Returns
     -------
@@ -376,17 +385,29 @@ def build_model(name: str, *, data: Any = None, **kwargs: Any) -> nn.Module:
         Unknown ``name`` (the message lists the registered names) or a model/data mismatch.
     TypeError
         A keyword the model does not accept (the message lists the ones it does).
+    UserCodeError
+        (a ``ValueError``) The import path does not import, its factory raised or returned no
+        ``nn.Module``; one line starting with ``model:``.
 
     Examples
     --------
     >>> build_model("mlp3", in_features=64, width=32).fc2.weight.shape
     torch.Size([32, 32])
+    >>> build_model("torch.nn:Linear", in_features=3, out_features=2).weight.shape
+    torch.Size([2, 3])
     """
+    if is_import_path(name):
+        available = {**(data_facts(data) if data is not None else {}), **(defaults or {})}
+        model = call_factory(resolve(name, field="model"), kwargs, available, field="model")
+        if not isinstance(model, nn.Module):
+            raise UserCodeError(f"model: {name} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     _check_choice("model", name, MODELS)
     cls, from_data = MODELS[name]
     params = dict(from_data(data)) if data is not None else {}
     if data is not None:
         _check_model_task(name, data)
+    params.update(defaults or {})
     params.update(kwargs)
     try:
         return cls(**params)
@@ -395,6 +416,27 @@ def build_model(name: str, *, data: Any = None, **kwargs: Any) -> nn.Module:
 
         accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
         raise TypeError(f"{name}: {exc}; accepted arguments: {', '.join(accepted)}") from None
+
+
+def data_facts(data: Any) -> dict[str, Any]:
+    """What a model factory may take from the data: the known ones of ``n_classes``, ``in_channels``,
+    ``input_shape``, ``vocab_size``, ``block_size``.
+
+    ``in_channels`` is the first entry of an input shape with two or more axes (``(C, H, W)``,
+    ``(C, L)``); a flat ``(d,)`` input has none.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> data_facts(SimpleNamespace(input_shape=(1, 8, 8), n_classes=10, vocab_size=None, block_size=None))
+    {'input_shape': (1, 8, 8), 'n_classes': 10, 'in_channels': 1}
+    """
+    facts = {"input_shape": tuple(getattr(data, "input_shape", None) or ()) or None,
+             "n_classes": getattr(data, "n_classes", None), "vocab_size": getattr(data, "vocab_size", None),
+             "block_size": getattr(data, "block_size", None)}
+    if facts["input_shape"] is not None and len(facts["input_shape"]) >= 2:
+        facts["in_channels"] = int(facts["input_shape"][0])
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 _MODEL_TASKS = {"mlp3": "classification", "lenet5": "classification", "minialexnet": "classification",

@@ -129,7 +129,7 @@ class Trainer:
             data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **kwargs)
         self.data = data.to(self.device)
         self.task = task_of(self.data)
-        self.model = build_model(cfg.model, data=self.data, **{"dropout": cfg.dropout, **cfg.model_kwargs})
+        self.model = build_model(cfg.model, data=self.data, defaults={"dropout": cfg.dropout}, **cfg.model_kwargs)
         self.model.to(self.device)
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
         self.batcher = Batcher(self.data, bs, cfg.seed)

@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-import textwrap
-import uuid
-
 import pytest
 
 from htsweep.trainers.user_code import UserCodeError, call_factory, is_import_path, resolve
-
-
-@pytest.fixture
-def user_pkg(tmp_path, monkeypatch):
-    """A fresh package (unique name) on sys.path; returns ``write(module, source) -> "pkg.module"``."""
-    name = f"upkg_{uuid.uuid4().hex[:8]}"
-    root = tmp_path / name
-    root.mkdir()
-    (root / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(tmp_path))
-
-    def write(module: str, source: str) -> str:
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-        return f"{name}.{module}"
-
-    yield write
-    for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-        del sys.modules[mod]
 
 
 @pytest.mark.parametrize("value, expected", [
