@@ -299,7 +299,8 @@ def _natural(value: str) -> tuple[int, float, str]:
 
 def rank_correlations(metrics: Mapping[str, Any], target: Any, *, target_name: str = "test_acc",
                       groups: Mapping[str, Sequence[Any]] | None = None, n_boot: int = 2000,
-                      level: float = 0.95, min_models: int = MIN_MODELS, rng: Any = 0) -> list[RankCorrelation]:
+                      level: float = 0.95, min_models: int = MIN_MODELS, min_group_size: int = 3,
+                      rng: Any = 0) -> list[RankCorrelation]:
     """Spearman and Kendall correlation of each metric with the target, overall and per group.
 
     Parameters
@@ -317,6 +318,8 @@ def rank_correlations(metrics: Mapping[str, Any], target: Any, *, target_name: s
     level : float, default=0.95
     min_models : int, default=MIN_MODELS
         Below this many models a result is flagged (``enough=False`` and a message).
+    min_group_size : int, default=3
+        Group values with fewer models are left out (no rank correlation exists below 3).
     rng : None, int or numpy.random.Generator, default=0
         Resampling seed (fixed by default, so a report is reproducible).
 
@@ -345,6 +348,8 @@ def rank_correlations(metrics: Mapping[str, Any], target: Any, *, target_name: s
             raise ValueError(f"group {var!r} has {len(vals)} values for {y.size} targets")
         for value in sorted(set(vals), key=_natural):
             sel = np.array([v == value for v in vals])
+            if sel.sum() < min_group_size:
+                continue
             out += [_correlate(name, target_name, f"{var}={value}", col[sel], y[sel], **kw)
                     for name, col in cols.items()]
     return out

@@ -247,14 +247,17 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
     return f"{value:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"{value:+.2f}"
 
 
-def correlation_table(table: Any, *, title: str | None = None):
-    """A rich table of a :class:`sweeps.trial_data.GeneralizationTable`.
+def correlation_table(table: Any, *, title: str | None = None, width: int = 100):
+    """A rich table of a :class:`sweeps.trial_data.GeneralizationTable`, at most ``width`` columns wide.
 
-    One row per model-level metric: Spearman ρ and Kendall τ over all trials with their bootstrap
-    confidence intervals, then Spearman ρ within each value of each categorical hyperparameter
-    (its column header gives the number of trials). ``*`` marks the metric with the largest
+    One row per model-level metric: Spearman ρ over all trials with its bootstrap confidence
+    interval, Kendall τ, then Spearman ρ within each group value (its header gives the number
+    of trials) for as many groups as fit in ``width``; the caption names how many more are in the
+    report and ``metric_vs_generalization.json`` (which also hold τ's interval). ``*`` marks the metric with the largest
     ``|ρ|``; ``†`` marks estimates from too few trials to mean much.
     """
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     from htsweep.analysis.generalization import MIN_MODELS
@@ -264,30 +267,48 @@ def correlation_table(table: Any, *, title: str | None = None):
     n = len(table.trials)
     level = next(iter(overall.values())).level if overall else 0.95
     what = "test accuracy" if table.target == ReportKey.TEST_ACC else table.target.replace("_", " ")
-    out = Table(title=title or f"Which spectral metric tracks {what}? Rank correlation over {n} trials "
-                f"({level:.0%} bootstrap CI)", header_style="bold")
-    out.add_column("metric")
-    out.add_column("Spearman ρ [CI]", justify="right")
-    out.add_column("Kendall τ [CI]", justify="right")
     groups = list(dict.fromkeys(c.group for c in table.correlations if c.group))
     sizes = {g: next(c.n for c in table.correlations if c.group == g) for g in groups}
-    for g in groups:
-        out.add_column(f"ρ {g} (n={sizes[g]})", justify="right")
     by_group = {(c.group, c.metric): c for c in table.correlations}
-    for metric, c in overall.items():
-        dagger = "" if c.enough or not math.isfinite(c.spearman) else " †"
-        name = f"{metric} *" if best is not None and metric == best.metric else metric
-        cells = [_ci(c.spearman, c.spearman_ci) + dagger, _ci(c.kendall, c.kendall_ci) + dagger]
-        for g in groups:
-            gc = by_group.get((g, metric))
-            cells.append("-" if gc is None or not math.isfinite(gc.spearman)
-                         else f"{gc.spearman:+.2f}{'' if gc.enough else ' †'}")
-        out.add_row(f"[bold]{name}[/bold]" if name.endswith("*") else name, *cells)
+
+    def build(shown: list[str]) -> Table:
+        out = Table(title=title or f"Which spectral metric tracks {what}? Rank correlation over {n} trials "
+                    f"({level:.0%} bootstrap CI)", header_style="bold")
+        out.add_column("metric", no_wrap=True)
+        out.add_column("Spearman ρ [CI]", justify="right", no_wrap=True)
+        out.add_column("Kendall τ", justify="right", no_wrap=True)
+        for g in shown:
+            var, value = g.split("=", 1)
+            out.add_column(f"ρ {var}\n={value} (n={sizes[g]})", justify="right", no_wrap=True)
+        for metric, c in overall.items():
+            dagger = "" if c.enough or not math.isfinite(c.spearman) else " †"
+            name = f"{metric} *" if best is not None and metric == best.metric else metric
+            cells = [_ci(c.spearman, c.spearman_ci) + dagger, _ci(c.kendall, (math.nan, math.nan))]
+            for g in shown:
+                gc = by_group.get((g, metric))
+                cells.append("-" if gc is None or not math.isfinite(gc.spearman)
+                             else f"{gc.spearman:+.2f}{'' if gc.enough else ' †'}")
+            out.add_row(f"[bold]{name}[/bold]" if name.endswith("*") else name, *cells)
+        return out
+
+    probe = Console(width=10_000)
+
+    def fits(t: Table) -> bool:
+        return Measurement.get(probe, probe.options, t).maximum <= width
+
+    shown: list[str] = []
+    for g in groups:  # in order: the first variable's values stay together
+        if not fits(build([*shown, g])):
+            break
+        shown.append(g)
+    out = build(shown)
+    more = len(groups) - len(shown)
     out.caption = ("* largest |ρ|;  † fewer trials than needed for a meaningful estimate "
                    f"(n < {MIN_MODELS});  HT-SR expects ρ < 0 for α vs accuracy (alpha_weighted and "
-                   "log_alpha_norm carry log10 λmax, negative for small weights: their sign can flip)")
+                   "log_alpha_norm carry log10 λmax, negative for small weights: their sign can flip)"
+                   + (f";  {more} more group column(s) in the report and metric_vs_generalization.json"
+                      if more else ""))
     return out
-
 
 
 def _counts(rows: list[TrialRow]) -> str:

@@ -32,7 +32,7 @@ from htsweep.sweeps.status import TrialRow, is_regression
 from htsweep.sweeps.workdir import SweepMeta
 
 __all__ = ["GeneralizationTable", "TrialHistory", "categorical_params", "esd_series", "final_layers",
-           "generalization", "trial_history"]
+           "generalization", "grouping_params", "trial_history"]
 
 
 def _client(meta: SweepMeta) -> Any:
@@ -56,6 +56,21 @@ def categorical_params(spec: SweepSpec) -> list[str]:
         return not numeric or len(dom.values) <= MAX_GROUP_LEVELS
 
     return [name for name, dom in spec.search.items() if isinstance(dom, Choice | Grid) and groups(dom)]
+
+
+#: Groups with fewer trials than this get no within-group correlation (none exists below 3).
+MIN_GROUP_TRIALS = 3
+
+
+def grouping_params(spec: SweepSpec, rows: list[TrialRow]) -> list[str]:
+    """The :func:`categorical_params` worth correlating within: with several values among ``rows``
+    and another searched hyperparameter that varies. Grouping by the only swept hyperparameter
+    leaves one trial per group and nothing varying inside it."""
+    def values(name: str) -> set[str]:
+        return {str(r.params.get(name)) for r in rows}
+
+    varying = [name for name in spec.search if len(values(name)) > 1]
+    return [name for name in categorical_params(spec) if name in varying and len(varying) > 1]
 
 
 def final_layers(meta: SweepMeta, rows: list[TrialRow]) -> dict[int, list[dict[str, Any]]]:
@@ -153,9 +168,9 @@ def generalization(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *, n_
     aggs = [model_aggregates(layers[r.number]) for r in used]
     metrics = {name: np.array([a[name] for a in aggs], dtype=np.float64) for name in MODEL_METRICS}
     y = np.array([getattr(r, target) for r in used], dtype=np.float64)
-    groups = {name: [str(r.params.get(name)) for r in used] for name in categorical_params(spec)}
-    groups = {k: v for k, v in groups.items() if len(set(v)) > 1}
-    corr = rank_correlations(metrics, y, target_name=target, groups=groups, n_boot=n_boot) if used else []
+    groups = {name: [str(r.params.get(name)) for r in used] for name in grouping_params(spec, used)}
+    corr = (rank_correlations(metrics, y, target_name=target, groups=groups, n_boot=n_boot,
+                              min_group_size=MIN_GROUP_TRIALS) if used else [])
     return GeneralizationTable(target=target, trials=[r.number for r in used], metrics=metrics, target_values=y,
                                groups=groups, correlations=corr)
 

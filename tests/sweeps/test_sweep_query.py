@@ -102,14 +102,18 @@ def test_best_prints_the_metric_generalization_table(finished):
     console = Console(record=True, width=200)
     print_best(workdir, console=console)
     out = console.export_text()
-    assert f"Which spectral metric tracks test accuracy? Rank correlation over {N_TRIALS} trials" in out
+    words = " ".join(out.split())  # the title and caption wrap to the table's width
+    assert f"Which spectral metric tracks test accuracy? Rank correlation over {N_TRIALS} trials" in words
     # independent check of the alpha_mean row: scipy on values read straight from MLflow
     alpha = _alpha_mean_per_trial(workdir, rows)
     rho = stats.spearmanr([alpha[r.number] for r in rows], [r.test_acc for r in rows]).statistic
     line = next(ln for ln in out.splitlines() if "alpha_mean" in ln)
     assert f"{rho:+.2f} [" in line and "†" in line  # 4 trials: flagged as too few
-    assert "ρ batch_size=8 (n=" in out and "ρ batch_size=32 (n=" in out  # within each categorical value
-    assert "fewer trials than needed for a meaningful estimate" in out
+    # a column within each batch size that has at least 3 trials (lr varies inside it), none for the others
+    for b in (8, 32):
+        k = sum(r.params["batch_size"] == b for r in rows)
+        assert (f"={b} (n={k})" in out) == (k >= 3)
+    assert "fewer trials than needed for a meaningful estimate" in words
 
 
 def test_report_answers_the_questions(finished):
@@ -120,8 +124,11 @@ def test_report_answers_the_questions(finished):
     for metric in ("alpha_mean", "alpha_weighted", "log_alpha_norm", "alpha_hill", "stable_rank", "mp_soft_rank",
                    "n_spikes"):
         assert f"<b>{metric}</b>" in html
-    assert f"Spearman ρ [95% CI] (n={N_TRIALS})" in html and "ρ within batch_size=8" in html
-    assert "too few models for a meaningful estimate" in html or "needs at least 3" in html
+    assert f"Spearman ρ [95% CI] (n={N_TRIALS})" in html
+    _, _, rows = _trials(workdir)
+    for b in (8, 32):  # groups of fewer than 3 trials have no within-group column
+        assert (f"ρ within batch_size={b}" in html) == (sum(r.params["batch_size"] == b for r in rows) >= 3)
+    assert "Grey: fewer than 10 trials — too few for a meaningful estimate" in html
     for png in ("best_metric_vs_target.png", "trajectories.png", "esd_evolution.png"):
         assert (report / png).stat().st_size > 5_000, png
         assert png in html
