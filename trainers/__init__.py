@@ -6,6 +6,8 @@ Knows nothing of Ray or MLflow: a trial plugs its monitor and reporters in as ca
 from htsweep.trainers.callbacks import Callback, EarlyStopping, MetricsHistory
 from htsweep.trainers.config import TrainConfig, resolve_device
 from htsweep.trainers.data import DATASETS, Batcher, DataBundle, load_dataset
+from htsweep.trainers.datasets import DatasetPair, from_datasets
+from htsweep.trainers.loader import LoaderBatcher
 from htsweep.trainers.models import MLP3, MODELS, CharGPT, LeNet5, MiniAlexNet, TwoLayerStudent, build_model
 from htsweep.trainers.monitor import InProcessAnalyzer, SpectralMonitor, SpectralSnapshot
 from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
@@ -22,9 +24,11 @@ __all__ = [
     "Callback",
     "CharGPT",
     "DataBundle",
+    "DatasetPair",
     "EarlyStopping",
     "InProcessAnalyzer",
     "LeNet5",
+    "LoaderBatcher",
     "MetricsHistory",
     "MiniAlexNet",
     "SpectralMonitor",
@@ -35,6 +39,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "from_datasets",
     "kernel_target_alignment",
     "load_dataset",
     "resolve_device",

@@ -24,7 +24,10 @@ from htsweep.trainers.models import MODELS, _check_choice, _did_you_mean
 from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES
 from htsweep.trainers.user_code import is_import_path
 
-__all__ = ["TrainConfig", "resolve_device"]
+__all__ = ["LOADERS", "TrainConfig", "resolve_device"]
+
+LOADERS = ("auto", "memory", "dataloader")
+"""Ways the trainer reads training batches (``TrainConfig.loader``)."""
 
 # An explicit right bound of inf (not None) keeps inf itself out: Interval leaves unbounded sides open-ended.
 _POSITIVE = Interval(float, 0.0, math.inf, closed="neither")
@@ -50,6 +53,7 @@ _FIELD_CONSTRAINTS: dict[str, list[Any]] = {
     "seed": [Interval(int, 0, None, closed="left")],
     "threads": [_COUNT, None],
     "checkpoint_every": [_COUNT, None],
+    "num_workers": [Interval(int, 0, None, closed="left")],
 }
 """Numeric field → allowed forms (``analysis._validation`` table entries)."""
 
@@ -132,6 +136,20 @@ class TrainConfig:
         Where periodic checkpoints go.
     checkpoint_every : int, optional
         Write a checkpoint every this many steps (needs ``checkpoint_dir``).
+    loader : {'auto', 'memory', 'dataloader'}, default='auto'
+        How training batches are read. ``'memory'``: the data as tensors on the device, batches by
+        indexing (``trainers.data.Batcher``); Dataset items are read once and stacked, so a random
+        transform is drawn once. ``'dataloader'``: Dataset items through
+        ``torch.utils.data.DataLoader`` every epoch (``trainers.loader.LoaderBatcher``), so
+        transforms and augmentation run per read. ``'auto'``: memory for registered datasets and
+        for pairs of ``TensorDataset`` s (faster, see ``benchmarks/bench_loader.py``), the
+        DataLoader for any other Dataset.
+    num_workers : int, default=0
+        DataLoader worker processes (``loader='dataloader'``).
+    pin_memory : bool, optional
+        Page-locked batches copied without blocking; default: on when training on CUDA.
+    persistent_workers : bool, default=True
+        Keep DataLoader workers alive across epochs.
     alpha_balance : dict, optional
         Alpha-guided per-layer learning rates (``trainers.alpha_balance.AlphaBalanceConfig``
         settings: ``target, method, min_factor, max_factor, metric, gain, exclude_first,
@@ -171,6 +189,10 @@ class TrainConfig:
     data_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None
+    loader: str = "auto"
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
     alpha_balance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -182,6 +204,10 @@ class TrainConfig:
             _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("loader", self.loader, LOADERS)
+        for name, allowed in (("pin_memory", (bool, type(None))), ("persistent_workers", (bool,))):
+            if not isinstance(getattr(self, name), allowed):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError(f"set exactly one of epochs or steps (got epochs={self.epochs!r}, steps={self.steps!r})")
         for name in _FIELD_CONSTRAINTS:

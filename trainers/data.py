@@ -427,5 +427,7 @@ class Batcher:
         return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("loader") == "dataloader":
+            raise ValueError("the checkpoint was written with loader='dataloader'; resume it with that loader")
         self.generator.set_state(state["generator"])
         self.perm, self.pos = state["perm"], int(state["pos"])

@@ -9,6 +9,7 @@ trainer picks the task from ``DataBundle.task`` with :func:`task_of` and never b
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -89,21 +90,33 @@ class Task:
         return {}
 
     @torch.no_grad()
-    def evaluate_split(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
-                       idx: torch.Tensor | None) -> tuple[float, float]:
-        """Mean loss and accuracy over the evaluation units ``idx`` (all when None) of one split."""
-        which = idx if idx is not None else torch.arange(self.n_units(x), device=x.device)
-        total_loss, correct, count = 0.0, 0.0, 0
-        for chunk in torch.split(which, EVAL_CHUNK):
-            xb, yb = self.units(x, y, chunk)
+    def evaluate_batches(self, model: nn.Module,
+                         batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float, torch.Tensor]:
+        """Mean loss, accuracy and the targets scored, over ``batches`` of ``(x, y)``."""
+        total_loss, correct, count, ys = 0.0, 0.0, 0, []
+        for xb, yb in batches:
             out = model(xb)
             k = yb.numel()
-            total_loss += float(self.loss(out, yb)) * k
+            total_loss += float(self.loss(out.float(), yb)) * k
             correct += self.n_correct(out, yb)
             count += k
-        return total_loss / max(count, 1), correct / max(count, 1)
+            ys.append(yb)
+        return total_loss / max(count, 1), correct / max(count, 1), torch.cat(ys) if ys else torch.empty(0)
 
-    @torch.no_grad()
+    def evaluate_split(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                       idx: torch.Tensor | None) -> tuple[float, float, torch.Tensor]:
+        """:meth:`evaluate_batches` over the evaluation units ``idx`` (all when None) of one in-memory split."""
+        which = idx if idx is not None else torch.arange(self.n_units(x), device=x.device)
+        return self.evaluate_batches(model, (self.units(x, y, chunk) for chunk in torch.split(which, EVAL_CHUNK)))
+
+    def summarize_splits(self, train: tuple[float, float, torch.Tensor],
+                  test: tuple[float, float, torch.Tensor]) -> dict[str, float]:
+        """``train_loss, test_loss, gen_gap`` and the per-split scores of two :meth:`evaluate_batches` results."""
+        metrics = {"train_loss": train[0], "test_loss": test[0], "gen_gap": test[0] - train[0]}
+        metrics.update(self.scores("train", *train))
+        metrics.update(self.scores("test", *test))
+        return metrics
+
     def evaluate(self, model: nn.Module, data: DataBundle, train_idx: torch.Tensor | None) -> dict[str, float]:
         """``train_loss, test_loss, gen_gap``, the task's per-split scores and its extra metrics.
 
@@ -115,12 +128,8 @@ class Task:
         train_idx : Tensor, optional
             Train-split units to score (all when None); the test split is always scored whole.
         """
-        train_loss, train_acc = self.evaluate_split(model, data.x_train, data.y_train, train_idx)
-        test_loss, test_acc = self.evaluate_split(model, data.x_test, data.y_test, None)
-        metrics = {"train_loss": train_loss, "test_loss": test_loss, "gen_gap": test_loss - train_loss}
-        y_train = data.y_train if train_idx is None or data.y_train is None else data.y_train[train_idx]
-        metrics.update(self.scores("train", train_loss, train_acc, y_train))
-        metrics.update(self.scores("test", test_loss, test_acc, data.y_test))
+        metrics = self.summarize_splits(self.evaluate_split(model, data.x_train, data.y_train, train_idx),
+                                 self.evaluate_split(model, data.x_test, data.y_test, None))
         metrics.update(self.extra_metrics(model, data))
         return metrics
 
@@ -146,7 +155,7 @@ class Regression(Task):
         return {f"{split}_r2": 1.0 - loss / var if var > 0 else math.nan}
 
     def extra_metrics(self, model: nn.Module, data: DataBundle) -> dict[str, float]:
-        if data.teacher is not None and hasattr(model, "features"):
+        if getattr(data, "teacher", None) is not None and hasattr(model, "features"):
             return teacher_student_metrics(model, data)
         return {}
 

@@ -50,10 +50,12 @@ from htsweep.trainers.checkpoint import (
 )
 from htsweep.trainers.config import TrainConfig, resolve_device
 from htsweep.trainers.data import Batcher, DataBundle, load_dataset
+from htsweep.trainers.datasets import DatasetPair, from_bundle, is_fixed, to_bundle
+from htsweep.trainers.loader import LoaderBatcher, eval_batches
 from htsweep.trainers.models import build_model
 from htsweep.trainers.monitor import SpectralSnapshot
 from htsweep.trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
-from htsweep.trainers.tasks import task_of
+from htsweep.trainers.tasks import EVAL_CHUNK, task_of
 from htsweep.trainers.teacher_student import (
     RIDGE_LAMBDA,
     kernel_target_alignment,
@@ -63,6 +65,7 @@ from htsweep.trainers.teacher_student import (
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "feed_of",
     "RIDGE_LAMBDA",
     "TrainConfig",
     "Trainer",
@@ -78,6 +81,20 @@ log = logging.getLogger(__name__)
 _LR_FACTOR = [Interval(float, 0.0, math.inf, closed="neither")]
 
 
+def feed_of(data: DataBundle | DatasetPair, loader: str) -> DataBundle | DatasetPair:
+    """The form the trainer reads ``data`` in under ``TrainConfig.loader``: tensors or Datasets.
+
+    ``'auto'`` keeps a ``DataBundle`` in memory, stacks a pair of ``TensorDataset`` s into one
+    (no per-item work is lost, and indexing device tensors beats a DataLoader:
+    ``benchmarks/bench_loader.py``), and streams every other Dataset through a DataLoader.
+    """
+    if isinstance(data, DatasetPair):
+        if loader == "memory" or (loader == "auto" and is_fixed(data) and data.task != "language_model"):
+            return to_bundle(data)
+        return data
+    return from_bundle(data) if loader == "dataloader" else data
+
+
 class Trainer:
     """Train a model under a ``TrainConfig``, calling callbacks at the documented points.
 
@@ -86,17 +103,20 @@ class Trainer:
     config : TrainConfig or mapping
         A mapping is passed to ``TrainConfig.from_dict``.
     callbacks : iterable of Callback, default=()
-    data : DataBundle, optional
-        A dataset already loaded (e.g. shared through Ray's object store); default
-        ``load_dataset(config.dataset, ...)``.
+    data : DataBundle or DatasetPair, optional
+        A dataset already loaded (e.g. shared through Ray's object store), or a user's pair of
+        Datasets (``trainers.datasets.from_datasets``); default ``load_dataset(config.dataset, ...)``.
+        ``config.loader`` decides how batches are read (:func:`feed_of`).
 
     Attributes
     ----------
     model : nn.Module
     optimizer : torch.optim.Optimizer
     scheduler : torch.optim.lr_scheduler.LRScheduler
-    data : DataBundle
-        On ``device``.
+    data : DataBundle or DatasetPair
+        A ``DataBundle`` on ``device`` (in-memory batches) or a ``DatasetPair`` (DataLoader batches).
+    batcher : Batcher or LoaderBatcher
+        Training batches: ``next()``, ``steps_per_epoch``, ``state_dict()``.
     task : trainers.tasks.Task
         Loss and evaluation of ``data.task``.
     step, epoch : int
@@ -116,7 +136,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig | Mapping[str, Any], callbacks: Iterable[Callback] = (), *,
-                 data: DataBundle | None = None):
+                 data: DataBundle | DatasetPair | None = None):
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.callbacks = self._check_callbacks(callbacks)
         cfg = self.config
@@ -127,12 +147,19 @@ class Trainer:
         if data is None:
             kwargs = {"seed": cfg.seed, **cfg.data_kwargs}
             data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **kwargs)
-        self.data = data.to(self.device)
+        self.data = feed_of(data, cfg.loader)
+        if isinstance(self.data, DataBundle):
+            self.data = self.data.to(self.device)
         self.task = task_of(self.data)
         self.model = build_model(cfg.model, data=self.data, defaults={"dropout": cfg.dropout}, **cfg.model_kwargs)
         self.model.to(self.device)
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
-        self.batcher = Batcher(self.data, bs, cfg.seed)
+        self.pin_memory = cfg.pin_memory if cfg.pin_memory is not None else self.device.type == "cuda"
+        if isinstance(self.data, DataBundle):
+            self.batcher: Batcher | LoaderBatcher = Batcher(self.data, bs, cfg.seed)
+        else:
+            self.batcher = LoaderBatcher(self.data, bs, cfg.seed, device=self.device, num_workers=cfg.num_workers,
+                                         pin_memory=self.pin_memory, persistent_workers=cfg.persistent_workers)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.batcher.steps_per_epoch
         params = layer_param_groups(self.model) if cfg.alpha_balance is not None else self.model.parameters()
         self.optimizer = build_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
@@ -163,11 +190,13 @@ class Trainer:
 
     def _eval_subset(self) -> torch.Tensor | None:
         k = self.config.eval_samples
-        n = self.task.n_units(self.data.x_train)
+        memory = isinstance(self.data, DataBundle)
+        n = self.task.n_units(self.data.x_train) if memory else self.data.n_train
         if k is None or k >= n:
             return None
         g = torch.Generator().manual_seed(self.config.seed + 31)
-        return torch.randperm(n, generator=g)[:k].sort().values.to(self.device)
+        idx = torch.randperm(n, generator=g)[:k].sort().values
+        return idx.to(self.device) if memory else idx
 
     # ------------------------------------------------------------------ per-layer learning rates
     def set_lr_factors(self, factors: Mapping[str, float]) -> None:
@@ -315,9 +344,19 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.task.evaluate(self.model, self.data, self._eval_train_idx)
+            if isinstance(self.data, DataBundle):
+                return self.task.evaluate(self.model, self.data, self._eval_train_idx)
+            return self.task.summarize_splits(*(self.task.evaluate_batches(self.model, self._eval_batches(split))
+                                         for split in ("train", "test")))
         finally:
             self.model.train(was_training)
+
+    def _eval_batches(self, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        dataset = self.data.train if split == "train" else self.data.test
+        return eval_batches(dataset, batch_size=EVAL_CHUNK, seed=self.config.seed, device=self.device,
+                            regression=self.data.task == "regression",
+                            indices=self._eval_train_idx if split == "train" else None,
+                            num_workers=self.config.num_workers, pin_memory=self.pin_memory)
 
     # ------------------------------------------------------------------ checkpoints
     def _callback_states(self) -> dict[str, dict[str, Any]]:
