@@ -8,7 +8,8 @@ The repository's four package folders install as subpackages of this one namespa
 - :mod:`htsweep.services`: the shared ESD Ray actor, MLflow tracking and server;
 - :mod:`htsweep.sweeps`: sweep specs, Ray Tune + Optuna wiring, the ``htsweep`` CLI.
 
-The names below are the small public API; they are imported on first use, so ``import htsweep``
+:mod:`htsweep.integrations` brings the monitoring to other loops (plain PyTorch, Lightning, the 🤗
+Trainer). The names below are the small public API; they are imported on first use, so ``import htsweep``
 stays cheap (the CLI imports it before every command).
 
 Examples
@@ -36,6 +37,7 @@ _EXPORTS = {
     "fit_marchenko_pastur": "htsweep.analysis",
     "classify_phase": "htsweep.analysis",
     "PHASES": "htsweep.analysis",
+    "SpectralMonitor": "htsweep.integrations.pytorch",
 }
 _SUBPACKAGES = ("analysis", "trainers", "services", "sweeps")
 

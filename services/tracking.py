@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from htsweep.analysis.aggregate import model_phase
+from htsweep.analysis.aggregate import model_phase, spectral_aggregates
 from htsweep.analysis.analyze import json_safe
 from htsweep.analysis.metric_names import ReportKey, RowKey, is_spectral_key
 from htsweep.services.buffer import (
@@ -77,8 +77,10 @@ __all__ = [
     "end_sweep_run",
     "flush_buffers",
     "init_store",
+    "log_snapshot",
     "log_sweep_summary",
     "runs_table_url",
+    "spectral_tags",
     "start_sweep_run",
 ]
 
@@ -454,6 +456,64 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
     return flush_journals(config.tracking_uri, config.resolved_buffer_dir(), timeout=timeout)[1]
 
 
+def spectral_tags(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, str]:
+    """The MLflow tags of one spectral analysis: ``phase.<layer>`` per layer, the model ``phase``
+    and ``phase_step`` (the step they are of); empty without rows."""
+    tags = {_key(ReportKey.LAYER_PHASE_TAG_PREFIX + str(r[RowKey.NAME])): str(r.get(RowKey.PHASE, "")) for r in rows}
+    if rows:
+        tags[ReportKey.PHASE] = model_phase(list(rows))
+        tags[ReportKey.PHASE_STEP_TAG] = str(int(step))
+    return tags
+
+
+def log_snapshot(rows: Sequence[Mapping[str, Any]], step: int, *, run_id: str | None = None,
+                 client: Any = None) -> dict[str, float]:
+    """Log one spectral analysis to an MLflow run: aggregates, per-layer series and phase tags.
+
+    The metrics are :func:`analysis.aggregate.spectral_aggregates` of ``rows`` (``alpha_mean``,
+    ``alpha/<layer>``, ``phase_code/<layer>``, ...) at ``step``, the tags :func:`spectral_tags`,
+    all in one ``log_batch``. For monitoring outside a sweep (``htsweep.SpectralMonitor`` and the
+    framework callbacks); a sweep's trials log through :class:`TrialRunLogger`.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Metrics rows of one analysis.
+    step : int
+    run_id : str, optional
+        Default: the active run of the fluent API (``mlflow.active_run()``).
+    client : mlflow.MlflowClient, optional
+        Default: a client on the current tracking URI.
+
+    Returns
+    -------
+    dict of str to float
+        The metrics logged.
+
+    Raises
+    ------
+    RuntimeError
+        No ``run_id`` and no active MLflow run.
+    """
+    _require_mlflow()
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError("no active MLflow run to log the spectra to: call mlflow.start_run() first")
+        run_id = active.info.run_id
+    from mlflow.entities import Metric, RunTag
+
+    metrics = spectral_aggregates(rows)
+    ts = int(time.time() * 1000)
+    client = client or mlflow.MlflowClient()
+    items = [Metric(_key(k), float(v), ts, int(step)) for k, v in metrics.items()]
+    tags = [RunTag(k, v) for k, v in spectral_tags(rows, step).items()]
+    # MLflow's log_batch takes at most 1000 metrics and 100 tags per call
+    for i in range(0, max(len(items), 10 * len(tags)), 1000):
+        client.log_batch(run_id, metrics=items[i:i + 1000], tags=tags[i // 10:i // 10 + 100], synchronous=True)
+    return metrics
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, str)
 
@@ -617,12 +677,7 @@ class TrialRunLogger:
         snapshot = getattr(trainer, "spectral", None)
         new_snapshot = snapshot is not None and snapshot.step != self._last_spectral_step
         if new_snapshot:
-            rows = list(snapshot.rows)
-            for row in rows:
-                tags[_key(ReportKey.LAYER_PHASE_TAG_PREFIX + str(row[RowKey.NAME]))] = str(row.get(RowKey.PHASE, ""))
-            if rows:
-                tags[ReportKey.PHASE] = model_phase(rows)
-                tags[ReportKey.PHASE_STEP_TAG] = str(snapshot.step)
+            tags.update(spectral_tags(snapshot.rows, snapshot.step))
         self._last_metrics = {k: v for k, v in values.items() if _is_number(v)}
         if not new_snapshot:
             # carried over from the last analysis: logging them again would date them wrongly

@@ -107,7 +107,7 @@ ALIASES = {
 }
 _CALL = re.compile(r"(\.?[A-Za-z_][\w.]*)\(")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
-_LABEL = re.compile(r"^(?:\| |- )`(\w+/\w+)\.py`")
+_LABEL = re.compile(r"^(?:\| |- )`((?:htsweep/)?\w+/\w+)\.py`")
 
 
 @dataclass(frozen=True)

@@ -156,17 +156,37 @@ class SpectralMonitor(Callback):
         FloatingPointError
             A weight matrix holds NaN or Inf: the run diverged, exactly as a non-finite loss says.
         """
+        snapshot = self.analyze(model, step)
+        trainer.spectral = snapshot
+        trainer.callback_metrics.update(spectral_aggregates(snapshot.rows))
+
+    def analyze(self, model: nn.Module, step: int) -> SpectralSnapshot:
+        """Analyze ``model``'s weights now, outside any trainer: the snapshot (also ``self.last``).
+
+        What ``on_monitor`` does, for loops that are not the built-in ``Trainer`` (the sweep's
+        session, the Lightning and 🤗 callbacks, ``htsweep.SpectralMonitor``).
+
+        Raises
+        ------
+        TypeError
+            ``model`` is not a ``torch.nn.Module``.
+        FloatingPointError
+            A weight matrix holds NaN or Inf.
+        """
+        from torch import nn
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"spectral monitoring needs a torch.nn.Module, got {type(model).__name__}")
         t0 = time.perf_counter()
         if self.analyzer is None:
-            self.on_fit_start(trainer, model)
+            self.analyzer = InProcessAnalyzer()
         layers = self.extract(model)
         _check_finite(layers, step)
-        rows = list(self.analyzer(layers, step))
-        snapshot = SpectralSnapshot(step, rows)
-        trainer.spectral = self.last = snapshot
-        trainer.callback_metrics.update(spectral_aggregates(rows))
-        self.n_calls, self.last_step = self.n_calls + 1, step
+        snapshot = SpectralSnapshot(int(step), list(self.analyzer(layers, step)))
+        self.last = snapshot
+        self.n_calls, self.last_step = self.n_calls + 1, int(step)
         self.seconds += time.perf_counter() - t0
+        return snapshot
 
     def state_dict(self) -> dict[str, Any]:
         return {"n_calls": self.n_calls, "last_step": self.last_step, "seconds": self.seconds}
