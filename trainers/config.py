@@ -22,6 +22,7 @@ from htsweep.trainers.alpha_balance import AlphaBalanceConfig
 from htsweep.trainers.data import DATASETS, check_data_kwargs
 from htsweep.trainers.models import MODELS, _check_choice, _did_you_mean
 from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES
+from htsweep.trainers.precision import check_precision
 from htsweep.trainers.user_code import is_import_path
 
 __all__ = ["LOADERS", "TrainConfig", "resolve_device"]
@@ -150,6 +151,14 @@ class TrainConfig:
         Page-locked batches copied without blocking; default: on when training on CUDA.
     persistent_workers : bool, default=True
         Keep DataLoader workers alive across epochs.
+    precision : {'32', 'bf16-mixed', '16-mixed'}, default='32'
+        Mixed precision runs the forward pass and loss under ``torch.autocast`` (weights and
+        optimizer stay float32); ``'16-mixed'`` (CUDA only) adds gradient scaling
+        (``trainers.precision``).
+    channels_last : bool, default=False
+        Model and image batches in channels-last memory format (faster convolutions on GPUs).
+    compile : bool, default=False
+        Train through ``torch.compile(model)`` (the model itself, its names and checkpoints are unchanged).
     alpha_balance : dict, optional
         Alpha-guided per-layer learning rates (``trainers.alpha_balance.AlphaBalanceConfig``
         settings: ``target, method, min_factor, max_factor, metric, gain, exclude_first,
@@ -193,6 +202,9 @@ class TrainConfig:
     num_workers: int = 0
     pin_memory: bool | None = None
     persistent_workers: bool = True
+    precision: str = "32"
+    channels_last: bool = False
+    compile: bool = False
     alpha_balance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -205,7 +217,9 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("loader", self.loader, LOADERS)
-        for name, allowed in (("pin_memory", (bool, type(None))), ("persistent_workers", (bool,))):
+        self.precision = check_precision(self.precision)
+        for name, allowed in (("pin_memory", (bool, type(None))), ("persistent_workers", (bool,)),
+                              ("channels_last", (bool,)), ("compile", (bool,))):
             if not isinstance(getattr(self, name), allowed):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if (self.epochs is None) == (self.steps is None):

@@ -55,6 +55,7 @@ from htsweep.trainers.loader import LoaderBatcher, eval_batches
 from htsweep.trainers.models import build_model
 from htsweep.trainers.monitor import SpectralSnapshot
 from htsweep.trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
+from htsweep.trainers.precision import MixedPrecision
 from htsweep.trainers.tasks import EVAL_CHUNK, task_of
 from htsweep.trainers.teacher_student import (
     RIDGE_LAMBDA,
@@ -153,6 +154,11 @@ class Trainer:
         self.task = task_of(self.data)
         self.model = build_model(cfg.model, data=self.data, defaults={"dropout": cfg.dropout}, **cfg.model_kwargs)
         self.model.to(self.device)
+        self.precision = MixedPrecision(cfg.precision, self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # compiled forward for training only; self.model stays the module (names, state dict, monitor)
+        self._forward = torch.compile(self.model) if cfg.compile else self.model
         bs = self.data.n_train if cfg.batch_size == "full" else int(cfg.batch_size)
         self.pin_memory = cfg.pin_memory if cfg.pin_memory is not None else self.device.type == "cuda"
         if isinstance(self.data, DataBundle):
@@ -276,16 +282,20 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task.loss(self.model(x), y)
+        if self.config.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.precision.autocast():
+            loss = self.task.loss(self._forward(x), y)
         value = float(loss.detach())  # the one host sync per step
         if not math.isfinite(value):
             raise FloatingPointError(f"non-finite training loss {value} at step {self.step + 1} "
                                      f"(lr={self.config.lr}, optimizer={self.config.optimizer})")
-        loss.backward()
+        self.precision.backward(loss)
         if self.config.grad_clip is not None:
+            self.precision.unscale(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         with scaled_lr(self.optimizer, self.lr_factors):
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
         self.scheduler.step()
         self._losses.append(value)
         return value
@@ -343,11 +353,11 @@ class Trainer:
         """
         was_training = self.model.training
         self.model.eval()
-        try:
+        try:  # in float32 whatever the training precision: exact metrics, and evaluation is rare
             if isinstance(self.data, DataBundle):
                 return self.task.evaluate(self.model, self.data, self._eval_train_idx)
             return self.task.summarize_splits(*(self.task.evaluate_batches(self.model, self._eval_batches(split))
-                                         for split in ("train", "test")))
+                                                for split in ("train", "test")))
         finally:
             self.model.train(was_training)
 
@@ -397,6 +407,8 @@ class Trainer:
             "last_report": dict(self._last_report),
             "lr_factors": dict(self.lr_factors),
         }
+        if self.precision.scaler is not None:
+            ckpt["grad_scaler"] = self.precision.state_dict()
         path = write_checkpoint(path, ckpt)
         self._call_hooks("on_checkpoint", path)
         return path
@@ -420,6 +432,7 @@ class Trainer:
         self._losses = list(ckpt["losses"])
         self._last_report = dict(ckpt.get("last_report", {}))
         self.lr_factors.update(ckpt.get("lr_factors", {}))
+        self.precision.load_state_dict(ckpt.get("grad_scaler", {}))
         self._done_at = {"evaluate": self.step, "monitor": self.step}
         states = ckpt["callbacks"]
         for cb in self.callbacks:
