@@ -54,7 +54,8 @@ TRAIN_FIELDS: tuple[str, ...] = (
     "batch_size", "lr", "optimizer", "momentum", "weight_decay", "dropout", "schedule",
     "lr_step_size", "lr_gamma", "epochs", "steps", "eval_every", "spectral_every", "eval_at_start",
     "eval_samples", "grad_clip", "seed", "device", "threads", "model_kwargs", "data_kwargs",
-    "optimizer_kwargs", "data_dir", "alpha_balance",
+    "optimizer_kwargs", "data_dir", "alpha_balance", "loader", "num_workers", "pin_memory",
+    "persistent_workers", "precision", "channels_last", "compile",
 )
 _NESTED = ("model_kwargs", "data_kwargs", "optimizer_kwargs", "alpha_balance")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
