@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from htsweep.analysis.analyze import MIN_FIT_EIGS
-from htsweep.analysis.metric_names import PER_LAYER_KEYS, ReportKey, RowKey, is_spectral_key, per_layer_key
+from htsweep.analysis.metric_names import (
+    FARMS_KEYS,
+    PER_LAYER_KEYS,
+    ReportKey,
+    RowKey,
+    is_spectral_key,
+    per_layer_key,
+)
 from htsweep.analysis.phases import PHASE_CODES, PHASES, UNDETERMINED, UNDETERMINED_CODE
 
 # is_spectral_key lives with the names (services read it without the aggregation); it stays
@@ -96,7 +103,9 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         ``stable_rank_mean``, ``mp_soft_rank_mean``, ``phase_code`` (of ``model_phase``: 0–5, -1 for
         ``undetermined``, NaN if no phase), and per layer ``alpha/<name>``, ``alpha_hill/<name>``,
         ``stable_rank/<name>``, ``mp_soft_rank/<name>``, ``effective_rank/<name>``, ``n_spikes/<name>``,
-        ``phase_code/<name>``. Means skip NaNs.
+        ``phase_code/<name>``. Means skip NaNs. When the rows carry the FARMS keys (``farms=True``)
+        also ``alpha_farms_mean``, ``alpha_farms_median``, ``alpha_farms_last`` (as for ``alpha``)
+        and per layer ``alpha_farms/<name>``, ``alpha_hill_farms/<name>``.
     """
     rows = list(rows)
     codes = {**PHASE_CODES, UNDETERMINED: UNDETERMINED_CODE}
@@ -104,22 +113,30 @@ def spectral_aggregates(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     def values(key: str) -> list[float]:
         return [_as_float(r.get(key)) for r in rows]
 
-    dense_alphas = [a for r in rows if r.get(RowKey.KIND) == "linear" and math.isfinite(a := _as_float(r.get(RowKey.ALPHA)))]
+    def last_dense(key: str) -> float:
+        dense = [a for r in rows if r.get(RowKey.KIND) == "linear" and math.isfinite(a := _as_float(r.get(key)))]
+        return dense[-1] if dense else math.nan
+
     n_heavy = sum(r.get(RowKey.PHASE) == "heavy_tailed" for r in rows)
     out: dict[str, float] = {
         ReportKey.ALPHA_MEAN: _finite_mean(values(RowKey.ALPHA)),
         ReportKey.ALPHA_MEDIAN: _finite_median(values(RowKey.ALPHA)),
         ReportKey.ALPHA_WEIGHTED_MEAN: _finite_mean(values(RowKey.ALPHA_WEIGHTED)),
-        ReportKey.ALPHA_LAST: dense_alphas[-1] if dense_alphas else math.nan,
+        ReportKey.ALPHA_LAST: last_dense(RowKey.ALPHA),
         ReportKey.FRAC_HEAVY_TAILED: n_heavy / len(rows) if rows else math.nan,
         ReportKey.STABLE_RANK_MEAN: _finite_mean(values(RowKey.STABLE_RANK)),
         ReportKey.MP_SOFT_RANK_MEAN: _finite_mean(values(RowKey.MP_SOFT_RANK)),
     }
     phase = model_phase(rows) if rows else ""
     out[ReportKey.PHASE_CODE] = float(codes[phase]) if phase in codes else math.nan
+    farms = any(RowKey.ALPHA_FARMS in r for r in rows)
+    if farms:
+        out[ReportKey.ALPHA_FARMS_MEAN] = _finite_mean(values(RowKey.ALPHA_FARMS))
+        out[ReportKey.ALPHA_FARMS_MEDIAN] = _finite_median(values(RowKey.ALPHA_FARMS))
+        out[ReportKey.ALPHA_FARMS_LAST] = last_dense(RowKey.ALPHA_FARMS)
     for r in rows:
         name = str(r.get(RowKey.NAME, ""))
-        for key in PER_LAYER_KEYS:
+        for key in (*PER_LAYER_KEYS, *(FARMS_KEYS if farms else ())):
             out[per_layer_key(key, name)] = _as_float(r.get(key))
         layer_phase = r.get(RowKey.PHASE)
         out[per_layer_key(ReportKey.PHASE_CODE, name)] = float(codes[layer_phase]) if layer_phase in codes else math.nan

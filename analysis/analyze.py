@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from htsweep.analysis._validation import Interval, Options, validate
+from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layer_analysis import LayerAnalysis
 from htsweep.analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
-from htsweep.analysis.metric_names import LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
+from htsweep.analysis.metric_names import FARMS_KEYS, LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
 from htsweep.analysis.metrics import localization_metrics, spectral_metrics
 from htsweep.analysis.phases import classify_phase
 from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
@@ -233,10 +234,10 @@ _GROUP_BYTES = 1 << 28
 
 
 @validate({"name": [str], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION})
+           "precision": _PRECISION, "farms": ["boolean"]})
 def analyze_matrix(
     W: Any, *, name: str = "", localization: bool = False, device: str | torch.device | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = DEFAULT_PRECISION, farms: bool = False,
 ) -> dict[str, Any]:
     """Analyze one weight matrix.
 
@@ -251,6 +252,8 @@ def analyze_matrix(
         ``None``: CUDA if available.
     precision : {'float32', 'float64'}, default=DEFAULT_PRECISION
         Working precision (:mod:`analysis.spectrum`); the row's ``precision`` says which was used.
+    farms : bool, default=False
+        Add ``alpha_farms`` and ``alpha_hill_farms`` (:mod:`analysis.farms`).
 
     Returns
     -------
@@ -272,16 +275,16 @@ def analyze_matrix(
     """
     t = as_matrix(W, name=name)
     layer = LayerMatrix.from_tensor(name, "matrix", t)
-    (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision)
+    (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision, farms=farms)
     row.pop(RowKey.EIGS)
     return row
 
 
 @validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")]})
+           "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")], "farms": ["boolean"]})
 def analyze_layers(
     layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyze many layers: batched ESDs (one ``eigvalsh`` per Gram size), then one row each.
 
@@ -300,6 +303,10 @@ def analyze_layers(
         With ``k > 0``, add the correlation-trap metrics ``TRAP_KEYS`` from ``k`` shuffles of each
         matrix (:func:`trap_metrics`; NaN for pooled conv and LoRA layers). Each shuffle costs
         about one float64 analysis of the layer, so it is off by default.
+    farms : bool, default=False
+        Add ``FARMS_KEYS`` (``alpha_farms``, ``alpha_hill_farms``): α of the pooled ESD of square
+        windows (:mod:`analysis.farms`; the windows of all layers in one batched eigensolve per
+        window size). Several times the cost of the layer's own ESD, so off by default.
 
     Returns
     -------
@@ -323,6 +330,7 @@ def analyze_layers(
             results.append((eigs, "float64"))
     else:
         results = esd_layers(layers, device=device, precision=precision)
+    windowed = farms_alphas(layers, device=device, precision=precision, min_eigs=MIN_FIT_EIGS) if farms else []
     rows = []
     for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
         loc: dict[str, float] = {}
@@ -335,14 +343,16 @@ def analyze_layers(
                        else dict.fromkeys(TRAP_KEYS, _NAN))
         result = analyze_spectrum(eigs, n=layer.n, m=layer.m, name=layer.name, kind=layer.kind, precision=used,
                                   dtype=layer.matrix.dtype)
-        result = dataclasses.replace(result, localization=loc, traps=trapped, eigs=eigs)
+        farms_row = (dict(zip(FARMS_KEYS, (windowed[i].alpha, windowed[i].alpha_hill), strict=True))
+                     if farms else {})
+        result = dataclasses.replace(result, farms=farms_row, localization=loc, traps=trapped, eigs=eigs)
         rows.append(result.to_row(eigs=True))
     return rows
 
 
 def iter_analysis(
     plan: LayerPlan, *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0, workers: int | None = None,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, workers: int | None = None,
     on_layer: Callable[[LayerInfo], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Analyze the layers of a plan in order and yield one row per layer as soon as it is done.
@@ -356,7 +366,7 @@ def iter_analysis(
     ----------
     plan : LayerPlan
         From :func:`analysis.layers.plan_layers`.
-    device, localization, precision, traps
+    device, localization, precision, traps, farms
         As for :func:`analyze_layers`.
     workers : int, optional
         CPU only: analyse this many layers at once (default: ``torch.get_num_threads()``, i.e. all
@@ -373,7 +383,7 @@ def iter_analysis(
     dict
         Metrics rows with ``"eigs"``, in plan order.
     """
-    kw = {"device": device, "localization": localization, "precision": precision, "traps": traps}
+    kw = {"device": device, "localization": localization, "precision": precision, "traps": traps, "farms": farms}
     workers = torch.get_num_threads() if workers is None else int(workers)
     if default_device(device).type == "cpu" and workers > 1 and len(plan.layers) > 1:
         yield from _iter_parallel(plan, workers, on_layer, kw)
@@ -455,13 +465,13 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     **kw
         ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
         and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
-        ``localization``, ``precision`` and ``traps`` to :func:`analyze_layers`; ``workers`` to
+        ``localization``, ``precision``, ``traps`` and ``farms`` to :func:`analyze_layers`; ``workers`` to
         :func:`iter_analysis` (default: one layer per torch thread).
 
     Returns
     -------
     pandas.DataFrame
-        One row per layer, columns ``ROW_KEYS`` (+ localization, + trap columns); no ``eigs``
+        One row per layer, columns ``ROW_KEYS`` (+ FARMS, + localization, + trap columns); no ``eigs``
         column. Tied parameters (a tied LM head) appear once.
 
     Examples
@@ -477,7 +487,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
 
     plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
     plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
-    unknown = set(kw) - {"device", "localization", "precision", "traps", "workers"}
+    unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "workers"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(model, torch.nn.Module):
@@ -487,7 +497,8 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     for row in iter_analysis(plan, **kw):
         row.pop(RowKey.EIGS, None)
         rows.append(row)
-    columns = (list(ROW_KEYS) + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
+    columns = (list(ROW_KEYS) + (list(FARMS_KEYS) if kw.get("farms") else [])
+               + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
                + (list(TRAP_KEYS) if kw.get("traps") else []))
     return pd.DataFrame(rows, columns=columns)
 

@@ -52,6 +52,9 @@ MODEL_METRICS: dict[str, tuple[str, str, str]] = {
     "n_spikes": ("n_spikes", "sum", "spikes above λ+, all layers"),
     "log_spectral_norm": ("log_spectral_norm", "mean", "mean log10 λmax (norm baseline)"),
     "log_frobenius_norm": ("log_frobenius_norm", "mean", "mean log10 Σλ (norm baseline)"),
+    # only where the rows carry them (analysis with farms=True): NaN otherwise
+    "alpha_farms": ("alpha_farms", "mean", "mean FARMS α (square windows, no aspect-ratio bias)"),
+    "alpha_hill_farms": ("alpha_hill_farms", "mean", "mean FARMS PL_Alpha_Hill"),
 }
 
 

@@ -50,6 +50,8 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
         Why a fit was impossible, ``""`` when all is well.
     precision : str
         ``"float32"`` or ``"float64"``: what the ESD was computed in.
+    farms : mapping
+        ``FARMS_KEYS`` → value (:mod:`analysis.farms`), when asked for (else empty).
     localization : mapping
         ``LOCALIZATION_KEYS`` → value, when asked for (else empty).
     traps : mapping
@@ -77,6 +79,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
     numerical_rank: int
     warning: str = ""
     precision: str = "float64"
+    farms: Mapping[str, float] = field(default_factory=dict)
     localization: Mapping[str, float] = field(default_factory=dict)
     traps: Mapping[str, float] = field(default_factory=dict)
     eigs: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -92,7 +95,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
         return float(self.pl.alpha)
 
     def to_row(self, *, eigs: bool = False) -> dict[str, Any]:
-        """The metrics row: keys ``ROW_KEYS`` in order, then localization and trap keys if any.
+        """The metrics row: keys ``ROW_KEYS`` in order, then FARMS, localization and trap keys if any.
 
         Parameters
         ----------
@@ -131,6 +134,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
             RowKey.PHASE_CONFIDENCE: float(self.phase.confidence),
             RowKey.WARNING: self.warning,
             RowKey.PRECISION: self.precision,
+            **self.farms,
             **self.localization,
             **self.traps,
         }

@@ -24,6 +24,8 @@ from typing import Final
 
 __all__ = [
     "ALPHA_AGGREGATE_KEYS",
+    "FARMS_AGGREGATE_KEYS",
+    "FARMS_KEYS",
     "LOCALIZATION_KEYS",
     "MODEL_AGGREGATE_KEYS",
     "PER_LAYER_KEYS",
@@ -69,6 +71,9 @@ class RowKey:
     PHASE_CONFIDENCE: Final = "phase_confidence"
     WARNING: Final = "warning"
     PRECISION: Final = "precision"
+    # farms=True
+    ALPHA_FARMS: Final = "alpha_farms"
+    ALPHA_HILL_FARMS: Final = "alpha_hill_farms"
     # localization=True
     VECTOR_ENTROPY: Final = "vector_entropy"
     LOCALIZATION_RATIO: Final = "localization_ratio"
@@ -92,6 +97,9 @@ ROW_KEYS: Final = (
     RowKey.LOG_SPECTRAL_NORM, RowKey.ALPHA_WEIGHTED, RowKey.LOG_ALPHA_NORM, RowKey.NUMERICAL_RANK,
     RowKey.PHASE, RowKey.PHASE_CONFIDENCE, RowKey.WARNING, RowKey.PRECISION,
 )
+#: Keys added by ``farms=True`` (:mod:`analysis.farms`: α of the pooled square-window ESD); also
+#: reported per layer as ``<key>/<layer>`` when the rows carry them.
+FARMS_KEYS: Final = (RowKey.ALPHA_FARMS, RowKey.ALPHA_HILL_FARMS)
 #: Keys added by ``localization=True`` (of the leading eigenvector).
 LOCALIZATION_KEYS: Final = (RowKey.VECTOR_ENTROPY, RowKey.LOCALIZATION_RATIO, RowKey.PARTICIPATION_RATIO)
 #: Keys added by ``traps=k`` (correlation traps, :func:`analysis.analyze.trap_metrics`).
@@ -106,6 +114,10 @@ class ReportKey:
     ALPHA_MEDIAN: Final = "alpha_median"
     ALPHA_WEIGHTED_MEAN: Final = "alpha_weighted_mean"
     ALPHA_LAST: Final = "alpha_last"
+    # only when the rows carry the FARMS keys (``farms=True``)
+    ALPHA_FARMS_MEAN: Final = "alpha_farms_mean"
+    ALPHA_FARMS_MEDIAN: Final = "alpha_farms_median"
+    ALPHA_FARMS_LAST: Final = "alpha_farms_last"
     FRAC_HEAVY_TAILED: Final = "frac_heavy_tailed"
     STABLE_RANK_MEAN: Final = "stable_rank_mean"
     MP_SOFT_RANK_MEAN: Final = "mp_soft_rank_mean"
@@ -149,6 +161,9 @@ PER_LAYER_KEYS: Final = (
 #: ``ObjectiveSpec.aggregate`` → the model aggregate the objective steers (``"layers"`` is not
 #: here: it averages the ``alpha/<layer>`` series of the named layers).
 ALPHA_AGGREGATE_KEYS: Final = {"mean": ReportKey.ALPHA_MEAN, "median": ReportKey.ALPHA_MEDIAN, "last": ReportKey.ALPHA_LAST}
+#: The same for ``objective.metric: alpha_farms``.
+FARMS_AGGREGATE_KEYS: Final = {"mean": ReportKey.ALPHA_FARMS_MEAN, "median": ReportKey.ALPHA_FARMS_MEDIAN,
+                               "last": ReportKey.ALPHA_FARMS_LAST}
 
 
 def per_layer_key(metric: str, layer: str) -> str:
@@ -162,7 +177,7 @@ def is_spectral_key(key: str) -> bool:
     Reporters use it to tell values measured at this step from spectral values carried over from
     the last analysis (``callback_metrics`` keeps them between monitoring steps).
     """
-    if key in MODEL_AGGREGATE_KEYS:
+    if key in MODEL_AGGREGATE_KEYS or key in FARMS_AGGREGATE_KEYS.values():
         return True
     metric, sep, _ = key.partition("/")
-    return bool(sep) and metric in (*PER_LAYER_KEYS, ReportKey.PHASE_CODE)
+    return bool(sep) and metric in (*PER_LAYER_KEYS, *FARMS_KEYS, ReportKey.PHASE_CODE)

@@ -63,6 +63,8 @@ def _table(rows: list[dict[str, Any]], title: str) -> Any:
 
     table = Table(title=title, show_lines=False)
     keys = list(_TABLE_COLUMNS)
+    if rows and "alpha_farms" in rows[0]:
+        keys[5:5] = [("alpha_farms", "α_FARMS"), ("alpha_hill_farms", "α_hill FARMS")]
     if rows and "n_traps" in rows[0]:
         keys.insert(-2, ("n_traps", "traps"))
     for key, header in keys:
@@ -150,6 +152,7 @@ def run_analyze(
     list_only: bool = False,
     threads: int | None = None,
     traps: int = 0,
+    farms: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyze the weight matrices in ``path`` and print the results.
 
@@ -178,6 +181,9 @@ def run_analyze(
     traps : int, default=0
         Shuffles per layer for the correlation-trap metrics (0: off; each costs about one float64
         analysis of the layer).
+    farms : bool, default=False
+        Add ``alpha_farms`` / ``alpha_hill_farms`` (:mod:`analysis.farms`; several times the cost
+        of the ESD on layers up to 2000 wide).
 
     Returns
     -------
@@ -245,7 +251,7 @@ def run_analyze(
         try:
             # on the CPU: one layer per core, each single-threaded (see iter_analysis)
             for row in iter_analysis(plan, localization=localization, precision=precision, traps=traps,
-                                     workers=n_threads, on_layer=on_layer):
+                                     farms=farms, workers=n_threads, on_layer=on_layer):
                 rows.append(row)
                 progress.update(task, advance=pending.pop(0).flops, done=len(rows))
                 if json_out:

@@ -48,13 +48,16 @@ def analyze(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: all cores)."),
     traps: int = typer.Option(0, "--traps", help="Correlation traps: shuffle each matrix this many times and count "
                               "the outliers that survive (0: off; each shuffle costs about one float64 analysis)."),
+    farms: bool = typer.Option(False, "--farms", help="Also fit alpha on the pooled ESD of square windows (FARMS: "
+                               "no aspect-ratio bias); several times the cost of the analysis."),
 ) -> None:
     """Analyze the weight matrices in PATH: alpha, MP fit, metrics and phase per layer."""
     from htsweep.sweeps.analyze_cmd import run_analyze
 
     run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization, precision=precision,
                 trust_pickle=trust_pickle, include=include, exclude=exclude, kinds=kind, exclude_kinds=exclude_kind,
-                min_dim=min_dim, max_dim=max_dim, list_only=list_only, threads=threads, traps=traps)
+                min_dim=min_dim, max_dim=max_dim, list_only=list_only, threads=threads, traps=traps,
+                farms=farms)
 
 
 @app.command()

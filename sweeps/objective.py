@@ -19,7 +19,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from htsweep.analysis.metric_names import ALPHA_AGGREGATE_KEYS, ReportKey, RowKey, per_layer_key
+from htsweep.analysis.metric_names import (
+    ALPHA_AGGREGATE_KEYS,
+    FARMS_AGGREGATE_KEYS,
+    ReportKey,
+    RowKey,
+    per_layer_key,
+)
 from htsweep.sweeps.spec import ObjectiveSpec
 
 __all__ = [
@@ -73,7 +79,8 @@ def alpha_aggregate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> float:
     Parameters
     ----------
     metrics : mapping
-        A flat metrics dict from the trainer (``alpha_mean``, ``alpha/<layer>`` ...).
+        A flat metrics dict from the trainer (``alpha_mean``, ``alpha/<layer>`` ...; with
+        ``spec.metric == "alpha_farms"``: ``alpha_farms_mean``, ``alpha_farms/<layer>`` ...).
     spec : ObjectiveSpec
 
     Returns
@@ -82,10 +89,11 @@ def alpha_aggregate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> float:
         NaN when the metrics hold no (finite) alpha yet.
     """
     if spec.aggregate == "layers":
-        vals = [_num(metrics.get(per_layer_key(RowKey.ALPHA, name))) for name in spec.layers or ()]
+        vals = [_num(metrics.get(per_layer_key(spec.metric, name))) for name in spec.layers or ()]
         vals = [v for v in vals if math.isfinite(v)]
         return sum(vals) / len(vals) if vals else math.nan
-    return _num(metrics.get(ALPHA_AGGREGATE_KEYS[spec.aggregate]))
+    keys = FARMS_AGGREGATE_KEYS if spec.metric == RowKey.ALPHA_FARMS else ALPHA_AGGREGATE_KEYS
+    return _num(metrics.get(keys[spec.aggregate]))
 
 
 def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float]:

@@ -165,7 +165,7 @@ class AlphaBalanceSettings(TypedDict, total=False):
     method: Literal["tempbalance", "tempbalance_rank", "proportional"]
     min_factor: Annotated[float, Field(gt=0, le=1)]
     max_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)]
-    metric: Literal["alpha_hill", "alpha"]
+    metric: Literal["alpha_hill", "alpha", "alpha_farms"]
     gain: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     exclude_first: bool
     exclude_last: bool
@@ -208,10 +208,13 @@ class ObjectiveSpec(_Strict):
     """Optimize toward a target alpha, constrained or traded off against test error.
 
     ``aggregate`` picks the layer aggregate: ``mean`` / ``median`` over layers, ``last`` (the last
-    dense layer) or ``layers`` (the mean over the named ``layers``).
+    dense layer) or ``layers`` (the mean over the named ``layers``). ``metric`` picks the α:
+    ``alpha`` (the CSN fit of each layer's ESD) or ``alpha_farms`` (the same fit on the pooled ESD of
+    square windows, ``analysis.farms``: no aspect-ratio bias; the monitor then computes it).
     """
 
     target_alpha: float = Field(2.0, gt=0)
+    metric: Literal["alpha", "alpha_farms"] = "alpha"
     aggregate: Literal["mean", "median", "last", "layers"] = "mean"
     layers: list[str] | None = None
     min_test_accuracy: float | None = Field(None, ge=0, le=1)

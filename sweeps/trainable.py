@@ -188,7 +188,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         from htsweep.services.esd_actor import ActorAnalyzer
 
         analyzer = ActorAnalyzer.by_name(ctx.esd_name, namespace=ctx.esd_namespace)
-    callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv)]
+    farms = ctx.objective.metric == RowKey.ALPHA_FARMS
+    callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv, farms=farms)]
     logger = None
     if ctx.tracking is not None:
         from htsweep.sweeps.trial_logger import MlflowTrialLogger

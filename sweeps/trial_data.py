@@ -167,6 +167,8 @@ def generalization(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], *, n_
             and math.isfinite(getattr(r, target)) and layers[r.number]]
     aggs = [model_aggregates(layers[r.number]) for r in used]
     metrics = {name: np.array([a[name] for a in aggs], dtype=np.float64) for name in MODEL_METRICS}
+    # metrics no trial computed (the FARMS ones unless the sweep monitored them) are left out
+    metrics = {k: v for k, v in metrics.items() if np.isfinite(v).any()}
     y = np.array([getattr(r, target) for r in used], dtype=np.float64)
     groups = {name: [str(r.params.get(name)) for r in used] for name in grouping_params(spec, used)}
     corr = (rank_correlations(metrics, y, target_name=target, groups=groups, n_boot=n_boot,

@@ -27,7 +27,9 @@ Methods (``f_min``/``f_max`` = ``min_factor``/``max_factor``; α over the balanc
 
 Which α: ``metric='alpha_hill'`` (default) is PL_Alpha_Hill, the Hill estimate with xmin at the
 median eigenvalue (``analysis.pl_alpha_hill``), the quantity TempBalance uses; ``metric='alpha'``
-is the Clauset–Shalizi–Newman maximum-likelihood fit (``analysis.fit_power_law``). Only dense and
+is the Clauset–Shalizi–Newman maximum-likelihood fit (``analysis.fit_power_law``);
+``metric='alpha_farms'`` is that fit on the pooled ESD of square windows (``analysis.farms``), which
+does not grow with the layer's aspect ratio (the callback turns the monitor's ``farms`` on). Only dense and
 convolutional layers are balanced (TempBalance balances ``Linear``/``Conv2d``); embeddings and all
 other parameters keep factor 1. Like TempBalance, the first and last of these layers are left out
 by default (``exclude_first``/``exclude_last``), and so is every layer whose α is not finite at a
@@ -69,7 +71,7 @@ __all__ = ["BALANCED_KINDS", "FACTOR_PREFIX", "METHODS", "METRICS", "AlphaBalanc
            "group_alphas", "layer_factors"]
 
 METHODS: tuple[str, ...] = ("tempbalance", "tempbalance_rank", "proportional")
-METRICS: tuple[str, ...] = ("alpha_hill", "alpha")
+METRICS: tuple[str, ...] = ("alpha_hill", "alpha", "alpha_farms")
 
 # A right bound of inf (not None) keeps inf itself out: Interval leaves unbounded sides open-ended.
 _POSITIVE = Interval(float, 0.0, math.inf, closed="neither")
@@ -103,8 +105,8 @@ class AlphaBalanceConfig:
         Smallest factor, in (0, 1] (TempBalance's ``lr_min_ratio``).
     max_factor : float, default=1.5
         Largest factor, >= 1 (TempBalance's ``lr_max_ratio``).
-    metric : {'alpha_hill', 'alpha'}, default='alpha_hill'
-        PL_Alpha_Hill or the CSN power-law α of the metrics row.
+    metric : {'alpha_hill', 'alpha', 'alpha_farms'}, default='alpha_hill'
+        PL_Alpha_Hill, the CSN power-law α, or the FARMS α of the metrics row.
     gain : float, default=0.5
         Factor change per unit of ``α − target`` (``proportional`` only; > 0).
     exclude_first, exclude_last : bool, default=True
@@ -279,9 +281,13 @@ class AlphaBalance(Callback):
         if not trainer.lr_factors:
             raise ValueError("AlphaBalance needs per-layer optimizer parameter groups; enable it with "
                              "TrainConfig(alpha_balance={...}) instead of passing the callback")
-        if not any(isinstance(cb, SpectralMonitor) for cb in trainer.callbacks[:mine[0]]):
+        monitors = [cb for cb in trainer.callbacks[:mine[0]] if isinstance(cb, SpectralMonitor)]
+        if not monitors:
             raise ValueError("AlphaBalance needs a SpectralMonitor earlier in the callback list "
                              "(it reads the monitor's per-layer alpha)")
+        if self.config.metric == RowKey.ALPHA_FARMS:
+            for monitor in monitors:
+                monitor.farms = True
 
     def on_monitor(self, trainer: Trainer, model: nn.Module, step: int) -> None:
         """Turn this step's per-layer α into factors and signal them to the trainer."""

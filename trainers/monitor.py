@@ -6,6 +6,9 @@ in ``docs/interfaces.md`` — and publishes the result: ``trainer.spectral`` bec
 ``SpectralSnapshot`` and ``analysis.aggregate.spectral_aggregates(rows)`` is merged into
 ``trainer.callback_metrics``, so the next ``on_report`` carries it. The default analyzer runs
 ``analysis.analyze_layers`` in-process; the sweep passes one backed by the shared ESD actor.
+With ``farms=True`` the monitor adds the FARMS α (``alpha_farms``, ``alpha_hill_farms``,
+:mod:`analysis.farms`) to every row itself, in the trial's process, whichever analyzer computed
+the rest (the ESD actor's protocol stays as it is).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from htsweep.analysis.aggregate import spectral_aggregates
-from htsweep.analysis.analyze import MONITOR_PRECISION, analyze_layers
+from htsweep.analysis.analyze import MIN_FIT_EIGS, MONITOR_PRECISION, analyze_layers
+from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layers import extract_layers
-from htsweep.analysis.metric_names import RowKey
+from htsweep.analysis.metric_names import FARMS_KEYS, RowKey
 from htsweep.trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -119,6 +123,9 @@ class SpectralMonitor(Callback):
         How conv weights become matrices (see ``analysis.extract_layers``).
     min_dim : int, default=2
         Skip matrices whose smaller side is below this.
+    farms : bool, default=False
+        Add ``alpha_farms`` / ``alpha_hill_farms`` to every row (and so their aggregates); set by
+        the sweep when ``objective.metric`` or ``alpha_balance.metric`` is ``alpha_farms``.
 
     Attributes
     ----------
@@ -130,12 +137,13 @@ class SpectralMonitor(Callback):
         Wall time spent in extraction + analysis (the monitoring overhead).
     """
 
-    def __init__(self, analyzer: Analyzer | None = None, *, conv: str = "reshape", min_dim: int = 2):
+    def __init__(self, analyzer: Analyzer | None = None, *, conv: str = "reshape", min_dim: int = 2,
+                 farms: bool = False):
         if conv not in ("reshape", "kernel"):
             raise ValueError(f"conv must be 'reshape' or 'kernel', got {conv!r}")
         if analyzer is not None and not callable(analyzer):
             raise TypeError(f"analyzer must be callable(layers, step) -> list[dict], got {type(analyzer).__name__}")
-        self.analyzer, self.conv, self.min_dim = analyzer, conv, int(min_dim)
+        self.analyzer, self.conv, self.min_dim, self.farms = analyzer, conv, int(min_dim), bool(farms)
         self.last: SpectralSnapshot | None = None
         self.n_calls, self.last_step, self.seconds = 0, -1, 0.0
 
@@ -182,7 +190,12 @@ class SpectralMonitor(Callback):
             self.analyzer = InProcessAnalyzer()
         layers = self.extract(model)
         _check_finite(layers, step)
-        snapshot = SpectralSnapshot(int(step), list(self.analyzer(layers, step)))
+        rows = list(self.analyzer(layers, step))
+        if self.farms and rows and RowKey.ALPHA_FARMS not in rows[0]:
+            windowed = farms_alphas(layers, precision=MONITOR_PRECISION, min_eigs=MIN_FIT_EIGS)
+            rows = [{**row, **dict(zip(FARMS_KEYS, (f.alpha, f.alpha_hill), strict=True))}
+                    for row, f in zip(rows, windowed, strict=True)]
+        snapshot = SpectralSnapshot(int(step), rows)
         self.last = snapshot
         self.n_calls, self.last_step = self.n_calls + 1, int(step)
         self.seconds += time.perf_counter() - t0

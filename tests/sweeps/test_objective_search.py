@@ -61,6 +61,21 @@ def test_alpha_aggregates(aggregate, layers, expected):
     np.testing.assert_allclose(alpha_aggregate(metrics, spec), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("aggregate", "layers", "expected"), [
+    ("mean", None, 2.1), ("median", None, 2.2), ("last", None, 2.3), ("layers", ["fc1", "fc2"], 2.0),
+])
+def test_objective_metric_alpha_farms_reads_the_farms_aggregates(aggregate, layers, expected):
+    metrics = {"alpha_mean": 9.0, "alpha_median": 9.0, "alpha_last": 9.0, "alpha/fc1": 9.0, "alpha/fc2": 9.0,
+               "alpha_farms_mean": 2.1, "alpha_farms_median": 2.2, "alpha_farms_last": 2.3,
+               "alpha_farms/fc1": 1.5, "alpha_farms/fc2": 2.5}
+    spec = ObjectiveSpec(metric="alpha_farms", aggregate=aggregate, layers=layers)
+    np.testing.assert_allclose(alpha_aggregate(metrics, spec), expected, rtol=1e-12)
+    # a sweep whose trials never computed FARMS: the alpha is unknown and penalized, not taken from alpha
+    assert math.isnan(alpha_aggregate({"alpha_mean": 2.0}, spec))
+    with pytest.raises(ValueError, match="metric"):
+        ObjectiveSpec(metric="alpha_hill")
+
+
 def test_every_objective_aggregate_but_layers_reads_a_model_aggregate():
     options = typing.get_args(typing.get_type_hints(ObjectiveSpec)["aggregate"])
     assert set(ALPHA_AGGREGATE_KEYS) == set(options) - {"layers"}

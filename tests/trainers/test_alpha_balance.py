@@ -111,7 +111,7 @@ def test_group_alphas_follows_tempbalance_layer_selection():
         ({"method": "tb"}, r"^unknown alpha_balance\.method 'tb'; choose one of 'tempbalance', 'tempbalance_rank', "
                            r"'proportional'$"),
         ({"metric": "alpha_ks"}, r"^unknown alpha_balance\.metric 'alpha_ks' \(did you mean 'alpha'\?\); "
-                                 r"choose one of 'alpha_hill', 'alpha'$"),
+                                 r"choose one of 'alpha_hill', 'alpha', 'alpha_farms'$"),
         ({"exclude_first": "no"}, r"^alpha_balance\.exclude_first must be a bool; got 'no'\.$"),
         ({"max_facter": 2}, r"unknown setting alpha_balance\.max_facter \(did you mean 'max_factor'\?\)"),
     ],
@@ -283,6 +283,20 @@ def test_resume_mid_training_is_bit_identical(tmp_path):
     assert b.lr_factors == a.lr_factors
     assert repr(hist_b.history) == repr(hist_a.history)  # repr: exact floats, and NaN (fc4's alpha) equals NaN
     assert any(k.startswith("lr_factor/") for k in hist_a.history[-1])
+
+
+def test_alpha_farms_metric_turns_the_monitor_farms_on_and_balances_by_it():
+    monitor = SpectralMonitor()
+    trainer = Trainer(_config(0, {"metric": "alpha_farms"}, steps=50), [monitor])
+    trainer.fit()
+    assert monitor.farms
+    rows = {r["name"]: r for r in trainer.spectral.rows}
+    assert all(math.isfinite(rows[n]["alpha_hill_farms"]) for n in ("fc1", "fc2", "fc3"))
+    assert trainer.callback_metrics["alpha_farms_mean"] == pytest.approx(
+        np.nanmean([r["alpha_farms"] for r in trainer.spectral.rows]))
+    # fc2 is the only balanced layer (first and last excluded): it has a factor from its FARMS α
+    alphas = group_alphas(trainer.spectral.rows, list(trainer.lr_factors), trainer.callbacks[-1].config)
+    assert list(alphas) == ["fc2", "fc3"] and alphas["fc2"] == rows["fc2"]["alpha_farms"]
 
 
 def test_misuse_fails_early(tmp_path):
