@@ -100,8 +100,11 @@ class StopSignals:
 
 
 @contextmanager
-def own_ray(address: str | None) -> Iterator[bool]:
+def own_ray(address: str | None, *, runtime_env: dict[str, Any] | None = None) -> Iterator[bool]:
     """Join ``address``, or start a private local Ray; yields True if this call connected Ray.
+
+    ``runtime_env`` is the job's (``sweeps.code_paths.runtime_env``: the user's code on every
+    worker); a process already connected keeps the one it was connected with.
 
     Only a Ray this call connected is shut down on exit: a process already connected (a test's
     session Ray) keeps its connection. ``address="local"`` always starts a new instance, so a
@@ -118,7 +121,7 @@ def own_ray(address: str | None) -> Iterator[bool]:
     if ray.is_initialized():
         yield False
         return
-    kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False)
+    kwargs: dict[str, Any] = dict(log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     if address:
         try:
             ray.init(address=address, **kwargs)

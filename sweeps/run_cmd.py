@@ -16,6 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
+from htsweep.sweeps.code_paths import code_roots
 from htsweep.sweeps.spec import SweepSpec
 
 __all__ = ["run_command", "resume_command", "summarize", "sync_command", "exit_code"]
@@ -106,7 +107,8 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
     workdir = choose_workdir(spec, workdir)
     try:
         outcome = run_sweep(spec, address=address, workdir=workdir, target_alpha=target_alpha,
-                            smoke_test=smoke_test, quiet=quiet, overwrite=overwrite)
+                            smoke_test=smoke_test, quiet=quiet, overwrite=overwrite,
+                            code_roots=code_roots(spec_path))
     except KeyboardInterrupt:
         return _aborted(console, workdir)
     summarize(outcome.workdir, status=outcome.status, elapsed_s=outcome.elapsed_s, report=report)

@@ -307,6 +307,8 @@ class SweepSpec(_Strict):
     storage_path: str | None = Field(None, description="Ray Tune storage (default: the workdir; s3://... on a cluster).")
     optuna_storage: str | None = Field(None, description="Optuna storage URL (default sqlite:///<workdir>/optuna.db).")
     seed: int = 0
+    ship_code: bool = Field(False, description="Upload the working directory to every Ray node (runtime_env "
+                                               "working_dir), for clusters without a shared filesystem.")
 
     @field_validator("name")
     @classmethod

@@ -31,6 +31,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from htsweep.services.redact import redact
 from htsweep.services.tracking_uri import default_tracking_uri
+from htsweep.sweeps.code_paths import code_roots as default_code_roots
+from htsweep.sweeps.code_paths import import_on_driver, runtime_env
 from htsweep.sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
 from htsweep.sweeps.objective import metric_and_mode
 from htsweep.sweeps.spec import SpecError, SweepSpec
@@ -260,7 +263,7 @@ def _warn_node_local(meta: SweepMeta, spec: SweepSpec) -> None:
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Path | None = None,
               target_alpha: float | None = None, smoke_test: bool = False, quiet: bool = False,
-              overwrite: bool = False) -> SweepOutcome:
+              overwrite: bool = False, code_roots: Sequence[str] | None = None) -> SweepOutcome:
     """Launch a sweep and block until it finishes or is interrupted (Ctrl-C).
 
     Parameters
@@ -281,6 +284,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
         Print starts/completions only, not every report.
     overwrite : bool, default=False
         Delete a finished or interrupted sweep already in ``workdir`` first.
+    code_roots : sequence of str, optional
+        Folders the user's code (``model: "pkg.module:factory"`` ...) is imported from, on the
+        driver and every worker (:func:`sweeps.code_paths.code_roots`; default the working directory).
 
     Returns
     -------
@@ -296,6 +302,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
         spec = spec.with_overrides(**{"objective.target_alpha": float(target_alpha)})
     if smoke_test:
         spec = smoke_spec(spec)
+    roots = list(code_roots) if code_roots is not None else list(default_code_roots())
+    import_on_driver(roots)
     check_train_config(spec)
     check_ray_address(address)
     path = choose_workdir(spec, workdir)
@@ -314,7 +322,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
             optuna_storage=optuna_storage_url(spec, str(path)),
             storage_path=spec.storage_path or str(path), experiment=spec.tracking.experiment or spec.name,
             address=address, sweep_id=sweep_id, esd_namespace=esd_namespace_for(spec.name, path),
-            tune_name=tune_name, study_name=study_name,
+            tune_name=tune_name, study_name=study_name, code_roots=roots,
         )
         meta.save()
         return _execute(meta, spec, restore=False, address=address, quiet=quiet)
@@ -372,6 +380,7 @@ def _resume_locked(workdir: Path, *, address: str | None, quiet: bool) -> SweepO
     from ray import tune
 
     meta = SweepMeta.load(workdir)
+    import_on_driver(meta.code_roots or default_code_roots())
     spec = meta.spec()
     address = address if address is not None else meta.address
     if meta.status == "finished":
@@ -432,7 +441,7 @@ def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | 
         process_side.enter_context(scoped_env(QUIET_ENV, "1" if quiet else "0"))
         life.open_parent_run()
         stop = process_side.enter_context(StopSignals())
-        started_ray = ray_side.enter_context(own_ray(address))
+        started_ray = ray_side.enter_context(own_ray(address, runtime_env=_runtime_env(meta, spec)))
         stop.reclaim()
         if started_ray and not address:
             life.note_private_ray()
@@ -449,6 +458,15 @@ def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | 
         life.mark_failed()
         raise
     return SweepOutcome(meta.path, meta.status, n_trials, n_errors, time.monotonic() - t0, errors)
+
+
+def _runtime_env(meta: SweepMeta, spec: SweepSpec) -> dict[str, Any]:
+    """The job's runtime_env: the user's code roots on every worker (the sweep dir never shipped)."""
+    roots = meta.code_roots or default_code_roots()
+    here = Path(roots[-1])  # the launch directory (code_roots puts it last), wherever the resume runs
+    workdir = Path(meta.workdir).resolve()
+    exclude = [f"/{workdir.relative_to(here)}/"] if spec.ship_code and workdir.is_relative_to(here) else []
+    return runtime_env(roots, ship=spec.ship_code, cwd=here, exclude=exclude)
 
 
 def _make_tuner(meta: SweepMeta, spec: SweepSpec, tracking: TrackingConfig, *, restore: bool, quiet: bool) -> Tuner:

@@ -76,6 +76,10 @@ class SweepMeta:
     ray_session_dir : str or None
         Session directory of the private local Ray the last driver started (``None`` on a cluster):
         a resume after a hard kill ends what is left of that session.
+    code_roots : list of str or None
+        Folders the user's code is imported from (the spec's folder, then the launch directory:
+        ``sweeps.code_paths.code_roots``); a resume from elsewhere uses them too (``None``: older sweeps,
+        the working directory).
     """
 
     name: str
@@ -94,6 +98,7 @@ class SweepMeta:
     tune_name: str | None = None
     study_name: str | None = None
     ray_session_dir: str | None = None
+    code_roots: list[str] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def driver_alive(self) -> bool:

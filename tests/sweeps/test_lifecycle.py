@@ -51,7 +51,7 @@ def driver(tmp_path, monkeypatch):
         events.append((what, status, signal.getsignal(signal.SIGINT) is sigint_before, os.environ.get(QUIET_ENV)))
 
     @contextmanager
-    def ray(address: str | None) -> Iterator[bool]:
+    def ray(address: str | None, **kwargs: object) -> Iterator[bool]:
         try:
             yield True
         finally:
