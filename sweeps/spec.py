@@ -280,7 +280,11 @@ class SweepSpec(_Strict):
     name : str
         Sweep name: the Optuna study, MLflow experiment and default workdir ``runs/<name>``.
     model, dataset : str
-        Names understood by ``trainers`` (e.g. ``"mlp3"``, ``"digits"``).
+        Names understood by ``trainers`` (e.g. ``"mlp3"``, ``"digits"``), or import paths of the
+        user's factories (``"mynets.nets:tiny_resnet"``, ``"mydata.sets:cifar_pair"``), imported from
+        the spec's folder and the working directory on the driver and every worker.
+    task : {'classification', 'regression', 'language_model'}, optional
+        Overrides the task inferred from the user's Datasets.
     train : dict
         Fixed ``TrainConfig`` settings (``steps``, ``optimizer``, ``model_kwargs`` ...).
     search : dict of str to domain
@@ -291,6 +295,7 @@ class SweepSpec(_Strict):
     description: str = ""
     model: str
     dataset: str
+    task: Literal["classification", "regression", "language_model"] | None = None
     train: _TrainSettings = Field(default_factory=dict)
     search: dict[str, Domain] = Field(default_factory=dict)
     monitor: MonitorSpec = MonitorSpec()
@@ -321,7 +326,7 @@ class SweepSpec(_Strict):
     @classmethod
     def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
-            if key in ("model", "dataset"):
+            if key in ("model", "dataset", "task"):
                 raise ValueError(f"{key!r} is set at the top level of the spec, not under train")
             if key not in TRAIN_FIELDS:
                 raise ValueError(f"unknown training setting {key!r}; known: {', '.join(TRAIN_FIELDS)}")

@@ -68,6 +68,8 @@ def train_config_dict(spec: SweepSpec) -> dict[str, Any]:
     """The fixed part of every trial's ``TrainConfig`` as a plain dict."""
     base = copy.deepcopy(dict(spec.train))
     base.update(model=spec.model, dataset=spec.dataset)
+    if spec.task is not None:
+        base["task"] = spec.task
     base.setdefault("eval_every", spec.monitor.eval_every)
     base.setdefault("spectral_every", spec.monitor.spectral_every)
     base.setdefault("seed", spec.seed)

@@ -109,21 +109,39 @@ def smoke_spec(spec: SweepSpec) -> SweepSpec:
 def check_train_config(spec: SweepSpec) -> None:
     """Build one ``TrainConfig`` from the spec (first value of every domain) to fail early.
 
+    When the spec names the user's model or dataset by import path, the trial is also built once
+    here, on the driver, and one batch is pushed through the model (``trainers.dry_run``), so
+    code that does not import, factories that raise or return the wrong thing, and shapes that
+    do not fit fail in one line before any trial starts.
+
     Raises
     ------
     SpecError
-        Naming the spec and the trainer's complaint (unknown model, bad optimizer ...).
+        Naming the spec and the trainer's complaint (unknown model, bad optimizer ...), or the
+        spec field at fault and the cause (``model: ...``, ``dataset: ...``).
     """
     from htsweep.sweeps.trainable import merge_config, train_config_dict
+    from htsweep.trainers.dry_run import dry_run
     from htsweep.trainers.train import TrainConfig
+    from htsweep.trainers.user_code import UserCodeError, is_import_path
 
     sample: dict[str, Any] = {}
     for name, dom in spec.search.items():
         sample[name] = dom.values[0] if hasattr(dom, "values") else dom.low
     try:
-        TrainConfig.from_dict(merge_config(train_config_dict(spec), sample))
+        config = TrainConfig.from_dict(merge_config(train_config_dict(spec), sample))
     except (ValueError, TypeError, KeyError) as exc:
         raise SpecError(f"spec {spec.name!r}: the trainer rejects the settings: {exc}") from None
+    if not (is_import_path(spec.model) or is_import_path(spec.dataset)):
+        return
+    try:
+        dry_run(config)
+    except UserCodeError as exc:
+        raise SpecError(str(exc)) from None
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [""])[0]
+        raise SpecError(f"spec {spec.name!r}: building a trial on the driver failed: {type(exc).__name__}: "
+                        f"{first}") from None
 
 
 def check_ray_address(address: str | None, *, timeout: float = 5.0) -> None:

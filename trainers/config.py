@@ -23,6 +23,7 @@ from htsweep.trainers.data import DATASETS, check_data_kwargs
 from htsweep.trainers.models import MODELS, _check_choice, _did_you_mean
 from htsweep.trainers.optim import OPTIMIZERS, SCHEDULES
 from htsweep.trainers.precision import check_precision
+from htsweep.trainers.tasks import TASKS
 from htsweep.trainers.user_code import is_import_path
 
 __all__ = ["LOADERS", "TrainConfig", "resolve_device"]
@@ -137,6 +138,9 @@ class TrainConfig:
         Where periodic checkpoints go.
     checkpoint_every : int, optional
         Write a checkpoint every this many steps (needs ``checkpoint_dir``).
+    task : {'classification', 'regression', 'language_model'}, optional
+        Overrides the task inferred from a user's Datasets (e.g. integer targets read as
+        regression values); for a registered dataset it must be the dataset's own.
     loader : {'auto', 'memory', 'dataloader'}, default='auto'
         How training batches are read. ``'memory'``: the data as tensors on the device, batches by
         indexing (``trainers.data.Batcher``); Dataset items are read once and stacked, so a random
@@ -198,6 +202,7 @@ class TrainConfig:
     data_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int | None = None
+    task: str | None = None
     loader: str = "auto"
     num_workers: int = 0
     pin_memory: bool | None = None
@@ -217,6 +222,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("loader", self.loader, LOADERS)
+        if self.task is not None:
+            _check_choice("task", self.task, TASKS)
         self.precision = check_precision(self.precision)
         for name, allowed in (("pin_memory", (bool, type(None))), ("persistent_workers", (bool,)),
                               ("channels_last", (bool,)), ("compile", (bool,))):

@@ -422,8 +422,8 @@ def data_facts(data: Any) -> dict[str, Any]:
     """What a model factory may take from the data: the known ones of ``n_classes``, ``in_channels``,
     ``input_shape``, ``vocab_size``, ``block_size``.
 
-    ``in_channels`` is the first entry of an input shape with two or more axes (``(C, H, W)``,
-    ``(C, L)``); a flat ``(d,)`` input has none.
+    ``in_channels`` is the first entry of an image-like input shape ``(C, H, W)``, as
+    ``DatasetPair.in_channels`` reads it; other shapes have none.
 
     Examples
     --------
@@ -434,7 +434,7 @@ def data_facts(data: Any) -> dict[str, Any]:
     facts = {"input_shape": tuple(getattr(data, "input_shape", None) or ()) or None,
              "n_classes": getattr(data, "n_classes", None), "vocab_size": getattr(data, "vocab_size", None),
              "block_size": getattr(data, "block_size", None)}
-    if facts["input_shape"] is not None and len(facts["input_shape"]) >= 2:
+    if facts["input_shape"] is not None and len(facts["input_shape"]) == 3:
         facts["in_channels"] = int(facts["input_shape"][0])
     return {k: v for k, v in facts.items() if v is not None}
 

@@ -63,6 +63,8 @@ from htsweep.trainers.teacher_student import (
     ridge_readout_losses,
     teacher_alignment,
 )
+from htsweep.trainers.user_code import is_import_path
+from htsweep.trainers.user_data import load_user_dataset
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -146,8 +148,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         if data is None:
-            kwargs = {"seed": cfg.seed, **cfg.data_kwargs}
-            data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **kwargs)
+            data = self._load_data(cfg)
         self.data = feed_of(data, cfg.loader)
         if isinstance(self.data, DataBundle):
             self.data = self.data.to(self.device)
@@ -185,6 +186,17 @@ class Trainer:
         self._last_report: dict[str, Any] = {}
         self._handled: BaseException | None = None
         self._eval_train_idx = self._eval_subset()
+
+    @staticmethod
+    def _load_data(cfg: TrainConfig) -> DataBundle | DatasetPair:
+        """The dataset the config names: a registered one, or the user's factory (``"pkg.module:fn"``)."""
+        if is_import_path(cfg.dataset):
+            return load_user_dataset(cfg.dataset, data_kwargs=cfg.data_kwargs, seed=cfg.seed, task=cfg.task,
+                                     data_dir=cfg.data_dir)
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, **{"seed": cfg.seed, **cfg.data_kwargs})
+        if cfg.task is not None and data.task != cfg.task:
+            raise ValueError(f"task: dataset {cfg.dataset!r} is a {data.task} dataset, not {cfg.task}")
+        return data
 
     @staticmethod
     def _check_callbacks(callbacks: Iterable[Callback]) -> list[Callback]:

@@ -57,7 +57,7 @@ def test_train_fields_match_trainconfig():
     # Contract: a spec may set every TrainConfig field except the checkpoint ones Tune owns.
     from htsweep.trainers.train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "dataset", "checkpoint_dir",
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "dataset", "task", "checkpoint_dir",
                                                                     "checkpoint_every"}
     assert set(TRAIN_FIELDS) == fields
 
