@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -759,8 +760,12 @@ class TrialRunLogger:
         self._finish(trainer, "FINISHED", "completed")
 
     def on_exception(self, trainer: Any, exc: BaseException) -> None:
-        """End the run FAILED (what was logged so far stays); the reason tag says diverged or the error."""
+        """End the run FAILED (what was logged so far stays); the reason tag says diverged or the error,
+        and an error's traceback is the artifact ``traceback.txt``."""
         kind = "diverged" if isinstance(exc, FloatingPointError) else f"error: {type(exc).__name__}"
+        if kind != "diverged" and self._buffer is not None and not self._ended and exc.__traceback__ is not None:
+            text = "".join(traceback.format_exception(exc))
+            self._write_artifact("traceback.txt", None, lambda path: path.write_text(text))
         self._finish(trainer, "FAILED", f"{kind}: {exc}")
 
     # -- state --------------------------------------------------------------------------------

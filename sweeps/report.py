@@ -594,7 +594,7 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
         ".note{font-size:12px;color:#555}</style></head><body>",
         f"<h1>Sweep <code>{html.escape(meta.name)}</code></h1>",
         f"<p>{html.escape(spec.description)}</p>",
-        f"<p>Model <b>{html.escape(spec.model)}</b> on <b>{html.escape(spec.dataset)}</b>; "
+        f"<p>Training <b>{html.escape(spec.subject)}</b>; "
         f"{n_done}/{spec.num_samples} trials complete (status: {html.escape(meta.status)}); target alpha "
         f"{spec.objective.target_alpha:g} ({spec.objective.aggregate} over layers){constraint}{mo}; "
         f"sampler {spec.sampler_type}.</p>",

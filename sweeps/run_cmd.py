@@ -99,7 +99,7 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
 
     console = make_console()
     target = target_alpha if target_alpha is not None else spec.objective.target_alpha
-    console.print(f"[bold]htsweep[/bold] sweep [bold]{spec.name}[/bold]: {spec.model} on {spec.dataset}, "
+    console.print(f"[bold]htsweep[/bold] sweep [bold]{spec.name}[/bold]: {spec.subject}, "
                   f"{spec.num_samples if not smoke_test else 'smoke-test'} trials "
                   f"({spec.max_concurrent_trials} at a time), target alpha {target:g}, sampler {spec.sampler_type}"
                   + (f", Ray at {address}" if address else ", local Ray"))

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
     with_config,
@@ -279,10 +280,14 @@ class SweepSpec(_Strict):
     ----------
     name : str
         Sweep name: the Optuna study, MLflow experiment and default workdir ``runs/<name>``.
-    model, dataset : str
+    model, dataset : str or None
         Names understood by ``trainers`` (e.g. ``"mlp3"``, ``"digits"``), or import paths of the
         user's factories (``"mynets.nets:tiny_resnet"``, ``"mydata.sets:cifar_pair"``), imported from
         the spec's folder and the working directory on the driver and every worker.
+    trainable : str or None
+        ``"pkg.module:train"``: the user's own loop, called as ``train(config, session)``
+        (``sweeps.session``) instead of the built-in trainer; then ``model``/``dataset`` are not
+        given and ``train`` / ``search`` hold whatever settings that loop reads.
     task : {'classification', 'regression', 'language_model'}, optional
         Overrides the task inferred from the user's Datasets.
     train : dict
@@ -293,10 +298,11 @@ class SweepSpec(_Strict):
 
     name: str
     description: str = ""
-    model: str
-    dataset: str
+    model: str | None = None
+    dataset: str | None = None
+    trainable: str | None = None
     task: Literal["classification", "regression", "language_model"] | None = None
-    train: _TrainSettings = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Domain] = Field(default_factory=dict)
     monitor: MonitorSpec = MonitorSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -324,7 +330,10 @@ class SweepSpec(_Strict):
 
     @field_validator("train")
     @classmethod
-    def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _train_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("trainable"):  # the user's loop reads its own settings
+            return v
+        v = TypeAdapter(_TrainSettings).validate_python(v)
         for key in v:
             if key in ("model", "dataset", "task"):
                 raise ValueError(f"{key!r} is set at the top level of the spec, not under train")
@@ -337,7 +346,9 @@ class SweepSpec(_Strict):
 
     @field_validator("search")
     @classmethod
-    def _search_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+    def _search_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("trainable"):
+            return v
         for key in v:
             head, _, tail = key.partition(".")
             if tail and head not in _NESTED:
@@ -352,6 +363,13 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
+        if self.trainable is not None:
+            if self.model is not None or self.dataset is not None:
+                raise ValueError("trainable: the user's loop builds its own model and data; drop model and dataset")
+        elif self.model is None or self.dataset is None:
+            missing = " and ".join(k for k in ("model", "dataset") if getattr(self, k) is None)
+            raise ValueError(f"{missing}: required field is missing "
+                             "(or name your own training loop as trainable: 'pkg.module:train')")
         for key in self.search:
             head, _, tail = key.partition(".")
             if key in self.train or (tail and tail in self.train.get(head, {})):
@@ -380,6 +398,11 @@ class SweepSpec(_Strict):
         if any(isinstance(d, Grid) for d in self.search.values()):
             return "grid"
         return "nsga2" if self.objective.multi_objective else "tpe"
+
+    @property
+    def subject(self) -> str:
+        """What the sweep trains, for people: ``mlp3 on digits`` or ``the loop pkg.module:train``."""
+        return f"the loop {self.trainable}" if self.trainable else f"{self.model} on {self.dataset}"
 
     @property
     def grid_size(self) -> int:

@@ -52,6 +52,8 @@ class TrialContext:
         The shared ESD actor; ``esd_name=None`` analyzes inside the trial.
     conv : str
         Conv-layer handling for the monitor.
+    trainable : str or None
+        The user's loop (``"pkg.module:train"``); None runs the built-in trainer.
     """
 
     base: dict[str, Any]
@@ -62,12 +64,14 @@ class TrialContext:
     esd_namespace: str | None = None
     conv: str = "reshape"
     extra_tags: dict[str, str] = field(default_factory=dict)
+    trainable: str | None = None
 
 
 def train_config_dict(spec: SweepSpec) -> dict[str, Any]:
     """The fixed part of every trial's ``TrainConfig`` as a plain dict."""
     base = copy.deepcopy(dict(spec.train))
-    base.update(model=spec.model, dataset=spec.dataset)
+    if spec.trainable is None:
+        base.update(model=spec.model, dataset=spec.dataset)
     if spec.task is not None:
         base["task"] = spec.task
     base.setdefault("eval_every", spec.monitor.eval_every)
@@ -178,30 +182,15 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     ctx : TrialContext
         Shared sweep settings (bound with ``tune.with_parameters``).
     """
-    from htsweep.trainers.monitor import SpectralMonitor
     from htsweep.trainers.train import TrainConfig, Trainer
 
+    if ctx.trainable is not None:
+        _train_function(config, ctx)
+        return
     train_config = TrainConfig.from_dict(merge_config(ctx.base, config))
-    tune_ctx = tune.get_context()
-    trial_id = tune_ctx.get_trial_id() or "local"
-
-    analyzer = None
-    if ctx.esd_name:
-        from htsweep.services.esd_actor import ActorAnalyzer
-
-        analyzer = ActorAnalyzer.by_name(ctx.esd_name, namespace=ctx.esd_namespace)
-    farms = ctx.objective.metric == RowKey.ALPHA_FARMS
-    callbacks: list[Callback] = [SpectralMonitor(analyzer, conv=ctx.conv, farms=farms)]
-    logger = None
-    if ctx.tracking is not None:
-        from htsweep.sweeps.trial_logger import MlflowTrialLogger
-
-        logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=config, parent_run_id=ctx.parent_run_id,
-                                   run_name=tune_ctx.get_trial_name() or trial_id,
-                                   tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
-                                   headline=functools.partial(headline_metrics, objective=ctx.objective))
-        callbacks.append(logger)
-    callbacks.append(TuneReporter(ctx.objective, logger=logger))
+    monitor, logger = _monitor_and_logger(config, ctx, params=config)
+    callbacks: list[Callback] = [monitor, *([logger] if logger is not None else []),
+                                 TuneReporter(ctx.objective, logger=logger)]
 
     trainer = Trainer(train_config, callbacks=callbacks)
     checkpoint = tune.get_checkpoint()
@@ -215,6 +204,79 @@ def train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         # Divergence is an outcome of the hyperparameters, not a fault to retry: report it as the
         # worst feasible-less result so the sampler learns to avoid the region.
         tune.report(diverged_result(trainer, ctx.objective, str(exc), logger=logger))
+
+
+def _monitor_and_logger(config: dict[str, Any], ctx: TrialContext, *, params: dict[str, Any]) -> tuple[Any, Any]:
+    """The trial's spectral monitor (on the shared ESD actor when the sweep has one) and its MLflow
+    logger (None without tracking; ``params`` become the run's params): the same for the built-in
+    trainer and the user's loop."""
+    from htsweep.trainers.monitor import SpectralMonitor
+
+    tune_ctx = tune.get_context()
+    trial_id = tune_ctx.get_trial_id() or "local"
+    analyzer = None
+    if ctx.esd_name:
+        from htsweep.services.esd_actor import ActorAnalyzer
+
+        analyzer = ActorAnalyzer.by_name(ctx.esd_name, namespace=ctx.esd_namespace)
+    logger = None
+    if ctx.tracking is not None:
+        from htsweep.sweeps.trial_logger import MlflowTrialLogger
+
+        logger = MlflowTrialLogger(ctx.tracking, trial_id=trial_id, params=params, parent_run_id=ctx.parent_run_id,
+                                   run_name=tune_ctx.get_trial_name() or trial_id,
+                                   tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
+                                   headline=functools.partial(headline_metrics, objective=ctx.objective))
+    farms = ctx.objective.metric == RowKey.ALPHA_FARMS
+    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms), logger
+
+
+def _train_function(config: dict[str, Any], ctx: TrialContext) -> None:
+    """One trial of the user's own loop: ``train(settings, session)`` (``sweeps.session``)."""
+    from htsweep.sweeps.session import TrialSession
+    from htsweep.trainers.user_code import resolve
+
+    train = resolve(ctx.trainable, field="trainable")
+    settings = merge_config(ctx.base, config)
+    tune_ctx = tune.get_context()
+    monitor, logger = _monitor_and_logger(config, ctx, params=settings)  # the loop's settings are its params
+    session = TrialSession(copy.deepcopy(settings), objective=ctx.objective,
+                           trial_id=tune_ctx.get_trial_id() or "local",
+                           trial_dir=Path(tune_ctx.get_trial_dir() or tempfile.mkdtemp(prefix="htsweep-trial-")),
+                           device=_device(), monitor=monitor, logger=logger,
+                           reporter=TuneReporter(ctx.objective, logger=logger))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as path:
+            session.restore(Path(path))
+    view = session.trainer_view
+    if logger is not None:
+        logger.on_fit_start(view, None)
+    try:
+        with session:
+            train(settings, session)
+        session.finish()
+    except FloatingPointError as exc:  # diverged: an outcome of the hyperparameters, as in the built-in loop
+        if logger is not None:
+            logger.on_exception(view, exc)
+        tune.report(diverged_result(view, ctx.objective, str(exc), logger=logger))
+        return
+    except BaseException as exc:
+        if logger is not None:
+            logger.on_exception(view, exc)
+        raise
+    if logger is not None:
+        logger.on_fit_end(view, None)
+
+
+def _device() -> str:
+    """``"cuda"`` when Ray gave this trial a GPU (share), else ``"cpu"``."""
+    try:
+        import ray
+
+        return "cuda" if ray.is_initialized() and ray.get_gpu_ids() else "cpu"
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        return "cpu"
 
 
 def diverged_result(trainer: Any, objective: ObjectiveSpec, message: str, *, logger: Any = None) -> dict[str, Any]:

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from htsweep.services.tracking import TrackingConfig
 
 __all__ = ["SweepOutcome", "run_sweep", "resume_sweep", "smoke_spec", "check_train_config",
-           "check_cluster_resources"]
+           "check_trainable", "check_cluster_resources"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ def check_train_config(spec: SweepSpec) -> None:
     from htsweep.trainers.train import TrainConfig
     from htsweep.trainers.user_code import UserCodeError, is_import_path
 
+    if spec.trainable is not None:
+        check_trainable(spec.trainable)
+        return
     sample: dict[str, Any] = {}
     for name, dom in spec.search.items():
         sample[name] = dom.values[0] if hasattr(dom, "values") else dom.low
@@ -142,6 +145,34 @@ def check_train_config(spec: SweepSpec) -> None:
         first = (str(exc).splitlines() or [""])[0]
         raise SpecError(f"spec {spec.name!r}: building a trial on the driver failed: {type(exc).__name__}: "
                         f"{first}") from None
+
+
+def check_trainable(path: str) -> None:
+    """Import the user's loop on the driver and check it takes ``(config, session)``.
+
+    Raises
+    ------
+    SpecError
+        One line naming the ``trainable`` field and the cause (not importable, not callable, a
+        signature that cannot take two arguments).
+    """
+    import inspect
+
+    from htsweep.trainers.user_code import UserCodeError, resolve
+
+    try:
+        train = resolve(path, field="trainable")
+    except UserCodeError as exc:
+        raise SpecError(str(exc)) from None
+    if not callable(train):
+        raise SpecError(f"trainable: {path!r} is a {type(train).__name__}, not a function train(config, session)")
+    try:
+        inspect.signature(train).bind(None, None)
+    except TypeError:
+        raise SpecError(f"trainable: {path} must accept (config, session); its signature is "
+                        f"{path.rpartition(':')[2] or path}{inspect.signature(train)}") from None
+    except ValueError:  # no signature to read (a builtin): Python will tell at the call
+        pass
 
 
 def check_ray_address(address: str | None, *, timeout: float = 5.0) -> None:
@@ -496,7 +527,7 @@ def _make_tuner(meta: SweepMeta, spec: SweepSpec, tracking: TrackingConfig, *, r
 
     ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
                        parent_run_id=meta.parent_run_id, esd_name=ESD_NAME if spec.monitor.esd_actor else None,
-                       esd_namespace=meta.esd_namespace, conv=spec.monitor.conv)
+                       esd_namespace=meta.esd_namespace, conv=spec.monitor.conv, trainable=spec.trainable)
     trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if restore:

@@ -91,7 +91,7 @@ class SpectralCallback(Callback):
         session = active_session()
         if session is not None:
             session.monitor(pl_module, step)
-            self.last = session.last_snapshot
+            self.last = session.spectral
             return
         self.last = snapshot = self._engine.analyze(pl_module, step)
         if trainer.global_rank != 0:

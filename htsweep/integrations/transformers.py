@@ -110,7 +110,7 @@ class SpectralCallback(TrainerCallback):
         session = active_session()
         if session is not None:
             session.monitor(model, step)
-            self.last = session.last_snapshot
+            self.last = session.spectral
             return
         self.last = snapshot = self._engine.analyze(model, step)
         if not state.is_world_process_zero:
