@@ -69,6 +69,7 @@ def test_two_trials_of_the_users_loop_monitor_report_and_complete(tmp_path, clea
         assert {"esd/step_20.npz", "esd/step_60.npz"} <= arts
 
 
+@pytest.mark.slow  # ~20 s on an idle 2-core box; the causes are also checked without Ray below
 @pytest.mark.integration
 def test_misbehaving_loops_are_trial_errors_with_one_line_causes(tmp_path, clean_env, ray_local):
     modes = ["never_reports", "raises", "text_metric", "not_a_module"]
@@ -112,3 +113,53 @@ def test_spec_takes_a_trainable_or_a_model_and_dataset():
         SweepSpec.from_dict({"name": "x", "trainable": f"{LOOPS}:train", "model": "mlp3"})
     with pytest.raises(SpecError, match=r"model and dataset: required field is missing \(or name your own"):
         SweepSpec.from_dict({"name": "x"})
+
+
+def _session(tmp_path):
+    from htsweep.sweeps.session import TrialSession
+    from htsweep.sweeps.spec import ObjectiveSpec
+    from htsweep.trainers.monitor import InProcessAnalyzer, SpectralMonitor
+
+    return TrialSession({"steps": 4}, objective=ObjectiveSpec(), trial_id="t0", trial_dir=tmp_path, device="cpu",
+                        monitor=SpectralMonitor(InProcessAnalyzer(device="cpu")))
+
+
+def test_session_bad_input_is_one_line(tmp_path):
+    import torch
+
+    session = _session(tmp_path)
+    with pytest.raises(TypeError, match=r"^session.report: metric 'test_acc' must be a number, got str 'high'$"):
+        session.report({"test_acc": "high"}, 1)
+    with pytest.raises(TypeError, match=r"^spectral monitoring needs a torch.nn.Module, got OrderedDict$"):
+        session.monitor(torch.nn.Linear(4, 4).state_dict(), 1)
+    with pytest.raises(TypeError, match=r"^session.monitor: step must be an int, got float 1.5$"):
+        session.monitor(torch.nn.Linear(4, 4), 1.5)
+    with pytest.raises(TypeError, match=r"^session.save_checkpoint: state must be a dict, got list$"):
+        session.save_checkpoint([1])
+    with pytest.raises(RuntimeError, match=r"^the trainable returned without calling session.report"):
+        session.finish()
+
+
+def test_session_merges_the_last_analysis_into_reports(tmp_path):
+    import torch
+
+    class _Recorder:
+        checkpoint = False
+
+        def __init__(self):
+            self.reports = []
+
+        def on_report(self, trainer, model, step, metrics):
+            self.reports.append((step, trainer.step, dict(metrics)))
+
+    session = _session(tmp_path)
+    session._reporter = recorder = _Recorder()
+    torch.manual_seed(0)
+    df = session.monitor(torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.Linear(48, 40)), 3)
+    assert list(df["name"]) == ["0", "1"] and session.spectral.step == 3
+    session.report({"test_acc": torch.tensor(0.75), "n": 2}, 3)
+    step, seen_step, metrics = recorder.reports[-1]
+    assert (step, seen_step, metrics["test_acc"], metrics["n"]) == (3, 3, 0.75, 2.0)
+    assert metrics["alpha/0"] == df.loc[0, "alpha"] and "alpha_mean" in metrics
+    session.finish()
+    assert len(recorder.reports) == 1  # the analysis reached Tune with the report: nothing re-sent
