@@ -31,11 +31,19 @@ from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layer_analysis import LayerAnalysis
 from htsweep.analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
 from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur, shuffle_baseline
-from htsweep.analysis.metric_names import FARMS_KEYS, LOCALIZATION_KEYS, ROW_KEYS, TRAP_KEYS, RowKey
+from htsweep.analysis.metric_names import (
+    FARMS_KEYS,
+    LOCALIZATION_KEYS,
+    ROW_KEYS,
+    TAIL_LAW_KEYS,
+    TRAP_KEYS,
+    RowKey,
+)
 from htsweep.analysis.metrics import localization_metrics, spectral_metrics
 from htsweep.analysis.phases import classify_phase
 from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 from htsweep.analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
+from htsweep.analysis.tail_law import ALTERNATIVES, compare_laws
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
@@ -73,10 +81,10 @@ _EIGS_CONSTRAINTS = {
 }
 
 
-@validate({**_EIGS_CONSTRAINTS, "kind": [str]})
+@validate({**_EIGS_CONSTRAINTS, "kind": [str], "tail_law": ["boolean"]})
 def analyze_spectrum(
     eigs: Any, *, n: int, m: int, name: str = "", kind: str = "", xmax: float | str | None = None,
-    precision: str = "float64", dtype: Any = None,
+    precision: str = "float64", dtype: Any = None, tail_law: bool = False,
 ) -> LayerAnalysis:
     """Every metric computable from the eigenvalues of one layer, plus its phase, as typed fields.
 
@@ -100,6 +108,10 @@ def analyze_spectrum(
     dtype : torch or numpy dtype, optional
         Dtype the weights are stored in; float16 / bfloat16 raise the phase's rank ≤ 1 floor to
         ``eps²`` of that type (:func:`~analysis.phases.classify_phase`).
+    tail_law : bool, default=False
+        Add ``TAIL_LAW_KEYS``: likelihood ratios of the fitted tail's power law against the
+        truncated power law, lognormal and exponential, and a verdict (:mod:`analysis.tail_law`;
+        about 0.1–1 s per layer, so off by default). NaN / ``""`` without a power-law fit.
 
     Returns
     -------
@@ -146,11 +158,19 @@ def analyze_spectrum(
         warnings_.append("merged LoRA update B·A: low-rank by construction")
     phase = classify_phase(x, q=q, mp=mp, pl=pl, dtype=dtype)
 
+    law: dict[str, Any] = {}
+    if tail_law:
+        law = dict.fromkeys(TAIL_LAW_KEYS, _NAN) | {RowKey.TAIL_LAW: ""}
+        if pl.success and (pl.xmax != pl.xmax):  # an unbounded tail (xmax NaN): the laws live on [xmin, ∞)
+            found = compare_laws(above, xmin=pl.xmin, alpha=pl.alpha)
+            law = {RowKey.TAIL_LAW: found.verdict, **{f"R_{a}": found.R[a] for a in ALTERNATIVES},
+                   **{f"p_{a}": found.p[a] for a in ALTERNATIVES}, RowKey.TPL_LAMBDA: found.tpl_lambda}
+            law = {k: law[k] for k in TAIL_LAW_KEYS}
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
     if precision != "float64":  # metrics.numerical_rank uses the float64 floor
         metrics["numerical_rank"] = int(np.count_nonzero(x > x.size * _EPS[precision] * x[-1]))
     return LayerAnalysis(name=name, kind=kind, n=int(n), m=int(m), pl=pl, alpha_hill=float(alpha_hill), mp=mp,
-                         phase=phase, warning="; ".join(warnings_), precision=precision, **metrics)
+                         phase=phase, warning="; ".join(warnings_), precision=precision, tail_law=law, **metrics)
 
 
 @validate(_EIGS_CONSTRAINTS)
@@ -234,10 +254,10 @@ _GROUP_BYTES = 1 << 28
 
 
 @validate({"name": [str], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION, "farms": ["boolean"]})
+           "precision": _PRECISION, "farms": ["boolean"], "tail_law": ["boolean"]})
 def analyze_matrix(
     W: Any, *, name: str = "", localization: bool = False, device: str | torch.device | None = None,
-    precision: str = DEFAULT_PRECISION, farms: bool = False,
+    precision: str = DEFAULT_PRECISION, farms: bool = False, tail_law: bool = False,
 ) -> dict[str, Any]:
     """Analyze one weight matrix.
 
@@ -254,6 +274,8 @@ def analyze_matrix(
         Working precision (:mod:`analysis.spectrum`); the row's ``precision`` says which was used.
     farms : bool, default=False
         Add ``alpha_farms`` and ``alpha_hill_farms`` (:mod:`analysis.farms`).
+    tail_law : bool, default=False
+        Add the tail-law comparison (:func:`analyze_spectrum`).
 
     Returns
     -------
@@ -275,16 +297,18 @@ def analyze_matrix(
     """
     t = as_matrix(W, name=name)
     layer = LayerMatrix.from_tensor(name, "matrix", t)
-    (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision, farms=farms)
+    (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision, farms=farms,
+                           tail_law=tail_law)
     row.pop(RowKey.EIGS)
     return row
 
 
 @validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")], "farms": ["boolean"]})
+           "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")], "farms": ["boolean"],
+           "tail_law": ["boolean"]})
 def analyze_layers(
     layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, tail_law: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyze many layers: batched ESDs (one ``eigvalsh`` per Gram size), then one row each.
 
@@ -307,6 +331,8 @@ def analyze_layers(
         Add ``FARMS_KEYS`` (``alpha_farms``, ``alpha_hill_farms``): α of the pooled ESD of square
         windows (:mod:`analysis.farms`; the windows of all layers in one batched eigensolve per
         window size). Several times the cost of the layer's own ESD, so off by default.
+    tail_law : bool, default=False
+        Add ``TAIL_LAW_KEYS`` (:func:`analyze_spectrum`).
 
     Returns
     -------
@@ -342,7 +368,7 @@ def analyze_layers(
             trapped = (trap_metrics(layer.matrix, eigs, n_permutations=traps) if plain
                        else dict.fromkeys(TRAP_KEYS, _NAN))
         result = analyze_spectrum(eigs, n=layer.n, m=layer.m, name=layer.name, kind=layer.kind, precision=used,
-                                  dtype=layer.matrix.dtype)
+                                  dtype=layer.matrix.dtype, tail_law=tail_law)
         farms_row = (dict(zip(FARMS_KEYS, (windowed[i].alpha, windowed[i].alpha_hill), strict=True))
                      if farms else {})
         result = dataclasses.replace(result, farms=farms_row, localization=loc, traps=trapped, eigs=eigs)
@@ -352,7 +378,8 @@ def analyze_layers(
 
 def iter_analysis(
     plan: LayerPlan, *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, workers: int | None = None,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, tail_law: bool = False,
+    workers: int | None = None,
     on_layer: Callable[[LayerInfo], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Analyze the layers of a plan in order and yield one row per layer as soon as it is done.
@@ -366,7 +393,7 @@ def iter_analysis(
     ----------
     plan : LayerPlan
         From :func:`analysis.layers.plan_layers`.
-    device, localization, precision, traps, farms
+    device, localization, precision, traps, farms, tail_law
         As for :func:`analyze_layers`.
     workers : int, optional
         CPU only: analyse this many layers at once (default: ``torch.get_num_threads()``, i.e. all
@@ -383,7 +410,8 @@ def iter_analysis(
     dict
         Metrics rows with ``"eigs"``, in plan order.
     """
-    kw = {"device": device, "localization": localization, "precision": precision, "traps": traps, "farms": farms}
+    kw = {"device": device, "localization": localization, "precision": precision, "traps": traps, "farms": farms,
+          "tail_law": tail_law}
     workers = torch.get_num_threads() if workers is None else int(workers)
     if default_device(device).type == "cpu" and workers > 1 and len(plan.layers) > 1:
         yield from _iter_parallel(plan, workers, on_layer, kw)
@@ -465,13 +493,13 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     **kw
         ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
         and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
-        ``localization``, ``precision``, ``traps`` and ``farms`` to :func:`analyze_layers`; ``workers`` to
+        ``localization``, ``precision``, ``traps``, ``farms`` and ``tail_law`` to :func:`analyze_layers`; ``workers`` to
         :func:`iter_analysis` (default: one layer per torch thread).
 
     Returns
     -------
     pandas.DataFrame
-        One row per layer, columns ``ROW_KEYS`` (+ FARMS, + localization, + trap columns); no ``eigs``
+        One row per layer, columns ``ROW_KEYS`` (+ FARMS, + tail-law, + localization, + trap columns); no ``eigs``
         column. Tied parameters (a tied LM head) appear once.
 
     Examples
@@ -487,7 +515,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
 
     plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
     plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
-    unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "workers"}
+    unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "tail_law", "workers"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(model, torch.nn.Module):
@@ -498,6 +526,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
         row.pop(RowKey.EIGS, None)
         rows.append(row)
     columns = (list(ROW_KEYS) + (list(FARMS_KEYS) if kw.get("farms") else [])
+               + (list(TAIL_LAW_KEYS) if kw.get("tail_law") else [])
                + (list(LOCALIZATION_KEYS) if kw.get("localization") else [])
                + (list(TRAP_KEYS) if kw.get("traps") else []))
     return pd.DataFrame(rows, columns=columns)

@@ -52,6 +52,8 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
         ``"float32"`` or ``"float64"``: what the ESD was computed in.
     farms : mapping
         ``FARMS_KEYS`` → value (:mod:`analysis.farms`), when asked for (else empty).
+    tail_law : mapping
+        ``TAIL_LAW_KEYS`` → value (:mod:`analysis.tail_law`), when asked for (else empty).
     localization : mapping
         ``LOCALIZATION_KEYS`` → value, when asked for (else empty).
     traps : mapping
@@ -80,6 +82,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
     warning: str = ""
     precision: str = "float64"
     farms: Mapping[str, float] = field(default_factory=dict)
+    tail_law: Mapping[str, Any] = field(default_factory=dict)
     localization: Mapping[str, float] = field(default_factory=dict)
     traps: Mapping[str, float] = field(default_factory=dict)
     eigs: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -95,7 +98,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
         return float(self.pl.alpha)
 
     def to_row(self, *, eigs: bool = False) -> dict[str, Any]:
-        """The metrics row: keys ``ROW_KEYS`` in order, then FARMS, localization and trap keys if any.
+        """The metrics row: keys ``ROW_KEYS`` in order, then FARMS, tail-law, localization and trap keys if any.
 
         Parameters
         ----------
@@ -135,6 +138,7 @@ log_spectral_norm, alpha_weighted, log_alpha_norm : float
             RowKey.WARNING: self.warning,
             RowKey.PRECISION: self.precision,
             **self.farms,
+            **self.tail_law,
             **self.localization,
             **self.traps,
         }

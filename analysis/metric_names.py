@@ -26,6 +26,7 @@ __all__ = [
     "ALPHA_AGGREGATE_KEYS",
     "FARMS_AGGREGATE_KEYS",
     "FARMS_KEYS",
+    "TAIL_LAW_KEYS",
     "LOCALIZATION_KEYS",
     "MODEL_AGGREGATE_KEYS",
     "PER_LAYER_KEYS",
@@ -74,6 +75,15 @@ class RowKey:
     # farms=True
     ALPHA_FARMS: Final = "alpha_farms"
     ALPHA_HILL_FARMS: Final = "alpha_hill_farms"
+    # tail_law=True
+    TAIL_LAW: Final = "tail_law"
+    R_TRUNCATED_POWER_LAW: Final = "R_truncated_power_law"
+    P_TRUNCATED_POWER_LAW: Final = "p_truncated_power_law"
+    R_LOGNORMAL: Final = "R_lognormal"
+    P_LOGNORMAL: Final = "p_lognormal"
+    R_EXPONENTIAL: Final = "R_exponential"
+    P_EXPONENTIAL: Final = "p_exponential"
+    TPL_LAMBDA: Final = "tpl_lambda"
     # localization=True
     VECTOR_ENTROPY: Final = "vector_entropy"
     LOCALIZATION_RATIO: Final = "localization_ratio"
@@ -100,6 +110,12 @@ ROW_KEYS: Final = (
 #: Keys added by ``farms=True`` (:mod:`analysis.farms`: α of the pooled square-window ESD); also
 #: reported per layer as ``<key>/<layer>`` when the rows carry them.
 FARMS_KEYS: Final = (RowKey.ALPHA_FARMS, RowKey.ALPHA_HILL_FARMS)
+#: Keys added by ``tail_law=True`` (:mod:`analysis.tail_law`: the verdict, then R and p of the power
+#: law against each alternative, and the truncated power law's λ).
+TAIL_LAW_KEYS: Final = (
+    RowKey.TAIL_LAW, RowKey.R_TRUNCATED_POWER_LAW, RowKey.P_TRUNCATED_POWER_LAW, RowKey.R_LOGNORMAL,
+    RowKey.P_LOGNORMAL, RowKey.R_EXPONENTIAL, RowKey.P_EXPONENTIAL, RowKey.TPL_LAMBDA,
+)
 #: Keys added by ``localization=True`` (of the leading eigenvector).
 LOCALIZATION_KEYS: Final = (RowKey.VECTOR_ENTROPY, RowKey.LOCALIZATION_RATIO, RowKey.PARTICIPATION_RATIO)
 #: Keys added by ``traps=k`` (correlation traps, :func:`analysis.analyze.trap_metrics`).

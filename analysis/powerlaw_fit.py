@@ -23,7 +23,6 @@ SIAM Review 51(4), 2009.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -454,14 +453,13 @@ def pl_alpha_hill(eigs: Any) -> float:
 def compare_tails(eigs: Any, fit: PowerLawFit) -> dict[str, float | str]:
     """Likelihood-ratio tests of the fitted power-law tail against other tail shapes.
 
-    Uses ``powerlaw.Fit(...).distribution_compare`` on the tail [fit.xmin, fit.xmax]. Optional
-    evidence for heavy tails (slow: it fits each alternative numerically).
+    :func:`analysis.tail_law.compare_laws` on the tail ``x ≥ fit.xmin`` with the fit's α.
 
     Parameters
     ----------
     eigs : array-like of shape (n_eigs,)
     fit : PowerLawFit
-        A successful fit; its ``xmin``/``xmax`` define the tail.
+        A successful fit; its ``xmin`` defines the tail.
 
     Returns
     -------
@@ -473,22 +471,15 @@ def compare_tails(eigs: Any, fit: PowerLawFit) -> dict[str, float | str]:
     """
     if not fit.success:
         return {}
-    import powerlaw
+    from htsweep.analysis.tail_law import ALTERNATIVES, compare_laws
 
-    data = np.asarray(eigs, dtype=np.float64)
-    data = data[data > 0]
-    xmax = fit.xmax if np.isfinite(fit.xmax) else None
+    law = compare_laws(eigs, xmin=fit.xmin, alpha=fit.alpha)
     result: dict[str, float | str] = {}
     best, best_strength = "power_law", 0.0
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        pl = powerlaw.Fit(data, xmin=fit.xmin, xmax=xmax, parameter_ranges={"alpha": [1, 20]}, verbose=0)
-        for alt in ("truncated_power_law", "lognormal", "exponential"):
-            nested = alt == "truncated_power_law"
-            R, p = pl.distribution_compare("power_law", alt, nested=nested)
-            result[f"R_{alt}"] = float(R)
-            result[f"p_{alt}"] = float(p)
-            if np.isfinite(R) and R < 0 and p < 0.1 and -R > best_strength:
-                best, best_strength = alt, -float(R)
+    for alt in ALTERNATIVES:
+        R, p = law.R[alt], law.p[alt]
+        result[f"R_{alt}"], result[f"p_{alt}"] = R, p
+        if np.isfinite(R) and R < 0 and p < 0.1 and -R > best_strength:
+            best, best_strength = alt, -R
     result["best"] = best
     return result

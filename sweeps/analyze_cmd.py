@@ -65,6 +65,8 @@ def _table(rows: list[dict[str, Any]], title: str) -> Any:
     keys = list(_TABLE_COLUMNS)
     if rows and "alpha_farms" in rows[0]:
         keys[5:5] = [("alpha_farms", "α_FARMS"), ("alpha_hill_farms", "α_hill FARMS")]
+    if rows and "tail_law" in rows[0]:
+        keys.insert(-2, ("tail_law", "tail law"))
     if rows and "n_traps" in rows[0]:
         keys.insert(-2, ("n_traps", "traps"))
     for key, header in keys:
@@ -153,6 +155,7 @@ def run_analyze(
     threads: int | None = None,
     traps: int = 0,
     farms: bool = False,
+    tail_law: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyze the weight matrices in ``path`` and print the results.
 
@@ -184,6 +187,9 @@ def run_analyze(
     farms : bool, default=False
         Add ``alpha_farms`` / ``alpha_hill_farms`` (:mod:`analysis.farms`; several times the cost
         of the ESD on layers up to 2000 wide).
+    tail_law : bool, default=False
+        Add the likelihood-ratio tests of the tail against truncated power law, lognormal and
+        exponential and a verdict (:mod:`analysis.tail_law`; about 0.1–1 s per layer).
 
     Returns
     -------
@@ -251,7 +257,7 @@ def run_analyze(
         try:
             # on the CPU: one layer per core, each single-threaded (see iter_analysis)
             for row in iter_analysis(plan, localization=localization, precision=precision, traps=traps,
-                                     farms=farms, workers=n_threads, on_layer=on_layer):
+                                     farms=farms, tail_law=tail_law, workers=n_threads, on_layer=on_layer):
                 rows.append(row)
                 progress.update(task, advance=pending.pop(0).flops, done=len(rows))
                 if json_out:

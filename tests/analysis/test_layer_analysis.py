@@ -23,6 +23,7 @@ from htsweep.analysis.metric_names import (
     MODEL_AGGREGATE_KEYS,
     PER_LAYER_KEYS,
     ROW_KEYS,
+    TAIL_LAW_KEYS,
     TRAP_KEYS,
     ReportKey,
     RowKey,
@@ -121,8 +122,8 @@ def test_layer_analysis_is_frozen(spiked):
 
 def test_row_key_names_cover_every_row_key_once():
     names = {v for k, v in vars(RowKey).items() if k.isupper()}
-    assert names == {*ROW_KEYS, *FARMS_KEYS, *LOCALIZATION_KEYS, *TRAP_KEYS, RowKey.EIGS}
-    assert len(ROW_KEYS + FARMS_KEYS + LOCALIZATION_KEYS + TRAP_KEYS) == len(names) - 1
+    assert names == {*ROW_KEYS, *FARMS_KEYS, *TAIL_LAW_KEYS, *LOCALIZATION_KEYS, *TRAP_KEYS, RowKey.EIGS}
+    assert len(ROW_KEYS + FARMS_KEYS + TAIL_LAW_KEYS + LOCALIZATION_KEYS + TRAP_KEYS) == len(names) - 1
 
 
 def test_reported_metric_names_are_pinned():
