@@ -144,6 +144,35 @@ def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
             f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
 
 
+def _farms(r: Mapping[str, Results]) -> tuple[str, str]:
+    farms = r["bench_farms"]
+    narrow = [c for c in farms["cost"] if c["n_windows"] > 1]
+    ratios = [c["farms_over_analyze"] for c in narrow]
+    gauss, heavy, wide = farms["acceptance"]["gaussian"], farms["acceptance"]["student_t_1.5"], farms["wide"]
+    text = (f"{min(ratios):.1f}–{max(ratios):.1f}× the analysis' CPU time on layers with M < 2000 "
+            f"({_shapes([c['shape'] for c in narrow])}: 10 windows); ≈ {wide['farms_over_analyze_estimate']:.0f}× "
+            f"on {_shape(wide['shape'])} ({wide['n_windows']} windows of 2000², from one window's cost)")
+    text += (f"; spread over Q = 1…8 of α_hill FARMS {gauss['alpha_hill_farms_spread']:.3f} vs PL_Alpha_Hill "
+             f"{gauss['alpha_hill_spread']:.2f} (Gaussian), α FARMS {heavy['alpha_farms_spread']:.2f} (Student-t ν = 1.5)")
+    return ("FARMS α (`farms=True`) vs the per-layer analysis, and its aspect-ratio bias", text)
+
+
+def _tail_law(r: Mapping[str, Results]) -> tuple[str, str]:
+    cases = r["bench_tail_law"]["cases"]
+    esd = [c for c in cases if c["case"].startswith("esd_")]
+    synth = [c for c in cases if not c["case"].startswith("esd_")]
+    same = sum(bool(c["same_signs"]) for c in cases)
+
+    def times(cs: list[Results]) -> str:
+        return f"{min(c['ours_s'] for c in cs):.2f}–{max(c['ours_s'] for c in cs):.2f} s"
+
+    return ("tail-law tests (`tail_law=True`) vs `powerlaw.Fit` + 3 × `distribution_compare`, same xmin",
+            f"{times(esd)} per layer on ESD tails of {min(c['n_tail'] for c in esd)}–{max(c['n_tail'] for c in esd)} eigenvalues "
+            f"({min(c['speedup'] for c in esd):.1f}–{max(c['speedup'] for c in esd):.1f}× powerlaw's speed); "
+            f"{min(c['speedup'] for c in synth):.1f}–{max(c['speedup'] for c in synth):.1f}× faster on "
+            f"2000-point tails; same sign of every R on {same}/{len(cases)}")
+
+
 def _monitoring(r: Mapping[str, Results]) -> tuple[str, str]:
     overheads = [run["overhead_pct"] for run in r["bench_training"]["train_and_monitor"]]
     return ("spectral monitoring overhead during training",
@@ -152,7 +181,7 @@ def _monitoring(r: Mapping[str, Results]) -> tuple[str, str]:
 
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _precision, _llm_scale, _actor,
-    _phases, _monitoring,
+    _phases, _monitoring, _farms, _tail_law,
 )
 
 

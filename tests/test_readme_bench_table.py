@@ -38,13 +38,15 @@ def test_the_table_follows_the_json():
     table = render_table(changed)
     assert "held-out split (541 matrices," in table and "| 90 % (lowest phase: " in table
     assert "batched vs one at a time | 3.0× |" in table
+    changed["bench_farms"]["acceptance"]["gaussian"]["alpha_hill_farms_spread"] = 0.123
+    assert "α_hill FARMS 0.123 vs" in render_table(changed)
     assert table.count("WeightWatcher 9.9") == 2
     assert render_table(results) == render_table()  # the default is the committed JSON
 
 
 def test_one_row_per_benchmark():
     rows = render_table().splitlines()[2:]
-    assert len(rows) == 9 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
+    assert len(rows) == 11 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
 
 
 @pytest.mark.parametrize("text", ["no markers", f"{START}\n| a |\n", f"{END}\n{START}\n", f"{START}{START}{END}"])
