@@ -176,6 +176,8 @@ class Trainer:
             self.callbacks.append(AlphaBalance(cfg.alpha_balance))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, total_steps=self.total_steps,
                                          step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+        # a constant schedule has nothing to change: not stepping it saves ~2 % of a small model's step
+        self._scheduled = cfg.schedule != "constant"
         self.step = self.epoch = 0
         self.should_stop = False
         self.callback_metrics: dict[str, float] = {}
@@ -292,7 +294,8 @@ class Trainer:
         return dict(self._last_report)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        self.model.train()
+        if not self.model.training:  # evaluation restores the mode; train() walks every submodule
+            self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         if self.config.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -306,9 +309,13 @@ class Trainer:
         if self.config.grad_clip is not None:
             self.precision.unscale(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        with scaled_lr(self.optimizer, self.lr_factors):
+        if self.lr_factors:
+            with scaled_lr(self.optimizer, self.lr_factors):
+                self.precision.step(self.optimizer)
+        else:
             self.precision.step(self.optimizer)
-        self.scheduler.step()
+        if self._scheduled:
+            self.scheduler.step()
         self._losses.append(value)
         return value
 
