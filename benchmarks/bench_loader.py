@@ -90,40 +90,40 @@ class _StepClock(Callback):
             self.rates = _rates(self.last - self.start, self.t0)
 
 
-def _config(model: str, path: str, steps: int, batch_size: int, num_workers: int) -> TrainConfig:
-    return TrainConfig(model=model, dataset="mnist5k", steps=steps, batch_size=batch_size, lr=0.01,
-                       optimizer="momentum", eval_every=0, spectral_every=0, eval_samples=64, device="cpu",
-                       loader=path, num_workers=num_workers, seed=0)
-
-
 def htsweep_steps_per_s(data: Any, model: str, path: str, *, steps: int, warmup: int, batch_size: int,
-                        num_workers: int) -> dict[str, float]:
+                        num_workers: int, device: str = "cpu", **settings: Any) -> dict[str, float]:
+    """htsweep's ``Trainer.fit`` (no evaluation or monitoring during the run); ``settings``: more TrainConfig."""
     clock = _StepClock(warmup, warmup + steps)
-    trainer = Trainer(_config(model, path, warmup + steps, batch_size, num_workers), [clock], data=data)
-    trainer.fit()
+    config = TrainConfig(model=model, dataset="mnist5k", steps=warmup + steps, batch_size=batch_size, lr=0.01,
+                         optimizer="momentum", eval_every=0, spectral_every=0, eval_samples=64, device=device,
+                         loader=path, num_workers=num_workers, seed=0, **settings)
+    Trainer(config, [clock], data=data).fit()
     return clock.rates
 
 
 def plain_steps_per_s(data: Any, model_name: str, path: str, *, steps: int, warmup: int, batch_size: int,
-                      num_workers: int) -> dict[str, float]:
+                      num_workers: int, device: str = "cpu") -> dict[str, float]:
     """The loop a PyTorch user writes, on the same model (same seed), data and batch size."""
     torch.manual_seed(0)
-    model = build_model(model_name, data=data)
+    dev = torch.device(device)
+    model = build_model(model_name, data=data).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     if path == "dataloader":
+        pin = dev.type == "cuda"
         loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                            persistent_workers=num_workers > 0)
+                            persistent_workers=num_workers > 0, pin_memory=pin)
 
         def batches() -> Any:
             while True:
-                yield from loader
+                for xb, yb in loader:
+                    yield xb.to(dev, non_blocking=pin), yb.to(dev, non_blocking=pin)
     else:
-        x, y = data.x_train, data.y_train
+        x, y = data.x_train.to(dev), data.y_train.to(dev)
 
         def batches() -> Any:
             while True:
-                perm = torch.randperm(len(x))
+                perm = torch.randperm(len(x), device=dev)
                 for k in range(0, len(x), batch_size):
                     idx = perm[k:k + batch_size]
                     yield x[idx], y[idx]
@@ -177,11 +177,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-train", type=int, default=2048)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     streamed, bundle = _data(args.n_train)
-    kw = dict(steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, num_workers=args.num_workers)
+    kw = dict(steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, num_workers=args.num_workers,
+              device=args.device)
     fixed = from_datasets(TensorDataset(bundle.x_train, bundle.y_train), TensorDataset(bundle.x_test, bundle.y_test),
                           name="mnist5k")
     cases = [
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "bench_loader",
         "model": args.model, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
         "repeats": args.repeats, "num_workers": args.num_workers, "threads": args.threads,
-        "n_train": args.n_train, "target_overhead_pct": TARGET_PCT, "cases": cases,
+        "n_train": args.n_train, "device": args.device, "target_overhead_pct": TARGET_PCT, "cases": cases,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
                     or platform.machine(), "note": "2-core box shared with other jobs; plain and htsweep "
                     "alternate, medians compared"},
