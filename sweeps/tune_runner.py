@@ -32,7 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from htsweep.services.redact import redact
 from htsweep.services.tracking_uri import default_tracking_uri
 from htsweep.sweeps.code_paths import code_roots as default_code_roots
 from htsweep.sweeps.code_paths import import_on_driver, runtime_env
+from htsweep.sweeps.legacy_names import names_old_modules, old_module_names
 from htsweep.sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
 from htsweep.sweeps.objective import metric_and_mode
 from htsweep.sweeps.spec import SpecError, SweepSpec
@@ -440,7 +441,9 @@ def _resume_locked(workdir: Path, *, address: str | None, quiet: bool) -> SweepO
     _end_dead_driver_ray(meta)
     open_optuna_storage(meta.optuna_storage)  # a corrupt optuna.db fails here, in one line, before Ray starts
     if tune.Tuner.can_restore(meta.tune_path):
-        return _execute(meta, spec, restore=True, address=address, quiet=quiet)
+        # A sweep from before the htsweep namespace: Tune's pickles name sweeps.search ... (legacy_names).
+        with old_module_names() if names_old_modules(meta.tune_path) else nullcontext():
+            return _execute(meta, spec, restore=True, address=address, quiet=quiet)
     # Killed before Tune saved anything: run only the trials the study is missing.
     done = _completed_in_study(meta)
     log.warning("no Ray Tune state in %s; starting the %d missing trial(s) afresh", meta.tune_path,

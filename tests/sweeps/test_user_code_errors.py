@@ -96,3 +96,22 @@ def test_good_user_code_passes_the_driver_check(project):
                                          train={"model_kwargs": {}}))
     sys.path.insert(0, str(root))  # run_sweep's import_on_driver does this for the CLI
     check_train_config(spec)
+
+
+def test_the_example_user_project_passes_the_driver_check(monkeypatch):
+    from sweep_helpers import REPO
+
+    from htsweep.sweeps.code_paths import code_roots, import_on_driver
+    from htsweep.sweeps.spec import SweepSpec
+    from htsweep.sweeps.tune_runner import check_train_config
+
+    project = REPO / "examples" / "user_project"
+    monkeypatch.chdir(project)
+    saved = list(sys.path)
+    try:
+        import_on_driver(code_roots("specs/resnet_digits.yaml"))
+        check_train_config(SweepSpec.from_yaml("specs/resnet_digits.yaml"))  # builds it, one batch through
+    finally:
+        sys.path[:] = saved
+        for mod in [m for m in sys.modules if m == "resnets" or m.startswith("resnets.")]:
+            del sys.modules[mod]

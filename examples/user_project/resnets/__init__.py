@@ -1,0 +1,1 @@
+"""An example user package: a small residual CNN and an augmented Dataset, swept by htsweep."""

@@ -1,0 +1,141 @@
+"""Acceptance: a user's own project, outside the repository, swept with ``htsweep run``.
+
+``examples/user_project`` (a residual CNN with batch norm, augmented digit Datasets) is copied to a
+temporary folder next to the project's own ``analysis/`` and ``models/`` packages, which raise on
+import, and run from that folder with no PYTHONPATH through the installed ``htsweep`` command. One
+trial's worker is SIGKILLed mid-training; Ray Tune retries it from its checkpoint. Then: every
+trial COMPLETE in Optuna, one MLflow run per trial with ``alpha/<layer>`` metrics and
+``phase.<layer>`` tags under the user's layer names, test accuracy well above chance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import REPO, cli_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+NAME = "resnet_digits"
+N_TRIALS, STEPS, EVERY = 4, 120, 40
+LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "fc", "head")
+HTSWEEP = str(Path(sys.executable).with_name("htsweep"))
+
+
+def _trials(workdir: Path) -> list:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=NAME, storage=f"sqlite:///{workdir / 'optuna.db'}").get_trials(
+            deepcopy=False)
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+
+
+def _busy_worker(workdir: Path) -> tuple[str, int, int] | None:
+    """(tune trial id, its worker pid, its last reported step) of a trial that reported but is not done."""
+    from optuna.trial import TrialState
+
+    from htsweep.sweeps.processes import session_processes
+
+    try:
+        session = json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
+    except (OSError, ValueError):
+        return None
+    for trial in _trials(workdir):
+        if trial.state != TrialState.RUNNING or not trial.intermediate_values or not session:
+            continue
+        victim = trial.user_attrs.get("tune_trial_id", "")
+        for pid in session_processes(session):
+            try:
+                if victim and victim in os.readlink(f"/proc/{pid}/cwd"):  # Tune runs a trial in its directory
+                    return victim, pid, EVERY * max(trial.intermediate_values)
+            except OSError:
+                continue
+    return None
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    proj = tmp_path_factory.mktemp("user") / "proj"
+    shutil.copytree(REPO / "examples" / "user_project", proj, ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    for name in ("analysis", "models"):  # a research repo's own packages: must never be imported by us
+        (proj / name).mkdir()
+        (proj / name / "__init__.py").write_text(f"raise ImportError('the project\\'s own {name} was imported')\n")
+    spec = yaml.safe_load((proj / "specs" / "resnet_digits.yaml").read_text())
+    spec["train"].update(steps=STEPS)
+    spec["monitor"] = {"eval_every": EVERY, "spectral_every": EVERY}
+    spec.update(num_samples=N_TRIALS, max_failures=1)
+    (proj / "specs" / "e2e.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = cli_env()
+    env.pop("PYTHONPATH", None)
+    workdir = proj / "runs" / "e2e"
+    run = subprocess.Popen([HTSWEEP, "run", "specs/e2e.yaml", "--workdir", "runs/e2e", "--quiet", "--no-report"],
+                           cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out: dict = {"workdir": workdir}
+    try:
+        deadline = time.monotonic() + 900
+        while (busy := _busy_worker(workdir)) is None:
+            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "no trial reported mid-training"
+            time.sleep(0.2)
+        out["victim"], pid, out["victim_step"] = busy
+        os.kill(pid, signal.SIGKILL)
+        out["output"], _ = run.communicate(timeout=1200)
+        out["code"] = run.returncode
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return out
+
+
+def test_every_trial_completes_in_optuna(sweep):
+    from optuna.trial import TrialState
+
+    assert sweep["code"] == 0, sweep["output"][-4000:]
+    trials = _trials(sweep["workdir"])
+    assert len(trials) == N_TRIALS and all(t.state == TrialState.COMPLETE for t in trials), sweep["output"][-3000:]
+
+
+def test_mlflow_trial_runs_have_the_users_layer_names(sweep):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{sweep['workdir']}/mlflow.db")
+    exp = client.get_experiment_by_name(NAME)
+    runs = [r for r in client.search_runs([exp.experiment_id]) if "trial_id" in r.data.tags]
+    assert len(runs) == N_TRIALS
+    for run in runs:
+        alphas = {k.removeprefix("alpha/") for k in run.data.metrics if k.startswith("alpha/")}
+        phases = {k.removeprefix("phase.") for k in run.data.tags if k.startswith("phase.")}
+        assert {"blocks.0.conv1", "blocks.1.conv2", "fc"} <= alphas and set(LAYERS) >= alphas
+        assert {"blocks.0.conv1", "blocks.1.conv2", "fc"} <= phases
+        assert run.data.metrics["test_acc"] > 0.25  # 10 classes: chance is 0.1
+        assert run.info.status == "FINISHED"
+    assert max(run.data.metrics["test_acc"] for run in runs) > 0.6
+
+
+def test_the_killed_trial_resumed_from_its_checkpoint(sweep):
+    import mlflow
+
+    workdir, victim = sweep["workdir"], sweep["victim"]
+    trial_dirs = [d for d in (workdir / "tune").iterdir() if d.is_dir() and victim in d.name]
+    assert len(trial_dirs) == 1
+    reported = [json.loads(line)["step"] for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
+    # it went on after its last checkpoint instead of starting over: the first report step appears once
+    assert reported.count(EVERY) == 1 and STEPS in reported and sweep["victim_step"] + EVERY in reported, reported
+    client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    run = client.search_runs([client.get_experiment_by_name(NAME).experiment_id],
+                             filter_string=f"tags.trial_id = '{victim}'")
+    assert len(run) == 1
+    steps = [m.step for m in client.get_metric_history(run[0].info.run_id, "alpha/fc")]
+    assert steps == sorted(set(steps)) and steps[-1] == STEPS
