@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from htsweep.trainers.datasets import DatasetPair
 
-__all__ = ["LoaderBatcher", "eval_batches"]
+__all__ = ["LoaderBatcher", "device_batches", "eval_loader"]
 
 _EVAL_EPOCH = -1  # the seed stream of evaluation reads, apart from every training epoch
 
@@ -183,17 +183,23 @@ class LoaderBatcher:
         self.epoch, self.pos, self._it = int(state["epoch"]), int(state["pos"]), None
 
 
-def eval_batches(dataset: Any, *, batch_size: int, seed: int, device: torch.device, regression: bool,
-                 indices: torch.Tensor | None = None, num_workers: int = 0,
-                 pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(x, y)`` of ``dataset`` (of its items ``indices`` when given) in order, on ``device``.
+def eval_loader(dataset: Any, *, batch_size: int, seed: int, indices: torch.Tensor | None = None,
+                num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False) -> DataLoader:
+    """A DataLoader over ``dataset`` (its items ``indices`` when given), in order, each pass the same.
 
-    Items are read under fixed seeds, so a random transform gives the same evaluation every time.
+    Items are read under fixed seeds, so a random transform gives the same evaluation every time;
+    with ``persistent_workers`` the workers stay up between evaluations.
     """
     n = len(indices) if indices is not None else len(dataset)
     sampler = _EpochBatches(n, batch_size, seed, shuffle=False, indices=indices)
     sampler.epoch = _EVAL_EPOCH
-    loader = _loader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
-    non_blocking = pin_memory and device.type == "cuda"
+    return _loader(dataset, sampler, num_workers=num_workers, pin_memory=pin_memory,
+                   persistent_workers=persistent_workers)
+
+
+def device_batches(loader: DataLoader, device: torch.device, *, regression: bool,
+                   non_blocking: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(x, y)`` batches of one pass over ``loader``, on ``device`` (float32 inputs; float targets
+    for ``regression``)."""
     for x, y in loader:
         yield _to_device(x, y, device, regression, non_blocking)

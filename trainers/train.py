@@ -51,7 +51,7 @@ from htsweep.trainers.checkpoint import (
 from htsweep.trainers.config import TrainConfig, resolve_device
 from htsweep.trainers.data import Batcher, DataBundle, load_dataset
 from htsweep.trainers.datasets import DatasetPair, from_bundle, is_fixed, to_bundle
-from htsweep.trainers.loader import LoaderBatcher, eval_batches
+from htsweep.trainers.loader import LoaderBatcher, device_batches, eval_loader
 from htsweep.trainers.models import build_model
 from htsweep.trainers.monitor import SpectralSnapshot
 from htsweep.trainers.optim import build_optimizer, build_scheduler, layer_param_groups, scaled_lr
@@ -188,6 +188,7 @@ class Trainer:
         self._last_report: dict[str, Any] = {}
         self._handled: BaseException | None = None
         self._eval_train_idx = self._eval_subset()
+        self._eval_loaders: dict[str, Any] = {}
 
     @staticmethod
     def _load_data(cfg: TrainConfig) -> DataBundle | DatasetPair:
@@ -381,11 +382,14 @@ class Trainer:
             self.model.train(was_training)
 
     def _eval_batches(self, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        dataset = self.data.train if split == "train" else self.data.test
-        return eval_batches(dataset, batch_size=EVAL_CHUNK, seed=self.config.seed, device=self.device,
-                            regression=self.data.task == "regression",
-                            indices=self._eval_train_idx if split == "train" else None,
-                            num_workers=self.config.num_workers, pin_memory=self.pin_memory)
+        if split not in self._eval_loaders:  # made once: persistent workers then serve every evaluation
+            cfg = self.config
+            self._eval_loaders[split] = eval_loader(
+                self.data.train if split == "train" else self.data.test, batch_size=EVAL_CHUNK, seed=cfg.seed,
+                indices=self._eval_train_idx if split == "train" else None, num_workers=cfg.num_workers,
+                pin_memory=self.pin_memory, persistent_workers=cfg.persistent_workers)
+        return device_batches(self._eval_loaders[split], self.device, regression=self.data.task == "regression",
+                              non_blocking=self.pin_memory and self.device.type == "cuda")
 
     # ------------------------------------------------------------------ checkpoints
     def _callback_states(self) -> dict[str, dict[str, Any]]:
