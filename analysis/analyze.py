@@ -43,7 +43,7 @@ from htsweep.analysis.metrics import localization_metrics, spectral_metrics
 from htsweep.analysis.phases import classify_phase
 from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
 from htsweep.analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
-from htsweep.analysis.tail_law import ALTERNATIVES, compare_laws
+from htsweep.analysis.tail_law import tail_law_row
 
 __all__ = [
     "DEFAULT_PRECISION", "MIN_FIT_EIGS", "MONITOR_PRECISION", "ROW_KEYS", "analyze_eigs", "analyze_layers", "analyze_matrix",
@@ -159,13 +159,9 @@ def analyze_spectrum(
     phase = classify_phase(x, q=q, mp=mp, pl=pl, dtype=dtype)
 
     law: dict[str, Any] = {}
-    if tail_law:
-        law = dict.fromkeys(TAIL_LAW_KEYS, _NAN) | {RowKey.TAIL_LAW: ""}
-        if pl.success and (pl.xmax != pl.xmax):  # an unbounded tail (xmax NaN): the laws live on [xmin, ∞)
-            found = compare_laws(above, xmin=pl.xmin, alpha=pl.alpha)
-            law = {RowKey.TAIL_LAW: found.verdict, **{f"R_{a}": found.R[a] for a in ALTERNATIVES},
-                   **{f"p_{a}": found.p[a] for a in ALTERNATIVES}, RowKey.TPL_LAMBDA: found.tpl_lambda}
-            law = {k: law[k] for k in TAIL_LAW_KEYS}
+    if tail_law:  # the laws live on [xmin, ∞): only for an unbounded tail (xmax NaN)
+        bounded = pl.success and pl.xmax == pl.xmax
+        law = tail_law_row(above if pl.success else x, math.nan if bounded else pl.xmin, pl.alpha)
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
     if precision != "float64":  # metrics.numerical_rank uses the float64 floor
         metrics["numerical_rank"] = int(np.count_nonzero(x > x.size * _EPS[precision] * x[-1]))

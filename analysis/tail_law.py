@@ -42,8 +42,9 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from htsweep.analysis._validation import Interval, validate
+from htsweep.analysis.metric_names import TAIL_LAW_KEYS, RowKey
 
-__all__ = ["ALTERNATIVES", "P_DECIDE", "VERDICTS", "TailLaw", "compare_laws", "loglikelihoods"]
+__all__ = ["ALTERNATIVES", "P_DECIDE", "VERDICTS", "TailLaw", "compare_laws", "loglikelihoods", "tail_law_row"]
 
 #: The alternatives compared with the power law.
 ALTERNATIVES = ("truncated_power_law", "lognormal", "exponential")
@@ -229,3 +230,19 @@ def compare_laws(eigs: Any, *, xmin: float, alpha: float | None = None, p_decide
     for alt in ALTERNATIVES:
         R[alt], p[alt] = _ratio(ll_pl, loglikelihoods(x, xmin, alt, params[alt]), nested=alt == "truncated_power_law")
     return TailLaw(n_tail=int(x.size), R=R, p=p, params=params, verdict=_verdict(R, p, p_decide))
+
+
+def tail_law_row(eigs: Any, xmin: float, alpha: float) -> dict[str, Any]:
+    """The metrics-row keys ``TAIL_LAW_KEYS`` of one layer's fitted tail (``xmin``, ``alpha`` of its
+    power-law fit): verdict, R and p per alternative, the truncated power law's λ. ``""`` and NaN
+    when there is no fit (non-finite ``xmin`` or ``alpha``) or the tail has one distinct value."""
+    empty = {k: math.nan for k in TAIL_LAW_KEYS} | {RowKey.TAIL_LAW: ""}
+    if not (math.isfinite(xmin) and math.isfinite(alpha) and xmin > 0 and alpha > 1):
+        return empty
+    try:
+        law = compare_laws(eigs, xmin=float(xmin), alpha=float(alpha))
+    except ValueError:
+        return empty
+    row = {RowKey.TAIL_LAW: law.verdict, **{f"R_{a}": law.R[a] for a in ALTERNATIVES},
+           **{f"p_{a}": law.p[a] for a in ALTERNATIVES}, RowKey.TPL_LAMBDA: law.tpl_lambda}
+    return {k: row[k] for k in TAIL_LAW_KEYS}

@@ -458,9 +458,13 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
 
 
 def spectral_tags(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, str]:
-    """The MLflow tags of one spectral analysis: ``phase.<layer>`` per layer, the model ``phase``
-    and ``phase_step`` (the step they are of); empty without rows."""
+    """The MLflow tags of one spectral analysis: ``phase.<layer>`` per layer (and ``tail_law.<layer>``
+    when the rows carry the tail-law verdict), the model ``phase`` and ``phase_step`` (the step they
+    are of); empty without rows."""
     tags = {_key(ReportKey.LAYER_PHASE_TAG_PREFIX + str(r[RowKey.NAME])): str(r.get(RowKey.PHASE, "")) for r in rows}
+    # the tail-law verdict, when the rows carry it (monitor.tail_law)
+    tags.update({_key(f"{RowKey.TAIL_LAW}.{r[RowKey.NAME]}"): str(r[RowKey.TAIL_LAW]) for r in rows
+                 if r.get(RowKey.TAIL_LAW)})
     if rows:
         tags[ReportKey.PHASE] = model_phase(list(rows))
         tags[ReportKey.PHASE_STEP_TAG] = str(int(step))

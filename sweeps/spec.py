@@ -203,6 +203,8 @@ class MonitorSpec(_Strict):
     spectral_every: int = Field(50, gt=0, description="Compute ESDs + phases every N steps (and at the end).")
     esd_actor: bool = Field(True, description="Use the shared ESD Ray actor (False: analyze in the trial).")
     conv: Literal["reshape", "kernel"] = "reshape"
+    tail_law: bool = Field(False, description="Test each layer's tail against truncated power law, lognormal and "
+                           "exponential (analysis.tail_law; ~0.1-1 s per layer per analysis).")
 
 
 class ObjectiveSpec(_Strict):

@@ -52,6 +52,8 @@ class TrialContext:
         The shared ESD actor; ``esd_name=None`` analyzes inside the trial.
     conv : str
         Conv-layer handling for the monitor.
+    tail_law : bool
+        The monitor adds the tail-law keys to every row (``monitor.tail_law``).
     trainable : str or None
         The user's loop (``"pkg.module:train"``); None runs the built-in trainer.
     """
@@ -63,6 +65,7 @@ class TrialContext:
     esd_name: str | None = None
     esd_namespace: str | None = None
     conv: str = "reshape"
+    tail_law: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
     trainable: str | None = None
 
@@ -228,7 +231,7 @@ def _monitor_and_logger(config: dict[str, Any], ctx: TrialContext, *, params: di
                                    tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
                                    headline=functools.partial(headline_metrics, objective=ctx.objective))
     farms = ctx.objective.metric == RowKey.ALPHA_FARMS
-    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms), logger
+    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms, tail_law=ctx.tail_law), logger
 
 
 def _train_function(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -25,6 +25,7 @@ from htsweep.analysis.analyze import MIN_FIT_EIGS, MONITOR_PRECISION, analyze_la
 from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layers import extract_layers
 from htsweep.analysis.metric_names import FARMS_KEYS, RowKey
+from htsweep.analysis.tail_law import tail_law_row
 from htsweep.trainers.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -126,6 +127,9 @@ class SpectralMonitor(Callback):
     farms : bool, default=False
         Add ``alpha_farms`` / ``alpha_hill_farms`` to every row (and so their aggregates); set by
         the sweep when ``objective.metric`` or ``alpha_balance.metric`` is ``alpha_farms``.
+    tail_law : bool, default=False
+        Add the tail-law keys (``analysis.tail_law``: verdict, likelihood ratios) to every row, from
+        its eigenvalues and power-law fit (about 0.1–1 s per layer); the sweep's ``monitor.tail_law``.
 
     Attributes
     ----------
@@ -138,12 +142,13 @@ class SpectralMonitor(Callback):
     """
 
     def __init__(self, analyzer: Analyzer | None = None, *, conv: str = "reshape", min_dim: int = 2,
-                 farms: bool = False):
+                 farms: bool = False, tail_law: bool = False):
         if conv not in ("reshape", "kernel"):
             raise ValueError(f"conv must be 'reshape' or 'kernel', got {conv!r}")
         if analyzer is not None and not callable(analyzer):
             raise TypeError(f"analyzer must be callable(layers, step) -> list[dict], got {type(analyzer).__name__}")
         self.analyzer, self.conv, self.min_dim, self.farms = analyzer, conv, int(min_dim), bool(farms)
+        self.tail_law = bool(tail_law)
         self.last: SpectralSnapshot | None = None
         self.n_calls, self.last_step, self.seconds = 0, -1, 0.0
 
@@ -195,6 +200,9 @@ class SpectralMonitor(Callback):
             windowed = farms_alphas(layers, precision=MONITOR_PRECISION, min_eigs=MIN_FIT_EIGS)
             rows = [{**row, **dict(zip(FARMS_KEYS, (f.alpha, f.alpha_hill), strict=True))}
                     for row, f in zip(rows, windowed, strict=True)]
+        if self.tail_law:
+            rows = [{**row, **tail_law_row(row[RowKey.EIGS], row[RowKey.XMIN], row[RowKey.ALPHA])}
+                    if row.get(RowKey.EIGS) is not None and RowKey.TAIL_LAW not in row else row for row in rows]
         snapshot = SpectralSnapshot(int(step), rows)
         self.last = snapshot
         self.n_calls, self.last_step = self.n_calls + 1, int(step)

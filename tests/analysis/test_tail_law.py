@@ -107,6 +107,23 @@ def test_row_keys_of_analyze_matrix_and_the_cli(tmp_path):
     assert cli_row["tail_law"] == row["tail_law"]
 
 
+def test_monitor_rows_and_mlflow_tags_carry_the_verdict():
+    import torch
+
+    from htsweep.services.tracking import spectral_tags
+    from htsweep.trainers.monitor import SpectralMonitor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(200, 100), torch.nn.Linear(100, 10))
+    snap = SpectralMonitor(tail_law=True).analyze(model, 3)
+    rows = {r["name"]: r for r in snap.rows}
+    law = compare_laws(rows["0"]["eigs"], xmin=rows["0"]["xmin"], alpha=rows["0"]["alpha"])
+    assert rows["0"]["tail_law"] == law.verdict and rows["0"]["p_exponential"] == law.p["exponential"]
+    assert rows["1"]["tail_law"] == ""  # 10 columns: no fit
+    tags = spectral_tags(snap.rows, 3)
+    assert tags["tail_law.0"] == law.verdict and "tail_law.1" not in tags
+
+
 def _esd(W: np.ndarray) -> np.ndarray:
     from htsweep.analysis.spectrum import esd
 
