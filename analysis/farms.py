@@ -18,10 +18,10 @@ batched ``eigvalsh`` (:func:`analysis.spectrum.esd_layers`, on CUDA when availab
 default with the same float64 redo rule as the layer ESDs). The windows are views; no copy of a
 layer is made.
 
-Conv layers: a pooled conv layer (``conv='pooled'``, a stack of kernel-position slices) is windowed
-slice by slice and all its windows are pooled, which is the per-kernel-slice treatment of the
-paper; with ``conv='kernel'`` each slice is its own layer anyway. A conv layer reshaped to
-``(out, in·k)`` (``conv='reshape'``, the default) is windowed as that one matrix.
+Conv layers are windowed per kernel slice, as the paper does, and all their windows pooled: the
+slices of a pooled conv layer (``conv='pooled'``), and the ``(out, in)`` slices of a layer reshaped
+to ``(out, in·k)`` (``conv='reshape'``, the default; ``LayerMatrix.kernel`` says how many); with
+``conv='kernel'`` each slice is its own layer anyway.
 
 Cost. With the defaults a layer with ``M ≤ 2000`` and ``N ≥ M + 9`` has 10 windows of M×M, i.e. ten
 M×M eigensolves where the layer's own ESD needs one (plus the N·M² Gram): several times the ESD's
@@ -180,10 +180,14 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
     for i, item in enumerate(mats):
         matrix = getattr(item, "matrix", item)
         name = getattr(item, "name", None) or f"mats[{i}]"
-        if isinstance(matrix, torch.Tensor) and matrix.ndim == 3 and getattr(item, "kind", "").startswith("conv"):
+        conv = getattr(item, "kind", "").startswith("conv")
+        kernel = int(getattr(item, "kernel", 1))
+        if isinstance(matrix, torch.Tensor) and matrix.ndim == 3 and conv:
             slices = [as_matrix(s, name=name, check_finite=False) for s in matrix.detach()]
         else:
             slices = [as_matrix(matrix, name=name, check_finite=False)]
+            if conv and kernel > 1 and slices[0].shape[1] % kernel == 0:  # (out, in·k): column i·k + p
+                slices = [slices[0][:, p::kernel] for p in range(kernel)]
         for t in slices:
             for w in windows(t, max_rows=max_rows, q=q, n_windows=n_windows):
                 pieces.append(LayerMatrix.from_tensor(name, "matrix", w))

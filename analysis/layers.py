@@ -104,6 +104,10 @@ class LayerMatrix:
         layer holds its kernel-position slices, whose eigenvalues are pooled into one ESD.
     n, m : int
         ``n = max(rows, cols)``, ``m = min(rows, cols)`` (N ≥ M) of one matrix (one slice).
+    kernel : int
+        Kernel positions of a conv layer reshaped to ``(out, in·k)`` (``conv='reshape'``; column
+        ``i·k + p`` is input channel ``i`` at position ``p``), 1 otherwise: FARMS windows such a
+        layer per kernel slice (:mod:`analysis.farms`).
     """
 
     name: str
@@ -111,6 +115,7 @@ class LayerMatrix:
     matrix: torch.Tensor = field(repr=False)
     n: int
     m: int
+    kernel: int = 1
 
     @classmethod
     def from_tensor(cls, name: str, kind: str, matrix: torch.Tensor) -> LayerMatrix:
@@ -142,6 +147,8 @@ class LayerInfo:
         Keys of the tensors the matrix is built from.
     tied : tuple of str
         Keys of other tensors tied to the source (same storage or equal data), not analysed again.
+    kernel : int
+        As in :class:`LayerMatrix`.
     """
 
     name: str
@@ -152,6 +159,7 @@ class LayerInfo:
     dtype: torch.dtype
     sources: tuple[str, ...]
     tied: tuple[str, ...] = ()
+    kernel: int = 1
 
     @property
     def n_eigs(self) -> int:
@@ -285,7 +293,7 @@ class LayerPlan:
         t = t.detach()
         if self._copy:
             t = t.clone()
-        return LayerMatrix(info.name, info.kind, t, info.n, info.m)
+        return LayerMatrix(info.name, info.kind, t, info.n, info.m, info.kernel)
 
 
 @dataclass(frozen=True)
@@ -295,6 +303,7 @@ class _Piece:
     shape: tuple[int, ...]
     build: Builder
     sources: tuple[str, ...]
+    kernel: int = 1
 
 
 def _base(key: str) -> str:
@@ -333,7 +342,7 @@ def _conv_pieces(name: str, key: str, kind: str, shape: tuple[int, ...], conv: s
     d0, d1, ks = shape[0], shape[1], shape[2:]
     n_pos = int(np.prod(ks))
     if conv == "reshape":
-        return [_Piece(name, kind, (d0, d1 * n_pos), lambda get: get(key).reshape(d0, -1), (key,))]
+        return [_Piece(name, kind, (d0, d1 * n_pos), lambda get: get(key).reshape(d0, -1), (key,), n_pos)]
     if conv == "pooled":
         def pooled(get: Getter) -> torch.Tensor:
             w = get(key)
@@ -538,7 +547,7 @@ def _build_plan(table: dict[str, TensorInfo], getter: Getter, *, hints: Mapping[
             if not select.keep(p.name, p.kind, m) or p.name in builders:
                 continue
             tied = tuple(t for s in p.sources for t in tied_to.get(s, ()))
-            layers.append(LayerInfo(p.name, p.kind, p.shape, n, m, table[key].dtype, p.sources, tied))
+            layers.append(LayerInfo(p.name, p.kind, p.shape, n, m, table[key].dtype, p.sources, tied, p.kernel))
             builders[p.name] = p.build
     return LayerPlan(layers, builders, getter, tied=sorted(ties.items()), source=source, copy=copy)
 

@@ -77,6 +77,20 @@ def test_pooled_conv_layer_is_windowed_per_kernel_slice():
     assert_allclose(pooled.eigs, np.sort(np.concatenate([r.eigs for r in per_slice])), rtol=1e-12)
 
 
+def test_reshaped_conv_is_windowed_per_kernel_slice_like_the_pooled_stack():
+    from htsweep.analysis import extract_layers
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(40, 96, 3))
+    (reshaped,) = extract_layers(model, conv="reshape")
+    (pooled,) = extract_layers(model, conv="pooled")
+    assert reshaped.kernel == 9 and reshaped.matrix.shape == (96, 360) and pooled.kernel == 1
+    (a,) = farms([reshaped], device="cpu", precision="float64")
+    (b,) = farms([pooled], device="cpu", precision="float64")
+    assert a.n_windows == b.n_windows == 90
+    assert_allclose(a.eigs, b.eigs, rtol=1e-10, atol=1e-14)
+
+
 def test_float32_default_agrees_with_float64():
     W = np.random.default_rng(2).standard_normal((500, 100))
     (f32,) = farms([W], device="cpu")
