@@ -32,7 +32,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("SIGKILL of a trial's worker process mid-training",
           "nothing: Ray Tune retries the trial from its last checkpoint (`max_failures`)",
           "one MLflow run per trial, no metric step twice, every report step; one Optuna value",
-          ("tests/sweeps/test_driver_faults.py::test_killed_trial_was_retried_from_its_checkpoint",)),
+          ("tests/sweeps/test_driver_faults.py::test_killed_trial_was_retried_from_its_checkpoint",
+           "tests/sweeps/test_user_project_e2e.py::test_the_killed_trial_resumed_from_its_checkpoint")),
     Fault("SIGKILL of the ESD actor's process",
           "one warning; that step and the next ones are analyzed in-process at once (no backoff sleeps) until a "
           "probe finds the restarted actor",

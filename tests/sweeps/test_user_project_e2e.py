@@ -26,7 +26,7 @@ from sweep_helpers import REPO, cli_env
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NAME = "resnet_digits"
-N_TRIALS, STEPS, EVERY = 4, 120, 40
+N_TRIALS, STEPS, EVERY = 4, 240, 80  # the shipped spec's length
 LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "fc", "head")
 HTSWEEP = str(Path(sys.executable).with_name("htsweep"))
 
@@ -119,9 +119,9 @@ def test_mlflow_trial_runs_have_the_users_layer_names(sweep):
         phases = {k.removeprefix("phase.") for k in run.data.tags if k.startswith("phase.")}
         assert {"blocks.0.conv1", "blocks.1.conv2", "fc"} <= alphas and set(LAYERS) >= alphas
         assert {"blocks.0.conv1", "blocks.1.conv2", "fc"} <= phases
-        assert run.data.metrics["test_acc"] > 0.25  # 10 classes: chance is 0.1
+        assert run.data.metrics["test_acc"] > 0.3  # 10 classes: chance is 0.1
         assert run.info.status == "FINISHED"
-    assert max(run.data.metrics["test_acc"] for run in runs) > 0.6
+    assert max(run.data.metrics["test_acc"] for run in runs) > 0.8
 
 
 def test_the_killed_trial_resumed_from_its_checkpoint(sweep):
