@@ -403,9 +403,10 @@ class Batcher:
         if self.batch_size >= n:
             return d.x_train, d.y_train, True
         if self.perm is None:
-            self.perm = torch.randperm(n, generator=self.generator)
+            # one copy per epoch to the data's device, not one index copy per step
+            self.perm = torch.randperm(n, generator=self.generator).to(d.x_train.device)
             self.pos = 0
-        idx = self.perm[self.pos:self.pos + self.batch_size].to(d.x_train.device)
+        idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         done = self.pos >= n
         if done:
@@ -424,10 +425,13 @@ class Batcher:
 
     def state_dict(self) -> dict[str, Any]:
         """Generator state, current permutation and position (enough to continue bit-identically)."""
-        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+        perm = None if self.perm is None else self.perm.cpu()
+        return {"generator": self.generator.get_state(), "perm": perm, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("loader") == "dataloader":
             raise ValueError("the checkpoint was written with loader='dataloader'; resume it with that loader")
         self.generator.set_state(state["generator"])
-        self.perm, self.pos = state["perm"], int(state["pos"])
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.data.x_train.device)
+        self.pos = int(state["pos"])
