@@ -179,9 +179,21 @@ def _monitoring(r: Mapping[str, Results]) -> tuple[str, str]:
             f"{min(overheads):.2g}–{max(overheads):.2g} % of wall time at the example cadences")
 
 
+def _loader(r: Mapping[str, Results]) -> tuple[str, str]:
+    b = r["bench_loader"]
+    cases = {c["case"].split(":")[0]: c["cpu"] for c in b["cases"]}
+    auto = cases["auto"]
+    return (f"built-in loop vs a plain PyTorch loop: same {b['model']}, data and batch {b['batch_size']} "
+            f"({b['device'].upper()}, no monitoring)",
+            f"{cases['dataloader']['overhead_pct']:+.1f} % time per step with a DataLoader (augmented Dataset), "
+            f"{cases['memory']['overhead_pct']:+.1f} % in memory (CPU-time medians, target ≤ 5 %); in memory "
+            f"{auto['htsweep_median'] / auto['reference_median']:.2g}× the DataLoader's steps/s on fixed tensors "
+            "(`loader: auto`)")
+
+
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _precision, _llm_scale, _actor,
-    _phases, _monitoring, _farms, _tail_law,
+    _phases, _monitoring, _farms, _tail_law, _loader,
 )
 
 
