@@ -11,6 +11,14 @@ end of the sweep. It also records, on each Optuna trial, the Tune trial id and t
 phase and accuracy as user attributes, so the study alone can answer ``htsweep status``. It lives
 in an importable module because Tune pickles the searcher into its experiment state and unpickles
 it on ``Tuner.restore``.
+
+With an accuracy floor (``objective.min_test_accuracy``), every finished trial also gets Optuna's
+constraint ``min_test_accuracy - test_acc`` (feasible when ≤ 0, the system attribute that
+``Trial.set_constraint`` writes), which constrained TPE, NSGA-II and the GP sampler model as a
+constraint; Optuna then receives ``|alpha - target|`` itself, not the penalized objective (whose
+cliff a GP would have to fit). Tune, ASHA and ``htsweep best`` still rank trials by the penalized
+objective, which is kept on the trial as the user attribute ``objective``. Constraints and values
+live in the study, so a resumed sweep's sampler sees them as before.
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from htsweep.analysis.metric_names import ReportKey
-from htsweep.sweeps.objective import ALPHA_AGG, FEASIBLE, TEST_ERROR
+from htsweep.sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, TEST_ERROR
 from htsweep.sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
 from htsweep.sweeps.workdir import load_optuna_study, open_optuna_storage
 
@@ -54,6 +63,8 @@ __all__ = [
     "optuna_outcomes",
     "USER_ATTRS",
     "PENDING_FILE",
+    "CONSTRAINT",
+    "accuracy_constraint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,7 +77,28 @@ TELL_RETRY_S = 30.0
 #: Result keys copied onto each finished Optuna trial as user attributes.
 USER_ATTRS = (ALPHA_AGG, ReportKey.ALPHA_MEAN, ReportKey.TEST_ACC, ReportKey.TRAIN_ACC, ReportKey.TEST_LOSS,
               ReportKey.TEST_R2, TEST_ERROR, FEASIBLE, ReportKey.PHASE_CODE, ReportKey.PHASE, ReportKey.STEP,
-              "trained", "mlflow_run_id", "node_id", "diverged", "error")
+              OBJECTIVE, "trained", "mlflow_run_id", "node_id", "diverged", "error")
+
+#: Name of the Optuna constraint (``constraints:<name>`` system attribute) of the accuracy floor.
+CONSTRAINT = "min_test_accuracy"
+
+
+def accuracy_constraint(result: dict | None, min_test_accuracy: float | None) -> float | None:
+    """Optuna's constraint value of a finished trial: ``min_test_accuracy - test_acc`` (≤ 0: feasible).
+
+    A trial without a test accuracy (diverged, failed before evaluating) counts as accuracy 0.
+    ``None`` when the sweep has no floor.
+
+    Examples
+    --------
+    >>> accuracy_constraint({"test_acc": 0.95}, 0.9) < 0, accuracy_constraint({}, 0.9)
+    (True, 0.9)
+    """
+    if min_test_accuracy is None:
+        return None
+    acc = (result or {}).get(ReportKey.TEST_ACC)
+    acc = float(acc) if _finite(acc) else 0.0
+    return float(min_test_accuracy) - acc
 
 
 def search_space(spec: SweepSpec) -> dict[str, BaseDistribution]:
@@ -97,7 +129,7 @@ def search_space(spec: SweepSpec) -> dict[str, BaseDistribution]:
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named by ``spec.sampler`` (TPE by default, NSGA-II when multi-objective).
+    """The Optuna sampler named by ``spec.sampler_type`` (see :attr:`sweeps.spec.SweepSpec.sampler_type`).
 
     Parameters
     ----------
@@ -112,6 +144,10 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(n_startup_trials=spec.sampler.n_startup_trials, seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=spec.sampler.population_size, seed=seed)
+    if kind == "gp":
+        with warnings.catch_warnings():  # experimental-feature notices, not problems
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(n_startup_trials=spec.sampler.n_startup_trials, seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "qmc":
@@ -183,8 +219,12 @@ class ResumableOptunaSearch(OptunaSearch):
             return
         attrs = {k: v for k, v in (result or {}).items() if k in USER_ATTRS and isinstance(v, int | float | str | bool)}
         values, state = self._final_values(result, error)
+        floor = getattr(self, "_min_test_accuracy", None)
+        constraint = accuracy_constraint(result, floor) if state != TrialState.FAIL else None
+        if constraint is not None and values is not None and _finite((result or {}).get(ALPHA_ERROR)):
+            values = float(result[ALPHA_ERROR])  # the floor is the constraint: no penalty cliff to model
         try:
-            _retry_locked(lambda: _tell(self._ot_study, ot_trial.number, values, state, attrs))
+            _retry_locked(lambda: _tell(self._ot_study, ot_trial.number, values, state, attrs, constraint))
         except UpdateFinishedTrialError:
             logger.info("Optuna already finished the trial of Tune trial %s; keeping its first value", trial_id)
         except Exception as exc:  # noqa: BLE001 - surfaced, and the value is kept for later
@@ -192,7 +232,7 @@ class ResumableOptunaSearch(OptunaSearch):
                          "recorded at the end of the sweep", trial_id, ot_trial.number, exc, self.pending_path)
             _append_pending(self.pending_path, {"study": self._ot_study.study_name, "number": ot_trial.number,
                                                 "values": values, "state": state.name, "attrs": attrs,
-                                                "error": str(exc)[:500]})
+                                                "constraint": constraint, "error": str(exc)[:500]})
         self._completed_trials.add(trial_id)
 
     def _final_values(self, result: dict | None, error: bool) -> tuple[Any, TrialState]:
@@ -213,12 +253,16 @@ class ResumableOptunaSearch(OptunaSearch):
         return Path(self._pending_dir) / PENDING_FILE if getattr(self, "_pending_dir", None) else None
 
 
-def _tell(study: optuna.Study, number: int, values: Any, state: TrialState, attrs: dict[str, Any]) -> None:
-    """Set the user attributes, then finish trial ``number`` with ``values`` (or ``state`` without)."""
+def _tell(study: optuna.Study, number: int, values: Any, state: TrialState, attrs: dict[str, Any],
+          constraint: float | None = None) -> None:
+    """Set the user attributes and the constraint, then finish trial ``number`` with ``values``
+    (or ``state`` without); the sampler's ``after_trial`` then sees the constraint."""
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial_id, key, value)
+    if constraint is not None and f"{_CONSTRAINTS_KEY}:{CONSTRAINT}" not in storage.get_trial_system_attrs(trial_id):
+        optuna.Trial(study, trial_id).set_constraint(CONSTRAINT, constraint)
     if values is None:
         study.tell(number, state=state)
     else:
@@ -275,7 +319,8 @@ def tell_pending(workdir: str | Path, storage_url: str) -> int:
         try:
             study = load_optuna_study(rec["study"], storage_url)
             _retry_locked(lambda rec=rec, study=study: _tell(study, rec["number"], rec["values"],
-                                                             TrialState[rec["state"]], rec["attrs"]))
+                                                             TrialState[rec["state"]], rec["attrs"],
+                                                             rec.get("constraint")))
             done += 1
         except UpdateFinishedTrialError:
             done += 1
@@ -325,6 +370,7 @@ def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[
         seed=spec.seed,
     )
     searcher._pending_dir = str(pending_dir) if pending_dir is not None else None
+    searcher._min_test_accuracy = None if spec.objective.multi_objective else spec.objective.min_test_accuracy
     return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent_trials)
 
 

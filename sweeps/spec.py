@@ -35,6 +35,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 __all__ = [
+    "AUTO_SAMPLER",
     "TRAIN_FIELDS",
     "SpecError",
     "SweepSpec",
@@ -243,11 +244,15 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
-class SamplerSpec(_Strict):
-    """Optuna sampler; ``None`` means TPE (NSGA-II for a multi-objective sweep, grid for grids)."""
+#: The single-objective sampler ``sampler: auto`` picks (see benchmarks/bench_search.py).
+AUTO_SAMPLER = "tpe"
 
-    type: Literal["tpe", "random", "nsga2", "grid", "qmc"] | None = None
-    n_startup_trials: int = Field(4, ge=0, description="TPE: random trials before modelling.")
+
+class SamplerSpec(_Strict):
+    """Optuna sampler; ``None`` means ``auto`` (see :attr:`SweepSpec.sampler_type`)."""
+
+    type: Literal["auto", "tpe", "gp", "random", "nsga2", "grid", "qmc"] | None = None
+    n_startup_trials: int = Field(4, ge=0, description="TPE / GP: random trials before modelling.")
     population_size: int = Field(8, ge=2, description="NSGA-II population size.")
 
 
@@ -383,7 +388,7 @@ class SweepSpec(_Strict):
                              f"({', '.join(others)}); use type: choice for a sampled discrete set")
         if self.sampler.type == "grid" and not grids:
             raise ValueError("sampler.type: grid needs every search domain to be type: grid")
-        if grids and self.sampler.type not in (None, "grid"):
+        if grids and self.sampler.type not in (None, "auto", "grid"):
             raise ValueError(f"search uses grid domains but sampler.type is {self.sampler.type!r}; drop it or use grid")
         if self.objective.multi_objective and self.scheduler.type == "asha":
             raise ValueError("scheduler.type: asha cannot stop trials of a multi_objective sweep; use none")
@@ -394,12 +399,13 @@ class SweepSpec(_Strict):
     # ------------------------------------------------------------------ derived
     @property
     def sampler_type(self) -> str:
-        """The effective Optuna sampler name."""
-        if self.sampler.type:
+        """The effective Optuna sampler name; ``auto`` (the default) picks grid for a grid, NSGA-II
+        for a multi-objective sweep, else :data:`AUTO_SAMPLER`."""
+        if self.sampler.type not in (None, "auto"):
             return self.sampler.type
         if any(isinstance(d, Grid) for d in self.search.values()):
             return "grid"
-        return "nsga2" if self.objective.multi_objective else "tpe"
+        return "nsga2" if self.objective.multi_objective else AUTO_SAMPLER
 
     @property
     def subject(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from htsweep.analysis.metric_names import ReportKey
-from htsweep.sweeps.objective import ALPHA_AGG
+from htsweep.sweeps.objective import ALPHA_AGG, OBJECTIVE
 from htsweep.sweeps.spec import SweepSpec
 from htsweep.sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
@@ -87,6 +87,10 @@ def _f(value: Any) -> float:
         return math.nan
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _phase(attrs: dict[str, Any]) -> str:
     if attrs.get("diverged"):
         return "(diverged)"
@@ -132,7 +136,9 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
         attrs = dict(t.user_attrs)
         alpha = _f(attrs.get(ALPHA_AGG))
         acc = _f(attrs.get(ReportKey.TEST_ACC))
-        if t.values is not None:
+        if t.values is not None and len(t.values) == 1 and _finite(attrs.get(OBJECTIVE)):
+            values = (float(attrs[OBJECTIVE]),)  # a constrained study holds |alpha - target|, Tune the penalized value
+        elif t.values is not None:
             values = tuple(float(v) for v in t.values)
         elif t.intermediate_values:
             values = (float(t.intermediate_values[max(t.intermediate_values)]),)

@@ -105,6 +105,7 @@ def test_search_space_is_optuna_distributions():
 @pytest.mark.parametrize(("sampler", "cls"), [
     ({}, optuna.samplers.TPESampler), ({"type": "random"}, optuna.samplers.RandomSampler),
     ({"type": "qmc"}, optuna.samplers.QMCSampler), ({"type": "nsga2"}, optuna.samplers.NSGAIISampler),
+    ({"type": "gp"}, optuna.samplers.GPSampler), ({"type": "tpe"}, optuna.samplers.TPESampler),
 ])
 def test_make_sampler(sampler, cls):
     spec = _spec(search={"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}, sampler=sampler)
@@ -155,7 +156,7 @@ def test_searcher_records_user_attrs(tmp_path):
     assert t.state == TrialState.COMPLETE and t.value == 0.3
     assert t.intermediate_values == {1: 0.7}
     assert t.user_attrs == {"tune_trial_id": "t1", "alpha_agg": 2.3, "test_acc": 0.9, "phase": "bulk_decay",
-                            "mlflow_run_id": "abc"}
+                            "mlflow_run_id": "abc", "objective": 0.3}
 
 
 def test_searcher_tolerates_trials_the_study_already_finished(tmp_path):
