@@ -146,11 +146,29 @@ def best(
     workdir: Path | None = typer.Argument(None, help="Sweep directory (default: the latest under runs/)."),
     correlations: bool = typer.Option(True, "--correlations/--no-correlations",
                                       help="Also print which spectral metric tracks test accuracy across the trials."),
+    target_alpha: float | None = typer.Option(None, "--target-alpha", help="Re-target: recompute feasibility, "
+                                              "objective, best trial and best step for this alpha from what "
+                                              "was logged (nothing is trained again)."),
+    min_test_accuracy: float | None = typer.Option(None, "--min-test-accuracy", help="Re-target with this "
+                                                   "accuracy floor."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="Re-target with this alpha aggregate: "
+                                         "mean, median or last."),
 ) -> None:
     """The feasible trial with alpha closest to the target, and which spectral metric predicts generalization."""
     from htsweep.sweeps.spec import SpecError
     from htsweep.sweeps.status import print_best
 
+    changes = {"target_alpha": target_alpha, "min_test_accuracy": min_test_accuracy, "aggregate": aggregate}
+    if any(v is not None for v in changes.values()):
+        from htsweep.sweeps.retarget import print_retargeted
+
+        try:
+            found = print_retargeted(workdir, changes)
+        except SpecError as exc:
+            _fail(exc)
+        if found is None:
+            raise typer.Exit(code=1)
+        return
     try:
         found = print_best(workdir, correlations=correlations)
     except SpecError as exc:

@@ -36,6 +36,7 @@ __all__ = [
     "FEASIBLE",
     "metric_and_mode",
     "alpha_aggregate",
+    "alpha_keys",
     "evaluate",
 ]
 
@@ -73,6 +74,20 @@ def _num(value: Any) -> float:
         return math.nan
 
 
+def alpha_keys(spec: ObjectiveSpec) -> list[str]:
+    """The trainer metric keys :func:`alpha_aggregate` reads (one aggregate, or one per named layer).
+
+    Examples
+    --------
+    >>> alpha_keys(ObjectiveSpec(aggregate="median"))
+    ['alpha_median']
+    """
+    if spec.aggregate == "layers":
+        return [per_layer_key(spec.metric, name) for name in spec.layers or ()]
+    keys = FARMS_AGGREGATE_KEYS if spec.metric == RowKey.ALPHA_FARMS else ALPHA_AGGREGATE_KEYS
+    return [keys[spec.aggregate]]
+
+
 def alpha_aggregate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> float:
     """The alpha the objective steers: mean, median, last dense layer, or mean over named layers.
 
@@ -88,12 +103,11 @@ def alpha_aggregate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> float:
     float
         NaN when the metrics hold no (finite) alpha yet.
     """
+    vals = [_num(metrics.get(key)) for key in alpha_keys(spec)]
     if spec.aggregate == "layers":
-        vals = [_num(metrics.get(per_layer_key(spec.metric, name))) for name in spec.layers or ()]
         vals = [v for v in vals if math.isfinite(v)]
         return sum(vals) / len(vals) if vals else math.nan
-    keys = FARMS_AGGREGATE_KEYS if spec.metric == RowKey.ALPHA_FARMS else ALPHA_AGGREGATE_KEYS
-    return _num(metrics.get(keys[spec.aggregate]))
+    return vals[0]
 
 
 def evaluate(metrics: Mapping[str, Any], spec: ObjectiveSpec) -> dict[str, float]:
