@@ -42,7 +42,14 @@ from htsweep.analysis.metric_names import (
 from htsweep.analysis.metrics import localization_metrics, spectral_metrics
 from htsweep.analysis.phases import classify_phase
 from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
-from htsweep.analysis.spectrum import PRECISIONS, as_matrix, default_device, esd_layers, gram_eigh
+from htsweep.analysis.spectrum import (
+    PRECISIONS,
+    as_matrix,
+    default_device,
+    esd_layers,
+    gram_eigh,
+    round_off_floor,
+)
 from htsweep.analysis.tail_law import tail_law_row
 
 __all__ = [
@@ -68,7 +75,6 @@ MONITOR_PRECISION = "float64"
 MIN_FIT_EIGS = 32
 
 _NAN = math.nan
-_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
 _EIGS_CONSTRAINTS = {
@@ -102,9 +108,10 @@ def analyze_spectrum(
     xmax : float or {'max'}, optional
         Upper cutoff of the power-law fit (see :func:`~analysis.powerlaw_fit.fit_power_law`).
     precision : {'float64', 'float32'}, default='float64'
-        Precision the eigenvalues were computed in: eigenvalues below ``M · eps · λmax`` of that
-        precision are round-off zeros (left out of the tail fit, not counted in
-        ``numerical_rank``).
+        Precision the eigenvalues were computed in. Eigenvalues below the float64 round-off floor
+        (:func:`~analysis.spectrum.round_off_floor`) are zeros (left out of the tail fit, not
+        counted in ``numerical_rank``); a float32 spectrum from :func:`~analysis.spectrum.esd_layers`
+        has none (its unresolved eigenvalues are live and raised to ``eps32 · λmax``).
     dtype : torch or numpy dtype, optional
         Dtype the weights are stored in; float16 / bfloat16 raise the phase's rank ≤ 1 floor to
         ``eps²`` of that type (:func:`~analysis.phases.classify_phase`).
@@ -145,8 +152,8 @@ def analyze_spectrum(
         pl = fit_power_law(x, min_tail=MIN_FIT_EIGS)  # fails cleanly: fewer than min_tail values
         alpha_hill = _NAN
     else:
-        # eigenvalues below the eigvalsh noise floor are zeros, not part of a tail
-        above = x[x > x.size * _EPS[precision] * x[-1]] if x[-1] > 0 else x[:0]
+        # eigenvalues below the round-off floor are zeros, not part of a tail
+        above = x[x > round_off_floor(x.size, x[-1], "float64")] if x[-1] > 0 else x[:0]
         pl = fit_power_law(above, xmax=xmax)
         if not pl.success:
             warnings_.append(f"power-law fit failed: {pl.message}")
@@ -163,8 +170,6 @@ def analyze_spectrum(
         bounded = pl.success and pl.xmax == pl.xmax
         law = tail_law_row(above if pl.success else x, math.nan if bounded else pl.xmin, pl.alpha)
     metrics = spectral_metrics(x, n=n, alpha=pl.alpha)
-    if precision != "float64":  # metrics.numerical_rank uses the float64 floor
-        metrics["numerical_rank"] = int(np.count_nonzero(x > x.size * _EPS[precision] * x[-1]))
     return LayerAnalysis(name=name, kind=kind, n=int(n), m=int(m), pl=pl, alpha_hill=float(alpha_hill), mp=mp,
                          phase=phase, warning="; ".join(warnings_), precision=precision, tail_law=law, **metrics)
 
@@ -490,7 +495,10 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
         ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
         and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
         ``localization``, ``precision``, ``traps``, ``farms`` and ``tail_law`` to :func:`analyze_layers`; ``workers`` to
-        :func:`iter_analysis` (default: one layer per torch thread).
+        :func:`iter_analysis` (default: one layer per torch thread). ``runner``: a callable
+        ``runner(plan, **those)`` yielding the rows in plan order, used instead of
+        :func:`iter_analysis` (``htsweep.analyze_model(..., ray_address=...)`` passes the Ray one
+        of ``htsweep.sweeps.analyze_cluster``; this package never imports Ray).
 
     Returns
     -------
@@ -511,6 +519,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
 
     plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
     plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
+    runner = kw.pop("runner", None) or iter_analysis
     unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "tail_law", "workers"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
@@ -518,7 +527,7 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
         plan_kw.pop("trust_pickle", None)
     plan = plan_layers(model, **plan_kw)
     rows = []
-    for row in iter_analysis(plan, **kw):
+    for row in runner(plan, **kw):
         row.pop(RowKey.EIGS, None)
         rows.append(row)
     columns = (list(ROW_KEYS) + (list(FARMS_KEYS) if kw.get("farms") else [])

@@ -260,17 +260,25 @@ class LayerPlan:
         ``(dropped key, kept key)`` for each tensor not analysed because it is tied to another.
     source : str
         The model class or the checkpoint path, for messages.
+    checkpoint : Checkpoint or None
+        The files the matrices are read from; None when they come from a module or state dict
+        in memory. A plan of files pickles small (metadata and recipes, never cached tensors), so
+        another process can read just the layers it is given.
     """
 
     def __init__(self, layers: list[LayerInfo], builders: dict[str, Builder], getter: Getter, *,
-                 tied: list[tuple[str, str]], source: str, copy: bool) -> None:
+                 tied: list[tuple[str, str]], source: str, copy: bool, checkpoint: Checkpoint | None = None) -> None:
         self.layers = tuple(layers)
         self.tied = tuple(tied)
         self.source = source
+        self.checkpoint = checkpoint
         self._builders = builders
         self._getter = getter
         self._copy = copy
         self._cache: dict[str, torch.Tensor] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": {}}
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -549,7 +557,7 @@ def _build_plan(table: dict[str, TensorInfo], getter: Getter, *, hints: Mapping[
             tied = tuple(t for s in p.sources for t in tied_to.get(s, ()))
             layers.append(LayerInfo(p.name, p.kind, p.shape, n, m, table[key].dtype, p.sources, tied, p.kernel))
             builders[p.name] = p.build
-    return LayerPlan(layers, builders, getter, tied=sorted(ties.items()), source=source, copy=copy)
+    return LayerPlan(layers, builders, getter, tied=sorted(ties.items()), source=source, copy=copy, checkpoint=ckpt)
 
 
 def _module_hints(model: nn.Module) -> dict[str, str]:
@@ -632,7 +640,7 @@ def _plan_arrays(ckpt: Checkpoint, select: LayerFilter) -> LayerPlan:
         if select.keep(key, "matrix", m):
             layers.append(LayerInfo(key, "matrix", info.shape, n, m, info.dtype, (key,)))
             builders[key] = _whole(key)
-    return LayerPlan(layers, builders, ckpt.read, tied=[], source=str(ckpt.path), copy=False)
+    return LayerPlan(layers, builders, ckpt.read, tied=[], source=str(ckpt.path), copy=False, checkpoint=ckpt)
 
 
 @validate({"source": [nn.Module, str, Path, Checkpoint, dict], "trust_pickle": ["boolean"], **_SELECT_TABLE})

@@ -7,18 +7,24 @@ bfloat16 embedding costs one 4096² Gram and one 32 MiB chunk, not a 4 GB float6
 diagonalized with ``torch.linalg.eigvalsh`` (never an SVD). On the CPU each chunk goes through the
 BLAS symmetric rank-k update (``?syrk``, half the flops of a general product); on a GPU through
 ``torch.addmm``. Grams of equal size are diagonalized in one batched call. Round-off can make the
-smallest eigenvalues slightly negative; they are clipped to 0.
+smallest eigenvalues slightly negative; they are clipped to 0 (float32: to its error scale, below).
 
-Precision. ``float64`` is the reference. ``float32`` halves the cost; its eigenvalues carry an
-absolute error of about ``M · eps32 · λmax`` (eps32 ≈ 1.2e-7), harmless for the tail fit, the
-MP bulk and every metric, but it would blur the near-zero eigenvalues that are the evidence of
-rank collapse. So a float32 spectrum with a cluster of at least ``F32_REDO_FRAC`` of its
-eigenvalues below ``F32_FLOOR · M · eps32 · λmax``, set apart from the rest, is recomputed in
-float64 (:func:`esd_layers` reports which precision each spectrum came from).
+Precision. ``float64`` is the reference. ``float32`` halves the cost. Its eigenvalues carry an
+absolute error of a few ``eps32 · λmax`` (eps32 ≈ 1.2e-7) near zero (measured: the zero
+eigenvalues of rank-deficient 11008×4096 and 4096² matrices come out below 4.4 eps32·λmax; the
+large eigenvalues of an iid matrix carry a *relative* error of about 2e-5), harmless for the tail
+fit, the MP bulk and every metric, but it blurs eigenvalues at the round-off floor
+:func:`round_off_floor` (``F32_FLOOR · √M · eps32 · λmax``, 150× the measured error at M = 4096):
+below it float32 cannot tell a small eigenvalue from a zero one, the evidence of rank collapse.
+So a float32 spectrum with eigenvalues below that floor set apart from the rest
+(:func:`needs_float64`) is recomputed in float64 (:func:`esd_layers` reports which precision each
+spectrum came from). A large λmax/λmin alone never triggers it: the eigenvalues of a heavy-tailed
+layer above the floor are resolved to better than 1 %.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,19 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 
+# imported here, not on first use: a thread limit (threadpoolctl) only reaches BLAS libraries
+# already loaded, and a Gram summed by 2 threads rounds differently from one summed by 1
+from scipy.linalg import blas
+
 from htsweep.analysis._validation import Options, validate
 
 __all__ = [
-    "F32_FLOOR", "F32_REDO_FRAC", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers",
-    "gram_eigh",
+    "F32_FLOOR", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers", "gram_eigh",
+    "needs_float64", "round_off_floor",
 ]
 
 #: Working precisions of the Gram matrix and the eigensolver.
 PRECISIONS = ("float32", "float64")
-#: float32 noise floor, in units of ``M · eps32 · λmax``.
+#: float32 round-off floor of the eigenvalues, in units of ``√M · eps32 · λmax``.
 F32_FLOOR = 10.0
-#: Fraction of float32 eigenvalues under the floor from which the spectrum is redone in float64.
-F32_REDO_FRAC = 0.05
 
 # Upper bound on the bytes of the Grams diagonalized in one batched call; larger groups are split.
 _BATCH_BYTES = 1 << 29
@@ -117,8 +125,6 @@ def _gram(t: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Te
     n, m = int(t.shape[0]), int(t.shape[1])
     step = max(1, _CHUNK_BYTES // (m * dtype.itemsize))
     if device.type == "cpu":
-        from scipy.linalg import blas
-
         syrk = blas.dsyrk if dtype == torch.float64 else blas.ssyrk
         acc = None
         for r0 in range(0, n, step):
@@ -155,24 +161,52 @@ def _check_gram(gram: torch.Tensor, t: torch.Tensor, label: str) -> bool:
     return False
 
 
-def _needs_float64(evals: np.ndarray) -> bool:
-    """Rank-collapse evidence in a float32 spectrum: a cluster in the round-off floor, set apart.
+def round_off_floor(m: int, lmax: float, precision: str) -> float:
+    """Eigenvalues of an M×M Gram computed in ``precision`` below this are not told apart from 0.
 
-    True when at least ``F32_REDO_FRAC`` of the eigenvalues lie below the floor
-    ``F32_FLOOR · M · eps32 · λmax`` and the decade above the floor holds fewer than a third as
-    many: a (near-)zero cluster separated from the live eigenvalues, whose size and gap float32
-    cannot resolve. A continuous density reaching down to zero (a square matrix: MP with Q = 1
-    has density ∝ λ^(-1/2) near 0, so the decade above a small floor holds about twice the
-    eigenvalues below it) is left in float32.
+    ``M · eps64 · λmax`` in float64 (the eigvalsh bound); ``F32_FLOOR · √M · eps32 · λmax`` in
+    float32 (module docstring: the measured round-off of zero eigenvalues grows slower than √M).
+
+    Examples
+    --------
+    >>> round_off_floor(4096, 1.0, "float32") < 1e-4 < 4096 * 1.2e-7
+    True
+    """
+    if precision == "float64":
+        return m * float(np.finfo(np.float64).eps) * lmax
+    return F32_FLOOR * math.sqrt(m) * float(np.finfo(np.float32).eps) * lmax
+
+
+def needs_float64(evals: np.ndarray) -> bool:
+    """Whether a float32 spectrum must be redone in float64: a cluster at the round-off floor, set apart.
+
+    True when some eigenvalues lie below :func:`round_off_floor` and the decade above the floor
+    holds fewer than a third as many: (near-)zero eigenvalues separated from the live ones — rank
+    collapse, dead units — whose number and gap float32 cannot resolve. A continuous density
+    reaching down to zero (a square matrix: MP with Q = 1 has density ∝ λ^(-1/2) near 0, so the
+    decade above a small floor holds about twice the eigenvalues below it) is left in float32:
+    those eigenvalues are live, only their values are unresolved. A heavy-tailed spectrum whose
+    bulk lies far below λmax but above the floor has nothing below it and stays in float32 too.
     """
     m = evals.size
     top = float(evals[-1]) if m else 0.0
     if not top > 0:
         return m > 0
-    floor = F32_FLOOR * m * float(np.finfo(np.float32).eps) * top
+    floor = round_off_floor(m, top, "float32")
     below = int(np.searchsorted(evals, floor))
     decade = int(np.searchsorted(evals, 10.0 * floor)) - below
-    return below >= F32_REDO_FRAC * m and below > 3 * decade
+    return below > 0 and below > 3 * decade
+
+
+def _lift_unresolved(evals: np.ndarray) -> np.ndarray:
+    """A kept float32 spectrum with its eigenvalues below ``eps32 · λmax`` raised to that value.
+
+    :func:`needs_float64` kept it, so what lies at the round-off floor is live, of unresolved
+    value: at its error scale these eigenvalues count as live, as in float64 (the median of
+    PL_Alpha_Hill, ``numerical_rank``), and round-off zeros open no spurious log-gap for the
+    rank-collapse test; values above the scale are untouched.
+    """
+    return np.maximum(evals, float(np.finfo(np.float32).eps) * float(evals[-1]))
 
 
 def _slices(t: torch.Tensor) -> list[torch.Tensor]:
@@ -273,6 +307,7 @@ def esd_layers(
     -------
     list of (ndarray, str)
         Ascending float64 eigenvalues and ``'float32'`` or ``'float64'``, in the order of ``mats``.
+        A float32 spectrum's eigenvalues below ``eps32 · λmax`` (its error scale) are raised to it.
     """
     dev = default_device(device)
     tensors: list[torch.Tensor] = []
@@ -296,10 +331,10 @@ def esd_layers(
         todo = []
         for i, parts in first.items():
             merged = _merge(parts)
-            if merged is None or _needs_float64(merged):
+            if merged is None or needs_float64(merged):
                 todo.append((i, tensors[i]))
             else:
-                out[i] = (merged, "float32")
+                out[i] = (_lift_unresolved(merged), "float32")
     if todo:
         for i, parts in _eig_groups(todo, torch.float64, dev, labels).items():
             merged = _merge(parts)

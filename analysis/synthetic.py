@@ -126,7 +126,7 @@ from htsweep.analysis.marchenko_pastur import _edges, _tw, bbp_strength
 from htsweep.analysis.phases import PHASES
 
 __all__ = ["FAMILIES", "FAMILY_PHASE", "MU_MAX", "TORCH_INITS", "make", "make_family", "sample_family_params",
-           "sample_params"]
+           "sample_params", "trained_like"]
 
 #: Upper end of the tail index μ sampled for ``heavy_tailed`` (see the module docstring).
 MU_MAX: float = 2.25
@@ -714,3 +714,52 @@ def sample_family_params(family: str, n: int, m: int, rng: Any = None) -> dict[s
         lo = min(max(0.08, 10.0 * _tw(1.0, q, small) / lp), 0.45)
         return {"k": int(g.integers(1, max(1, min(4, small // 16)) + 1)), "excess": float(g.uniform(lo, 0.5))}
     return {"frac": float(g.uniform(0.12, 0.3)), "tail_alpha": float(g.uniform(4.5, 7.0))}  # graded_population
+
+
+@validate({"n": [Interval(int, 2, None)], "m": [Interval(int, 2, None)], "seed": ["random_state"],
+           "top_ratio": [Interval(float, 1.0, None)], "scale": [Interval(float, 0.0, None, closed="neither")]})
+def trained_like(n: int, m: int, seed: Any = None, *, top_ratio: float = 20.0, scale: float = 0.02) -> np.ndarray:
+    """A float32 ``n × m`` matrix with the heavy-tailed spectrum of a trained LLM projection, made cheaply.
+
+    Gaussian entries times power-law column scales ``c_j = (K / (2j))^γ`` (``K = min(n, m)``, γ
+    set so that the top scale is ``top_ratio`` times the median one, as the top singular values of
+    trained projections are ~10–30× their bulk), then rotated on the ``K`` side by a dense
+    orthogonal matrix (a Kronecker product of two QR factors of about √K × √K, applied twice with
+    column permutations) so that the singular vectors are not the coordinate axes. λmax/λmedian
+    comes out at ~500–1000 for ``top_ratio`` 20–30 and a square matrix reaches down to ~1e-9 λmax.
+    Costs O(n·m·√m), not the O(n·m²) of a Haar-random factor: seconds at 11008 × 4096.
+
+    Parameters
+    ----------
+    n, m : int
+        Shape; the scales and rotation act on the smaller side.
+    seed : None, int or numpy.random.Generator
+    top_ratio : float, default=20.0
+    scale : float, default=0.02
+        Entry scale (rms of the median column).
+
+    Examples
+    --------
+    >>> W = trained_like(512, 256, seed=0)
+    >>> W.shape, W.dtype
+    ((512, 256), dtype('float32'))
+    """
+    rng = check_random_state(seed)
+    wide = n < m
+    rows, k = (m, n) if wide else (n, m)
+    gamma = np.log(top_ratio) / np.log(max(k / 2.0, 2.0))
+    cols = ((k / (2.0 * np.arange(1, k + 1))) ** gamma * scale).astype(np.float32)
+    import torch
+
+    W = torch.from_numpy(rng.standard_normal((rows, k), dtype=np.float32) * cols)
+    a = 1 << (int(np.log2(k)) // 2)
+    while k % a:
+        a //= 2
+    b = k // a
+    qa = torch.from_numpy(np.linalg.qr(rng.standard_normal((a, a)))[0].astype(np.float32))
+    qb = torch.from_numpy(np.linalg.qr(rng.standard_normal((b, b)))[0].astype(np.float32))
+    for _ in range(2):
+        # W ← W (qa ⊗ qb)ᵀ, then a column permutation: a dense orthogonal rotation of the columns
+        W = (qa @ (W.reshape(rows, a, b) @ qb.T)).reshape(rows, k)
+        W = W[:, torch.from_numpy(rng.permutation(k))]
+    return np.ascontiguousarray((W.T if wide else W).numpy())

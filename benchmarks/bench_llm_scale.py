@@ -1,22 +1,40 @@
-"""``htsweep analyze DIR`` on a 1.1 B-parameter Llama-shaped checkpoint: wall time, CPU time, peak RSS.
+"""``htsweep analyze DIR`` on a Llama-shaped checkpoint (1.1 B or 7 B): wall, CPU, peak RSS, ratio to the float32 floor.
 
-The benchmark writes the checkpoint itself: TinyLlama-1.1B shapes (22 blocks, hidden 2048, MLP
-5632, 32 query heads and 4 key/value heads of 64, vocabulary 32000, untied head), random
-bfloat16 weights (std 0.02), as a Hugging Face folder of sharded ``.safetensors`` with
-``model.safetensors.index.json`` and ``config.json``: about 2.2 GB, in a temporary folder that is
-always removed at the end (also on error or Ctrl-C). Then it runs the command line in a child
-process (``python -m htsweep.sweeps.cli analyze DIR --json``, all cores, default precision) and reads that
-child's own resource usage (``os.wait4``): wall time, user + system CPU time, peak RSS. It also
-times ``--list`` (planning from the headers alone).
+The benchmark writes the checkpoint itself, as a Hugging Face folder of sharded bfloat16
+``.safetensors`` with ``model.safetensors.index.json`` and ``config.json``: TinyLlama-1.1B shapes
+(``--size 1.1b``: 22 blocks, hidden 2048, MLP 5632, 32 query / 4 key-value heads of 64, vocabulary
+32000, untied head; 2.2 GB) or Llama-2-7B shapes (``--size 7b``: 32 blocks, hidden 4096, MLP 11008,
+32 heads, no grouped-query attention, vocabulary 32000, untied head; 13.5 GB). Every matrix has the
+heavy-tailed singular spectrum of a trained projection (``analysis.synthetic.trained_like``, top
+column scale 20× the median: λmax/λmedian of several hundred), not iid noise; generating them costs
+about 3 s of CPU per 11008×4096 matrix. The folder is always removed at the end (also on error or
+Ctrl-C); check the free disk space first (``--tmp`` picks the place).
 
-Run ``python benchmarks/bench_llm_scale.py`` (``--quick``: 2 small blocks, seconds). It prints a
-summary and writes ``benchmarks/results/bench_llm_scale.json``. The machine's load average is
-recorded next to the times: on a shared machine the wall time is inflated, the CPU time much less.
+Then it runs the command line in a child process (``python -m htsweep.sweeps.cli analyze DIR
+--json``, default precision, ``--threads`` cores: one layer per core) and reads that child's own
+resource usage (``os.wait4``): wall time, user + system CPU time, peak RSS. It also times
+``--list`` (planning from the headers alone) and measures the **float32 floor**: for one matrix of
+each shape, read from the checkpoint, the smallest single-threaded CPU time of a bare float32
+Gram (one matmul) + ``torch.linalg.eigvalsh``; the floor of the model is Σ count × that time, and
+the ratio is the analysis's CPU time over it (CPU times: the machine may be shared). ``--ray``
+also runs the layers as tasks on a private local Ray (``sweeps.analyze_cluster``, as many CPUs as
+``--threads``) and reports the overhead per layer against the local run.
+
+With ``--lock FILE`` the measured part (not the writing) runs holding ``flock`` on FILE, so that
+benchmarks of others sharing the machine do not run at the same time. The machine's load average
+is recorded next to the times: on a shared machine the wall time is inflated, the CPU time much
+less.
+
+Run ``python benchmarks/bench_llm_scale.py [--size 1.1b|7b]`` (``--quick``: 2 small blocks,
+seconds). It prints a summary and writes ``benchmarks/results/bench_llm_scale.json`` (1.1 B) or
+``bench_llm_scale_7b.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
@@ -26,15 +44,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_llm_scale.json"
-TINYLLAMA = {"n_layer": 22, "d": 2048, "ffn": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {
+    "1.1b": {"n_layer": 22, "d": 2048, "ffn": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000},
+    "7b": {"n_layer": 32, "d": 4096, "ffn": 11008, "heads": 32, "kv_heads": 32, "vocab": 32000},
+}
 QUICK = {"n_layer": 2, "d": 256, "ffn": 704, "heads": 4, "kv_heads": 2, "vocab": 1000}
+#: top column scale of the generated matrices over the median one (analysis.synthetic.trained_like)
+TOP_RATIO = 20.0
 
 
 def tensor_shapes(cfg: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -57,10 +81,11 @@ def tensor_shapes(cfg: dict[str, int]) -> dict[str, tuple[int, ...]]:
 
 
 def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 30, seed: int = 0) -> int:
-    """Write random bfloat16 weights as sharded safetensors + index + config; return the parameter count."""
+    """Write heavy-tailed bfloat16 weights as sharded safetensors + index + config; return the parameter count."""
     from safetensors.torch import save_file
 
-    gen = torch.Generator().manual_seed(seed)
+    from htsweep.analysis.synthetic import trained_like
+
     shapes = tensor_shapes(cfg)
     shards: list[list[str]] = [[]]
     size = 0
@@ -80,7 +105,10 @@ def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 
             if len(shape) == 1:
                 tensors[key] = torch.ones(shape, dtype=torch.bfloat16)
             else:
-                tensors[key] = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+                seed += 1
+                W = trained_like(*shape, seed=seed, top_ratio=TOP_RATIO)
+                tensors[key] = torch.from_numpy(W).to(torch.bfloat16)
+                del W
             weight_map[key] = name
         save_file(tensors, folder / name, metadata={"format": "pt"})
         del tensors
@@ -116,14 +144,97 @@ def measured(args: list[str], workdir: Path) -> dict[str, Any]:
             "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9}  # Linux reports KiB
 
 
+@contextlib.contextmanager
+def locked(path: Path | None) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` inside the block (nothing when None)."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        print(f"waiting for {path} ...", flush=True)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def float32_floor(folder: Path, repeat: int = 2) -> dict[str, Any]:
+    """Single-threaded CPU seconds of a bare float32 Gram + eigvalsh, per matrix shape of the checkpoint.
+
+    One matrix of each (N, M) is read from the files (as ``htsweep analyze`` reads it) and timed
+    ``repeat`` times; the floor of the model is Σ count × the smallest time. Runs in this process
+    with torch and the BLAS at one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from htsweep.analysis.layers import plan_layers
+
+    plan = plan_layers(folder)
+    by_shape: dict[tuple[int, int], list[Any]] = {}
+    for info in plan.layers:
+        by_shape.setdefault((info.n, info.m), []).append(info)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    per_shape = []
+    try:
+        with threadpool_limits(1):
+            for (n, m), infos in by_shape.items():
+                W = plan.matrix(infos[0]).matrix.float()
+                W = W.T if W.shape[0] < W.shape[1] else W
+                best = float("inf")
+                for _ in range(repeat):
+                    c0 = time.process_time()
+                    torch.linalg.eigvalsh(W.T @ W / W.shape[0])
+                    best = min(best, time.process_time() - c0)
+                per_shape.append({"n": n, "m": m, "count": len(infos), "cpu_s": best})
+                del W
+    finally:
+        torch.set_num_threads(threads)
+    return {"per_shape": per_shape, "cpu_s": sum(p["count"] * p["cpu_s"] for p in per_shape)}
+
+
+def ray_overhead(folder: Path, cpus: int) -> dict[str, Any]:
+    """The layers as Ray tasks on a private local Ray vs the local run, same CPUs, in this process."""
+    import ray
+
+    from htsweep.analysis.analyze import iter_analysis
+    from htsweep.analysis.layers import plan_layers
+    from htsweep.sweeps.analyze_cluster import LayerTiming, iter_analysis_ray
+
+    plan = plan_layers(folder)
+    t0 = time.perf_counter()
+    local = [r["alpha"] for r in iter_analysis(plan, workers=cpus)]
+    t_local = time.perf_counter() - t0
+    temp = tempfile.mkdtemp(prefix="htsr-bench-", dir="/tmp")
+    ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=temp, log_to_driver=False, configure_logging=False)
+    try:
+        list(iter_analysis_ray(plan_layers(folder)))  # warm-up: workers start, import htsweep
+        timing = LayerTiming()
+        remote = [r["alpha"] for r in iter_analysis_ray(plan_layers(folder), timing=timing)]
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    n = len(plan.layers)
+    return {"cpus": cpus, "n_layers": n, "wall_local_s": t_local, "wall_ray_s": timing.wall_s,
+            "task_s_total": sum(timing.task_s), "overhead_per_layer_s": timing.overhead_per_layer_s,
+            "extra_wall_per_layer_s": (timing.wall_s - t_local) / n,
+            "same_alphas": local == remote}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Write the checkpoint, analyze it through the CLI, print and save the numbers, remove the files."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 small blocks instead of TinyLlama-1.1B")
+    parser.add_argument("--size", choices=sorted(SIZES), default="1.1b")
+    parser.add_argument("--quick", action="store_true", help="2 small blocks instead of the full model")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores for the analysis")
+    parser.add_argument("--ray", action="store_true", help="also run the layers as tasks on a local Ray")
+    parser.add_argument("--lock", type=Path, default=None, help="flock this file for the measured part")
     parser.add_argument("--tmp", type=Path, default=None, help="where to write the checkpoint (default: system tmp)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else TINYLLAMA
+    cfg = QUICK if args.quick else SIZES[args.size]
+    out = args.out or RESULTS / ("bench_llm_scale.json" if args.size == "1.1b" else f"bench_llm_scale_{args.size}.json")
 
     scratch = Path(tempfile.mkdtemp(prefix="htsweep-llm-", dir=args.tmp))
     folder = scratch / "model"
@@ -142,10 +253,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         disk = sum(f.stat().st_size for f in folder.iterdir())
         print(f"wrote {n_params / 1e9:.3f} B parameters ({disk / 1e9:.2f} GB, "
               f"{len(list(folder.glob('*.safetensors')))} shards) in {t_write:.0f} s to {folder}", flush=True)
-        listing = measured(["analyze", str(folder), "--list", "--json"], scratch)
-        load_before = os.getloadavg()
-        run = measured(["analyze", str(folder), "--json"], scratch)
-        load_after = os.getloadavg()
+        with locked(args.lock):
+            listing = measured(["analyze", str(folder), "--list", "--json"], scratch)
+            load_before = os.getloadavg()
+            run = measured(["analyze", str(folder), "--json", "--threads", str(args.threads)], scratch)
+            load_after = os.getloadavg()
+            floor = float32_floor(folder)
+            ray = ray_overhead(folder, args.threads) if args.ray else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if run["returncode"] != 0:
@@ -154,31 +268,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     phases: dict[str, int] = {}
     for r in rows:
         phases[r["phase"]] = phases.get(r["phase"], 0) + 1
+    precisions: dict[str, int] = {}
+    for r in rows:
+        precisions[r["precision"]] = precisions.get(r["precision"], 0) + 1
     results = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "load_average_before": load_before, "load_average_after": load_after},
+                    "load_average_before": load_before, "load_average_after": load_after,
+                    "shared": "the machine was shared with other jobs: wall times are inflated, read the CPU times"},
         "quick": args.quick,
+        "size": "quick" if args.quick else args.size,
         "config": cfg,
+        "weights": f"bfloat16, analysis.synthetic.trained_like(top_ratio={TOP_RATIO})",
         "n_params": n_params,
         "checkpoint_bytes": disk,
         "t_write_s": t_write,
         "list": {"wall_s": listing["wall_s"], "cpu_s": listing["cpu_s"], "n_layers": len(listing["stdout"].splitlines())},
-        "analyze": {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "peak_rss_gb": run["peak_rss_gb"],
-                    "n_layers": len(rows), "phases": phases,
-                    "precision": sorted({r["precision"] for r in rows}),
+        "analyze": {"threads": args.threads, "wall_s": run["wall_s"], "cpu_s": run["cpu_s"],
+                    "peak_rss_gb": run["peak_rss_gb"], "n_layers": len(rows), "phases": phases,
+                    "precision": precisions,
                     "stderr_summary": [ln for ln in run["stderr"].splitlines() if ln.startswith("Large model")]},
-        "targets": {"wall_s": 120, "peak_rss_gb": 3.0},
+        "float32_floor": floor,
+        "cpu_over_floor": run["cpu_s"] / floor["cpu_s"],
+        "targets": {"wall_s": 900 if args.size == "7b" else 120, "peak_rss_gb": 3.0, "cpu_over_floor": 1.15},
     }
+    if ray is not None:
+        results["ray"] = ray
     print(f"--list: {listing['wall_s']:.1f} s wall for {results['list']['n_layers']} layers")
-    print(f"analyze: {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU, peak RSS {run['peak_rss_gb']:.2f} GB, "
-          f"{len(rows)} layers, phases {phases}")
+    print(f"analyze: {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU on {args.threads} thread(s), peak RSS "
+          f"{run['peak_rss_gb']:.2f} GB, {len(rows)} layers, phases {phases}, precision {precisions}")
+    print(f"float32 floor: {floor['cpu_s']:.0f} s CPU; analyze CPU / floor = {results['cpu_over_floor']:.3f}")
+    if ray is not None:
+        print(f"Ray ({ray['cpus']} CPUs): {ray['wall_ray_s']:.1f} s wall vs {ray['wall_local_s']:.1f} s local, "
+              f"overhead {ray['overhead_per_layer_s'] * 1e3:.0f} ms per layer, same alphas {ray['same_alphas']}")
     print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} CPUs")
     for line in results["analyze"]["stderr_summary"]:
         print(line)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.quick or not args.out.is_file():
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.quick or not out.is_file():
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {out}")
     return results
 
 

@@ -30,7 +30,6 @@ from typing import Any
 __version__ = "0.3.0"
 
 _EXPORTS = {
-    "analyze_model": "htsweep.analysis",
     "analyze_matrix": "htsweep.analysis",
     "esd": "htsweep.analysis",
     "fit_power_law": "htsweep.analysis",
@@ -41,7 +40,35 @@ _EXPORTS = {
 }
 _SUBPACKAGES = ("analysis", "trainers", "services", "sweeps")
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted([*_EXPORTS, "analyze_model"]) + ["__version__"]
+
+
+def analyze_model(model: Any, *, ray_address: str | None = None, **kw: Any) -> Any:
+    """:func:`htsweep.analysis.analyze_model`, optionally with the layers spread over a Ray cluster.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, str or Path
+        A module or a checkpoint (file or model folder).
+    ray_address : str, optional
+        ``"auto"``, ``"HOST:PORT"`` or ``"local"``: one Ray task per layer on that cluster
+        (:mod:`htsweep.sweeps.analyze_cluster`; a checkpoint path must be readable at the same
+        place on every node). A process already connected to Ray uses its connection. Rows are
+        identical to the local run's.
+    **kw
+        As for :func:`htsweep.analysis.analyze_model`.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    from htsweep.analysis import analyze_model as local
+
+    if ray_address is None:
+        return local(model, **kw)
+    from htsweep.sweeps.analyze_cluster import ray_runner
+
+    return local(model, runner=ray_runner(ray_address), **kw)
 
 
 def __getattr__(name: str) -> Any:

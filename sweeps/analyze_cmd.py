@@ -14,6 +14,8 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,27 @@ def _set_threads(threads: int | None) -> int:
     return int(n)
 
 
+@contextmanager
+def _runner(address: str | None) -> Iterator[Any]:
+    """The row iterator: local (``iter_analysis``), or Ray tasks on the cluster at ``address``."""
+    from htsweep.analysis.analyze import iter_analysis
+
+    if address is None:
+        yield iter_analysis
+        return
+    from htsweep.sweeps.analyze_cluster import iter_analysis_ray
+    from htsweep.sweeps.lifecycle import own_ray
+    from htsweep.sweeps.spec import SpecError
+
+    stack = ExitStack()
+    try:
+        stack.enter_context(own_ray(address))
+    except SpecError as exc:
+        raise _fail(str(exc).splitlines()[0]) from None
+    with stack:
+        yield iter_analysis_ray
+
+
 def run_analyze(
     path: str | Path,
     *,
@@ -156,6 +179,7 @@ def run_analyze(
     traps: int = 0,
     farms: bool = False,
     tail_law: bool = False,
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Analyze the weight matrices in ``path`` and print the results.
 
@@ -190,6 +214,11 @@ def run_analyze(
     tail_law : bool, default=False
         Add the likelihood-ratio tests of the tail against truncated power law, lognormal and
         exponential and a verdict (:mod:`analysis.tail_law`; about 0.1–1 s per layer).
+    address : str, optional
+        A Ray cluster (``"auto"``, ``"HOST:PORT"``): one task per layer there
+        (:mod:`sweeps.analyze_cluster`), rows identical to the local run's, in the same order,
+        with the same progress bar and ``--json`` lines. ``path`` must be readable at the same
+        place on every node. A process already connected to Ray uses its connection.
 
     Returns
     -------
@@ -200,12 +229,13 @@ def run_analyze(
     ------
     typer.Exit
         Code 2 after printing ``error: <reason>`` for unreadable files, unsafe pickles, non-2-D
-        arrays, NaN/Inf weights, an empty selection or bad options.
+        arrays, NaN/Inf weights, an empty selection, bad options or a cluster that cannot be
+        joined.
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from htsweep.analysis.analyze import DEFAULT_PRECISION, estimate_seconds, iter_analysis
+    from htsweep.analysis.analyze import DEFAULT_PRECISION, estimate_seconds
     from htsweep.analysis.layers import CONV_MODES, plan_layers
     from htsweep.analysis.spectrum import PRECISIONS
 
@@ -233,7 +263,8 @@ def run_analyze(
     n_threads = _set_threads(threads)
     err_console = Console(stderr=True, highlight=False, soft_wrap=True)
     total = sum(info.flops for info in plan.layers)
-    eta = estimate_seconds(plan, precision=precision, workers=n_threads) if total >= _PROBE_FLOPS else 0.0
+    eta = (estimate_seconds(plan, precision=precision, workers=n_threads)
+           if total >= _PROBE_FLOPS and address is None else 0.0)
     if eta >= LARGE_SECONDS:
         big = max(plan.layers, key=lambda i: i.numel)
         err_console.print(
@@ -255,13 +286,14 @@ def run_analyze(
             progress.update(task, description=f"analyzing {info.name}")
 
         try:
-            # on the CPU: one layer per core, each single-threaded (see iter_analysis)
-            for row in iter_analysis(plan, localization=localization, precision=precision, traps=traps,
-                                     farms=farms, tail_law=tail_law, workers=n_threads, on_layer=on_layer):
-                rows.append(row)
-                progress.update(task, advance=pending.pop(0).flops, done=len(rows))
-                if json_out:
-                    typer.echo(format_row_json(row))
+            with _runner(address) as runner:
+                # locally, on the CPU: one layer per core, each single-threaded (see iter_analysis)
+                for row in runner(plan, localization=localization, precision=precision, traps=traps, farms=farms,
+                                  tail_law=tail_law, workers=n_threads, on_layer=on_layer):
+                    rows.append(row)
+                    progress.update(task, advance=pending.pop(0).flops, done=len(rows))
+                    if json_out:
+                        typer.echo(format_row_json(row))
         except ValueError as exc:
             raise _fail(str(exc).splitlines()[0]) from None
 

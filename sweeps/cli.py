@@ -52,6 +52,9 @@ def analyze(
                                "no aspect-ratio bias); several times the cost of the analysis."),
     tail_law: bool = typer.Option(False, "--tail-law", help="Also test the tail's power law against truncated power "
                                   "law, lognormal and exponential (likelihood ratios, a verdict; ~0.1-1 s per layer)."),
+    address: str | None = typer.Option(None, "--address", help="Spread the layers over a Ray cluster ('auto', "
+                                       "'HOST:PORT'), one task per layer; PATH must be readable at the same place "
+                                       "on every node."),
 ) -> None:
     """Analyze the weight matrices in PATH: alpha, MP fit, metrics and phase per layer."""
     from htsweep.sweeps.analyze_cmd import run_analyze
@@ -59,7 +62,7 @@ def analyze(
     run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization, precision=precision,
                 trust_pickle=trust_pickle, include=include, exclude=exclude, kinds=kind, exclude_kinds=exclude_kind,
                 min_dim=min_dim, max_dim=max_dim, list_only=list_only, threads=threads, traps=traps,
-                farms=farms, tail_law=tail_law)
+                farms=farms, tail_law=tail_law, address=address)
 
 
 @app.command()
