@@ -40,7 +40,7 @@ from scipy.linalg import blas
 from htsweep.analysis._validation import Options, validate
 
 __all__ = [
-    "F32_FLOOR", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers", "gram_eigh",
+    "F32_FLOOR", "F32_MIN_CLUSTER", "PRECISIONS", "as_matrix", "default_device", "esd", "esd_batch", "esd_layers", "gram_eigh",
     "needs_float64", "round_off_floor",
 ]
 
@@ -48,6 +48,8 @@ __all__ = [
 PRECISIONS = ("float32", "float64")
 #: float32 round-off floor of the eigenvalues, in units of ``√M · eps32 · λmax``.
 F32_FLOOR = 10.0
+#: Fewest eigenvalues under that floor, set apart from the rest, that send a spectrum to float64.
+F32_MIN_CLUSTER = 3
 
 # Upper bound on the bytes of the Grams diagonalized in one batched call; larger groups are split.
 _BATCH_BYTES = 1 << 29
@@ -180,9 +182,13 @@ def round_off_floor(m: int, lmax: float, precision: str) -> float:
 def needs_float64(evals: np.ndarray) -> bool:
     """Whether a float32 spectrum must be redone in float64: a cluster at the round-off floor, set apart.
 
-    True when some eigenvalues lie below :func:`round_off_floor` and the decade above the floor
-    holds fewer than a third as many: (near-)zero eigenvalues separated from the live ones — rank
-    collapse, dead units — whose number and gap float32 cannot resolve. A continuous density
+    True when at least ``F32_MIN_CLUSTER`` eigenvalues lie below :func:`round_off_floor` and the
+    decade above the floor holds fewer than a third as many: (near-)zero eigenvalues separated
+    from the live ones — rank collapse, dead units — whose number and gap float32 cannot resolve.
+    One or two isolated ones are not enough: the smallest eigenvalues of a square random matrix
+    fall that far apart by chance (λ_k ∝ k²) and would send many square layers (and FARMS
+    windows) to float64 for nothing; the price is that one or two exact zeros count as live in
+    ``numerical_rank`` (the phase needs 10 % of the spectrum at zero). A continuous density
     reaching down to zero (a square matrix: MP with Q = 1 has density ∝ λ^(-1/2) near 0, so the
     decade above a small floor holds about twice the eigenvalues below it) is left in float32:
     those eigenvalues are live, only their values are unresolved. A heavy-tailed spectrum whose
@@ -195,7 +201,7 @@ def needs_float64(evals: np.ndarray) -> bool:
     floor = round_off_floor(m, top, "float32")
     below = int(np.searchsorted(evals, floor))
     decade = int(np.searchsorted(evals, 10.0 * floor)) - below
-    return below > 0 and below > 3 * decade
+    return below >= F32_MIN_CLUSTER and below > 3 * decade
 
 
 def _lift_unresolved(evals: np.ndarray) -> np.ndarray:

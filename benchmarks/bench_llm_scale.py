@@ -6,8 +6,9 @@ The benchmark writes the checkpoint itself, as a Hugging Face folder of sharded 
 32000, untied head; 2.2 GB) or Llama-2-7B shapes (``--size 7b``: 32 blocks, hidden 4096, MLP 11008,
 32 heads, no grouped-query attention, vocabulary 32000, untied head; 13.5 GB). Every matrix has the
 heavy-tailed singular spectrum of a trained projection (``analysis.synthetic.trained_like``, top
-column scale 20× the median: λmax/λmedian of several hundred), not iid noise; generating them costs
-about 3 s of CPU per 11008×4096 matrix. The folder is always removed at the end (also on error or
+column scale 20× the median: λmax/λmedian of several hundred), not iid noise: ``POOL`` = 4
+generated matrices per shape (about 3 s of CPU per 11008×4096 one), each written matrix one of
+them with rows and columns randomly permuted (same spectrum, different data). The folder is always removed at the end (also on error or
 Ctrl-C); check the free disk space first (``--tmp`` picks the place).
 
 Then it runs the command line in a child process (``python -m htsweep.sweeps.cli analyze DIR
@@ -59,6 +60,8 @@ SIZES = {
 QUICK = {"n_layer": 2, "d": 256, "ffn": 704, "heads": 4, "kv_heads": 2, "vocab": 1000}
 #: top column scale of the generated matrices over the median one (analysis.synthetic.trained_like)
 TOP_RATIO = 20.0
+#: distinct generated matrices per shape; the others are row/column permutations of them
+POOL = 4
 
 
 def tensor_shapes(cfg: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -80,11 +83,30 @@ def tensor_shapes(cfg: dict[str, int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 30, seed: int = 0) -> int:
-    """Write heavy-tailed bfloat16 weights as sharded safetensors + index + config; return the parameter count."""
+def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 30, seed: int = 0,
+                     pool: int = POOL) -> int:
+    """Write heavy-tailed bfloat16 weights as sharded safetensors + index + config; return the parameter count.
+
+    ``pool`` matrices of each shape are generated (``trained_like``); every matrix written is one
+    of them with its rows and columns randomly permuted (the same spectrum, different data), so
+    a 7 B checkpoint costs seconds of generation per shape instead of hours on a loaded machine.
+    """
     from safetensors.torch import save_file
 
     from htsweep.analysis.synthetic import trained_like
+
+    gen = torch.Generator().manual_seed(seed)
+    bases: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    def matrix(shape: tuple[int, ...]) -> torch.Tensor:
+        if len(bases.setdefault(shape, [])) < pool:
+            W = trained_like(*shape, seed=seed + 1000 * len(bases) + len(bases[shape]), top_ratio=TOP_RATIO)
+            bases[shape].append(torch.from_numpy(W).to(torch.bfloat16))
+            del W
+        base = bases[shape][int(torch.randint(len(bases[shape]), (1,), generator=gen))]
+        rows = torch.randperm(shape[0], generator=gen)
+        cols = torch.randperm(shape[1], generator=gen)
+        return base[rows][:, cols]
 
     shapes = tensor_shapes(cfg)
     shards: list[list[str]] = [[]]
@@ -105,10 +127,7 @@ def write_checkpoint(folder: Path, cfg: dict[str, int], shard_bytes: int = 1 << 
             if len(shape) == 1:
                 tensors[key] = torch.ones(shape, dtype=torch.bfloat16)
             else:
-                seed += 1
-                W = trained_like(*shape, seed=seed, top_ratio=TOP_RATIO)
-                tensors[key] = torch.from_numpy(W).to(torch.bfloat16)
-                del W
+                tensors[key] = matrix(shape)
             weight_map[key] = name
         save_file(tensors, folder / name, metadata={"format": "pt"})
         del tensors
@@ -194,29 +213,71 @@ def float32_floor(folder: Path, repeat: int = 2) -> dict[str, Any]:
     return {"per_shape": per_shape, "cpu_s": sum(p["count"] * p["cpu_s"] for p in per_shape)}
 
 
-def ray_overhead(folder: Path, cpus: int) -> dict[str, Any]:
-    """The layers as Ray tasks on a private local Ray vs the local run, same CPUs, in this process."""
+#: Llama-2-70B: 80 blocks, hidden 8192, MLP 28672, 64 query heads and 8 key/value heads of 128, vocabulary 32000
+LLAMA_70B = {"n_layer": 80, "d": 8192, "ffn": 28672, "heads": 64, "kv_heads": 8, "vocab": 32000}
+#: the clusters the projection is written for: nodes × cores per node
+PROJECTED_CLUSTERS = ((1, 16), (4, 16), (16, 16))
+
+
+def matrix_counts(cfg: dict[str, int]) -> dict[tuple[int, int], int]:
+    """(N, M) → number of matrices of that shape in a Llama model of ``cfg``."""
+    counts: dict[tuple[int, int], int] = {}
+    for shape in tensor_shapes(cfg).values():
+        if len(shape) == 2:
+            key = (max(shape), min(shape))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def projection(per_shape: list[dict[str, Any]], cpu_over_floor: float, overhead_per_layer_s: float) -> dict[str, Any]:
+    """Single-core seconds of the float32 floor per matrix as ``a·N·M² + b·M³`` (Gram + eigensolve),
+    least squares on the measured shapes; then the analysis of 7 B and 70 B on a few clusters.
+
+    Wall time on ``nodes × cores``: (floor × ``cpu_over_floor`` + Ray overhead per layer) summed over
+    the layers, divided by the cores (one layer per core; the biggest layer bounds it from below).
+    Reading the checkpoint from shared storage is not included.
+    """
+    import numpy as np
+
+    A = np.array([[p["n"] * p["m"] ** 2, p["m"] ** 3] for p in per_shape], dtype=float)
+    y = np.array([p["cpu_s"] for p in per_shape])
+    (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+    out: dict[str, Any] = {"a_s_per_NM2": float(a), "b_s_per_M3": float(b), "models": {}}
+    for name, cfg in (("7b", SIZES["7b"]), ("70b", LLAMA_70B)):
+        counts = matrix_counts(cfg)
+        per = {k: (a * k[0] * k[1] ** 2 + b * k[1] ** 3) * cpu_over_floor + overhead_per_layer_s for k in counts}
+        total = sum(per[k] * c for k, c in counts.items())
+        out["models"][name] = {
+            "layers": sum(counts.values()), "cpu_s": total, "biggest_layer_s": max(per.values()),
+            "wall_s": {f"{nodes}x{cores}": max(total / (nodes * cores), max(per.values()))
+                       for nodes, cores in PROJECTED_CLUSTERS},
+        }
+    return out
+
+
+def ray_overhead(folder: Path, cpus: int, include: str | None) -> dict[str, Any]:
+    """The layers (``include``: a name glob) as Ray tasks on a private local Ray vs the local run, same CPUs."""
     import ray
 
     from htsweep.analysis.analyze import iter_analysis
     from htsweep.analysis.layers import plan_layers
     from htsweep.sweeps.analyze_cluster import LayerTiming, iter_analysis_ray
 
-    plan = plan_layers(folder)
+    plan = plan_layers(folder, include=include)
     t0 = time.perf_counter()
     local = [r["alpha"] for r in iter_analysis(plan, workers=cpus)]
     t_local = time.perf_counter() - t0
     temp = tempfile.mkdtemp(prefix="htsr-bench-", dir="/tmp")
     ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=temp, log_to_driver=False, configure_logging=False)
     try:
-        list(iter_analysis_ray(plan_layers(folder)))  # warm-up: workers start, import htsweep
+        list(iter_analysis_ray(plan_layers(folder, include=include)))  # warm-up: workers start, import htsweep
         timing = LayerTiming()
-        remote = [r["alpha"] for r in iter_analysis_ray(plan_layers(folder), timing=timing)]
+        remote = [r["alpha"] for r in iter_analysis_ray(plan_layers(folder, include=include), timing=timing)]
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     n = len(plan.layers)
-    return {"cpus": cpus, "n_layers": n, "wall_local_s": t_local, "wall_ray_s": timing.wall_s,
+    return {"cpus": cpus, "include": include, "n_layers": n, "wall_local_s": t_local, "wall_ray_s": timing.wall_s,
             "task_s_total": sum(timing.task_s), "overhead_per_layer_s": timing.overhead_per_layer_s,
             "extra_wall_per_layer_s": (timing.wall_s - t_local) / n,
             "same_alphas": local == remote}
@@ -228,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", choices=sorted(SIZES), default="1.1b")
     parser.add_argument("--quick", action="store_true", help="2 small blocks instead of the full model")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores for the analysis")
-    parser.add_argument("--ray", action="store_true", help="also run the layers as tasks on a local Ray")
+    parser.add_argument("--ray", nargs="?", const="*", default=None, metavar="GLOB",
+                        help="also run the layers (those matching GLOB) as tasks on a local Ray vs locally")
     parser.add_argument("--lock", type=Path, default=None, help="flock this file for the measured part")
     parser.add_argument("--tmp", type=Path, default=None, help="where to write the checkpoint (default: system tmp)")
     parser.add_argument("--out", type=Path, default=None)
@@ -259,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run = measured(["analyze", str(folder), "--json", "--threads", str(args.threads)], scratch)
             load_after = os.getloadavg()
             floor = float32_floor(folder)
-            ray = ray_overhead(folder, args.threads) if args.ray else None
+            ray = ray_overhead(folder, args.threads, args.ray) if args.ray else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if run["returncode"] != 0:
@@ -278,7 +340,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "size": "quick" if args.quick else args.size,
         "config": cfg,
-        "weights": f"bfloat16, analysis.synthetic.trained_like(top_ratio={TOP_RATIO})",
+        "weights": (f"bfloat16, analysis.synthetic.trained_like(top_ratio={TOP_RATIO}), {POOL} per shape, "
+                    "each matrix one of them with rows and columns permuted"),
         "n_params": n_params,
         "checkpoint_bytes": disk,
         "t_write_s": t_write,
@@ -293,6 +356,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if ray is not None:
         results["ray"] = ray
+    if not args.quick:
+        results["projection"] = projection(floor["per_shape"], results["cpu_over_floor"],
+                                           ray["overhead_per_layer_s"] if ray is not None else 0.0)
     print(f"--list: {listing['wall_s']:.1f} s wall for {results['list']['n_layers']} layers")
     print(f"analyze: {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU on {args.threads} thread(s), peak RSS "
           f"{run['peak_rss_gb']:.2f} GB, {len(rows)} layers, phases {phases}, precision {precisions}")

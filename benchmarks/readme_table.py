@@ -115,6 +115,19 @@ def _precision(r: Mapping[str, Results]) -> tuple[str, str]:
             f"max \\|Δα\\| = {_sci(precision['max_alpha_abs_diff'])}, same phase {same}/{len(layers)}")
 
 
+def _float32_floor(r: Mapping[str, Results]) -> tuple[str, str]:
+    floor = r["bench_float32_floor"]
+    block, mlp = floor["llama_block"], floor["mlp"]
+    n_block, n_mlp = len(block["layers"]), len(mlp["layers"])
+    d = block["layers"][0]["m"]
+    return (f"`analyze_model` (float32 default, all fits and the phase) vs the bare float32 Gram + `eigvalsh` of the "
+            f"same matrices, one thread: heavy-tailed Llama block (d = {d}, {n_block} matrices) / MLP",
+            f"{block['ratio_cpu']:.2f}× / {mlp['ratio_cpu']:.2f}× the CPU time; max \\|α₃₂ − α₆₄\\| = "
+            f"{_sci(max(block['max_alpha_abs_diff'], mlp['max_alpha_abs_diff']))}, same phase "
+            f"{block['same_phase'] + mlp['same_phase']}/{n_block + n_mlp}, "
+            f"{block['redone_in_float64'] + mlp['redone_in_float64']} redone in float64")
+
+
 def _llm_scale(r: Mapping[str, Results]) -> tuple[str, str]:
     scale = r["bench_llm_scale"]
     cpus = scale["machine"]["cpus"]
@@ -192,8 +205,8 @@ def _loader(r: Mapping[str, Results]) -> tuple[str, str]:
 
 
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
-    _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _precision, _llm_scale, _actor,
-    _phases, _monitoring, _farms, _tail_law, _loader,
+    _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
+    _actor, _phases, _monitoring, _farms, _tail_law, _loader,
 )
 
 
