@@ -204,9 +204,18 @@ def _loader(r: Mapping[str, Results]) -> tuple[str, str]:
             "(`loader: auto`)")
 
 
+def _session(r: Mapping[str, Results]) -> tuple[str, str]:
+    b = r["bench_session"]
+    return (f"your own loop through the sweep's session API vs the same loop without it (monitoring off, "
+            f"`report` every {b['report_every']} steps to MLflow on sqlite)",
+            f"{b['report_share_pct']:.1f} % of the loop's CPU time in `session.report` ({b['report_cpu_ms']:.1f} ms "
+            f"per call, mostly the MLflow write, at {b['ms_per_step_plain']:.1f} ms/step): over the 2 % target; "
+            f"under it from {math.ceil(b['report_cpu_ms'] / b['ms_per_step_plain'] / 0.02)} steps between reports")
+
+
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
-    _actor, _phases, _monitoring, _farms, _tail_law, _loader,
+    _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session,
 )
 
 

@@ -1,0 +1,131 @@
+"""Acceptance: the user's own training loop (``trainable: "resnets.loop:train"``) from a project folder.
+
+``examples/user_project`` is copied next to the project's own ``analysis/`` and ``models/`` packages
+(which raise on import) and ``specs/own_loop.yaml`` runs from that folder with no PYTHONPATH
+through the installed ``htsweep`` command: 2 trials of the project's DataLoader + SGD loop, which
+calls ``session.monitor`` every 40 steps, ``session.save_checkpoint`` and ``session.report``. One
+trial's worker is SIGKILLed after a report; Tune retries it and the loop resumes from its saved state.
+Then: both trials COMPLETE with Optuna values, ``alpha/<layer>`` at every monitored step exactly
+once and ``phase.<layer>`` tags for the user's layers in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from sweep_helpers import REPO, cli_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+NAME = "own_loop"
+N_TRIALS, STEPS, EVERY = 2, 120, 40
+HTSWEEP = str(Path(sys.executable).with_name("htsweep"))
+
+
+def _trials(workdir: Path) -> list:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=NAME, storage=f"sqlite:///{workdir / 'optuna.db'}").get_trials(
+            deepcopy=False)
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+
+
+def _reported_worker(workdir: Path) -> tuple[str, int] | None:
+    """(tune trial id, worker pid) of a trial that has reported (so saved a checkpoint) but is not done."""
+    from optuna.trial import TrialState
+
+    from htsweep.sweeps.processes import session_processes
+
+    try:
+        session = json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
+    except (OSError, ValueError):
+        return None
+    for trial in _trials(workdir):
+        if trial.state != TrialState.RUNNING or not trial.intermediate_values or not session:
+            continue
+        victim = trial.user_attrs.get("tune_trial_id", "")
+        for pid in session_processes(session):
+            try:
+                if victim and victim in os.readlink(f"/proc/{pid}/cwd"):  # Tune runs a trial in its directory
+                    return victim, pid
+            except OSError:
+                continue
+    return None
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    proj = tmp_path_factory.mktemp("user") / "proj"
+    shutil.copytree(REPO / "examples" / "user_project", proj, ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    for name in ("analysis", "models"):  # a research repo's own packages: must never be imported by us
+        (proj / name).mkdir()
+        (proj / name / "__init__.py").write_text(f"raise ImportError('the project\\'s own {name} was imported')\n")
+    spec = yaml.safe_load((proj / "specs" / "own_loop.yaml").read_text())
+    spec["train"].update(steps=STEPS, monitor_every=EVERY)
+    spec.update(num_samples=N_TRIALS, max_failures=1, objective={"target_alpha": 2.0, "min_test_accuracy": 0.3})
+    (proj / "specs" / "e2e.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = cli_env()
+    env.pop("PYTHONPATH", None)
+    workdir = proj / "runs" / "e2e"
+    run = subprocess.Popen([HTSWEEP, "run", "specs/e2e.yaml", "--workdir", "runs/e2e", "--quiet", "--no-report"],
+                           cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out: dict = {"workdir": workdir}
+    try:
+        deadline = time.monotonic() + 900
+        while (busy := _reported_worker(workdir)) is None:
+            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "no trial reported mid-training"
+            time.sleep(0.2)
+        out["victim"], pid = busy
+        os.kill(pid, signal.SIGKILL)
+        out["output"], _ = run.communicate(timeout=1200)
+        out["code"] = run.returncode
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return out
+
+
+def test_both_trials_complete_with_optuna_values(sweep):
+    from optuna.trial import TrialState
+
+    assert sweep["code"] == 0, sweep["output"][-4000:]
+    trials = _trials(sweep["workdir"])
+    assert len(trials) == N_TRIALS and all(t.state == TrialState.COMPLETE for t in trials), sweep["output"][-3000:]
+    assert all(t.value is not None and t.user_attrs["test_acc"] > 0.3 for t in trials)
+
+
+def test_alpha_at_every_monitored_step_once_and_phase_tags(sweep):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{sweep['workdir']}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(NAME).experiment_id],
+                              filter_string="tags.`htsweep.role` = 'trial'")
+    assert len(runs) == N_TRIALS
+    for run in runs:
+        for layer in ("blocks.0.conv1", "blocks.1.conv2", "fc"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, f"alpha/{layer}")]
+            assert steps == list(range(EVERY, STEPS + 1, EVERY)), (run.data.tags["trial_id"], layer, steps)
+            assert run.data.tags[f"phase.{layer}"]
+        assert run.info.status == "FINISHED"
+
+
+def test_the_killed_trial_resumed_from_its_saved_state(sweep):
+    workdir, victim = sweep["workdir"], sweep["victim"]
+    trial_dirs = [d for d in (workdir / "tune").iterdir() if d.is_dir() and victim in d.name]
+    assert len(trial_dirs) == 1
+    reported = [json.loads(line)["step"] for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
+    # the retry went on from the checkpoint of its last report instead of starting over
+    assert reported.count(EVERY) == 1 and reported[-1] == STEPS, reported
