@@ -139,6 +139,20 @@ def _llm_scale(r: Mapping[str, Results]) -> tuple[str, str]:
             f"{analyze['n_layers']} layers")
 
 
+def _llm_projection(r: Mapping[str, Results]) -> tuple[str, str]:
+    proj = r["bench_llm_projection"]
+    models = proj["projection"]["models"]
+
+    def walls(name: str) -> str:
+        return ", ".join(f"{k.replace('x', ' × ')} cores {v / 60:.1f} min" for k, v in models[name]["wall_s"].items())
+
+    return ("expected `htsweep analyze` time from measured per-matrix costs (float32 floor fitted as a·N·M² + b·M³, "
+            f"analysis {proj['analyze_over_floor']:.2f}× it, Ray {proj['ray']['overhead_per_layer_s'] * 1e3:.0f} ms "
+            "per layer; compute only, no checkpoint I/O)",
+            f"Llama-2-7B {models['7b']['cpu_s'] / 3600:.2f} CPU-h ({walls('7b')}); "
+            f"70B {models['70b']['cpu_s'] / 3600:.1f} CPU-h ({walls('70b')})")
+
+
 def _actor(r: Mapping[str, Results]) -> tuple[str, str]:
     actor = r["bench_actor"]
     setup = actor["setup"]
@@ -215,7 +229,7 @@ def _session(r: Mapping[str, Results]) -> tuple[str, str]:
 
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
-    _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session,
+    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session,
 )
 
 
