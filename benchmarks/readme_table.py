@@ -227,9 +227,36 @@ def _session(r: Mapping[str, Results]) -> tuple[str, str]:
             f"under it from {math.ceil(b['report_cpu_ms'] / b['ms_per_step_plain'] / 0.02)} steps between reports")
 
 
+def _seeds(rows: Sequence[Results], arm: str) -> int:
+    return min(x["seeds"] for x in rows if x["arm"] == arm)
+
+
+def _search(r: Mapping[str, Results]) -> tuple[str, str]:
+    bench = r["bench_search"]
+    rows = bench["rows"]
+    default = bench["default_arm"]
+
+    def medians(arm: str) -> str:
+        cells = []
+        for land in dict.fromkeys(x["landscape"] for x in rows):
+            for target in bench["targets"]:
+                x = next(x for x in rows if (x["landscape"], x["target"], x["floor"], x["arm"])
+                         == (land, target, bench["floors"][0], arm))
+                m = x["median_first_hit"]
+                cells.append(f">{x['budget']}" if not math.isfinite(m) else f"{m:.0f}")
+        return "/".join(cells)
+
+    lands = " and ".join(dict.fromkeys(x["landscape"] for x in rows))
+    return (f"trials to the first feasible \\|α − target\\| ≤ {bench['tolerance']:g} on tabular benchmarks of real "
+            f"training ({lands}; α* = {'/'.join(f'{t:g}' for t in bench['targets'])}, test acc ≥ "
+            f"{bench['floors'][0]:g}; median over {_seeds(rows, default)} seeds, random {_seeds(rows, 'random')})",
+            f"default `{default}`: {medians(default)} vs random {medians('random')} vs penalized TPE "
+            f"{medians('tpe_penalty')} (CIs, regret, hypervolume: `benchmarks/results/bench_search.json`)")
+
+
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
-    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session,
+    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
 )
 
 
