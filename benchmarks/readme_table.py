@@ -139,6 +139,17 @@ def _llm_scale(r: Mapping[str, Results]) -> tuple[str, str]:
             f"{analyze['n_layers']} layers")
 
 
+def _llm_scale_7b(r: Mapping[str, Results]) -> tuple[str, str]:
+    scale = r["bench_llm_scale_7b"]
+    analyze = scale["analyze"]
+    return (f"`htsweep analyze DIR` on a {scale['n_params'] / 1e9:.2f} B-parameter Llama-2-7B-shaped bf16 checkpoint "
+            f"({scale['checkpoint_bytes'] / 1e9:.1f} GB, heavy-tailed trained-like layers, "
+            f"{analyze['threads']} threads on {scale['machine']['cpus']} cores)",
+            f"{analyze['wall_s'] / 60:.1f} min wall, {analyze['peak_rss_gb']:.2f} GB peak RSS, CPU "
+            f"{scale['cpu_over_floor']:.2f}× the bare float32 Gram + eigvalsh floor; {analyze['n_layers']} layers, "
+            f"{analyze['precision'].get('float64', 0)} redone in float64")
+
+
 def _llm_projection(r: Mapping[str, Results]) -> tuple[str, str]:
     proj = r["bench_llm_projection"]
     models = proj["projection"]["models"]
@@ -256,7 +267,7 @@ def _search(r: Mapping[str, Results]) -> tuple[str, str]:
 
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
-    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
+    _llm_scale_7b, _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
 )
 
 
