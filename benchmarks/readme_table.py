@@ -128,24 +128,16 @@ def _float32_floor(r: Mapping[str, Results]) -> tuple[str, str]:
             f"{block['redone_in_float64'] + mlp['redone_in_float64']} redone in float64")
 
 
-def _llm_scale(r: Mapping[str, Results]) -> tuple[str, str]:
-    scale = r["bench_llm_scale"]
-    cpus = scale["machine"]["cpus"]
-    cores = "both cores" if cpus == 2 else f"{cpus} cores"
-    analyze = scale["analyze"]
-    return (f"`htsweep analyze DIR` on a {scale['n_params'] / 1e9:.1f} B-parameter TinyLlama-shaped sharded "
-            f"safetensors folder ({cores})",
-            f"{analyze['wall_s']:.0f} s wall, {analyze['peak_rss_gb']:.2f} GB peak RSS, "
-            f"{analyze['n_layers']} layers")
+#: The model each ``bench_llm_scale.py --size`` writes the shapes of.
+_LLM_SHAPES = {"1.1b": "TinyLlama-1.1B", "7b": "Llama-2-7B"}
 
 
-def _llm_scale_7b(r: Mapping[str, Results]) -> tuple[str, str]:
-    scale = r["bench_llm_scale_7b"]
+def _llm_scale(scale: Results) -> tuple[str, str]:
     analyze = scale["analyze"]
-    return (f"`htsweep analyze DIR` on a {scale['n_params'] / 1e9:.2f} B-parameter Llama-2-7B-shaped bf16 checkpoint "
-            f"({scale['checkpoint_bytes'] / 1e9:.1f} GB, heavy-tailed trained-like layers, "
+    return (f"`htsweep analyze DIR` on a {scale['n_params'] / 1e9:.2f} B-parameter {_LLM_SHAPES[scale['size']]}-shaped "
+            f"bf16 checkpoint ({scale['checkpoint_bytes'] / 1e9:.1f} GB, heavy-tailed trained-like layers, "
             f"{analyze['threads']} threads on {scale['machine']['cpus']} cores)",
-            f"{analyze['wall_s'] / 60:.1f} min wall, {analyze['peak_rss_gb']:.2f} GB peak RSS, CPU "
+            f"{analyze['wall_s']:.0f} s wall, {analyze['peak_rss_gb']:.2f} GB peak RSS, CPU "
             f"{scale['cpu_over_floor']:.2f}× the bare float32 Gram + eigvalsh floor; {analyze['n_layers']} layers, "
             f"{analyze['precision'].get('float64', 0)} redone in float64")
 
@@ -266,8 +258,9 @@ def _search(r: Mapping[str, Results]) -> tuple[str, str]:
 
 
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
-    _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision, _llm_scale,
-    _llm_scale_7b, _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
+    _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision,
+    lambda r: _llm_scale(r["bench_llm_scale"]), lambda r: _llm_scale(r["bench_llm_scale_7b"]),
+    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
 )
 
 
