@@ -69,6 +69,28 @@ def _wait(proc: subprocess.Popen, what: str, condition, timeout: float = 900.0):
         time.sleep(0.1)
 
 
+def _last_step(workdir: Path, number: int) -> int:
+    """The last step trial ``number`` reported to Optuna (one report, keyed by training_iteration, per EVERY steps)."""
+    trial = next(t for t in _study_trials(workdir) if t.number == number)
+    return EVERY * max(trial.intermediate_values, default=0)
+
+
+def _victim(workdir: Path):
+    """A RUNNING trial that has reported but still has at least two reports to go, and its worker's PID.
+
+    Killed after its last report, a trial has nothing left to redo and the retry shows nothing; the
+    state is read again once the worker is found, since a tiny trial moves on while we look.
+    """
+    session = _session_dir(workdir)
+    if not session:
+        return None
+    for trial in _progress(workdir)[1]:
+        worker = _worker_of(session, trial.user_attrs["tune_trial_id"])
+        if worker and _last_step(workdir, trial.number) <= STEPS - 2 * EVERY:
+            return trial, worker
+    return None
+
+
 def _session_dir(workdir: Path) -> str | None:
     try:
         return json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
@@ -126,16 +148,14 @@ def story(tmp_path_factory):
         # 1. run: kill a trial worker and the ESD actor mid-training, then Ctrl-C.
         run = _start("run", spec, "--workdir", workdir, "--quiet", "--no-report", env=env)
         procs.append(run)
-        busy = _wait(run, "a trial mid-training", lambda: _session_dir(workdir) and _progress(workdir)[1])
+        victim, worker = _wait(run, "a trial mid-training and its worker process", lambda: _victim(workdir), 300)
         session = _session_dir(workdir)
-        victim = busy[0].user_attrs["tune_trial_id"]
-        worker = _wait(run, "the victim's worker process", lambda: _worker_of(session, victim), 60)
         actor = _wait(run, "the ESD actor's process", lambda: _named(session, "ray::ESDService"), 60)
-        mark(f"killing trial worker {worker} ({victim}) and ESD actor {actor[0]}")
+        mark(f"killing trial worker {worker} ({victim.user_attrs['tune_trial_id']}) and ESD actor {actor[0]}")
         os.kill(worker, signal.SIGKILL)
         os.kill(actor[0], signal.SIGKILL)
-        # Optuna's intermediate values are keyed by report (training_iteration): one report per EVERY steps.
-        out.update(victim=victim, victim_last_step=EVERY * max(busy[0].intermediate_values), actor_pid=actor[0])
+        out.update(victim=victim.user_attrs["tune_trial_id"], victim_last_step=_last_step(workdir, victim.number),
+                   actor_pid=actor[0])
         _wait(run, "a new ESD actor process",
               lambda: [p for p in _named(session, "ray::ESDService") if p != actor[0]], 120)
         _wait(run, "a completed trial and a busy one", lambda: _progress(workdir)[0] >= 1 and _progress(workdir)[1])
@@ -295,7 +315,11 @@ def test_killed_trial_was_retried_from_its_checkpoint(story):
     assert len(trial_dirs) == 1
     reported = [json.loads(line)["step"] for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
     first_after_kill = story["victim_last_step"] + EVERY
+    assert story["victim_last_step"] < STEPS
     assert reported.count(EVERY) == 1 and first_after_kill in reported, reported
+    # ... and it was restored: Tune counts iterations since the last restore from 1 again, past step EVERY.
+    rows = [json.loads(line) for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
+    assert any(r["iterations_since_restore"] == 1 and r["step"] > EVERY for r in rows), rows
 
 
 def test_resuming_a_finished_sweep_is_a_no_op_that_says_so(story):
