@@ -37,6 +37,18 @@ def ray_local():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Torch single-threaded for the test: suites share the box's 2 cores, and oversubscribed OpenMP
+    threads make small CPU training runs many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _tracking_uri_does_not_leak():
     """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``: a test that points MLflow at its
