@@ -26,7 +26,18 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import REPO, cli_env, htsweep_cmd, kill_pids, tiny_spec, write_spec
+from sweep_helpers import (
+    REPO,
+    cli_env,
+    htsweep_cmd,
+    kill_pids,
+    killable_trial,
+    last_step,
+    ray_session_dir,
+    study_trials,
+    tiny_spec,
+    write_spec,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -36,15 +47,7 @@ REPORT_STEPS = list(range(EVERY, STEPS + 1, EVERY))
 
 
 def _study_trials(workdir: Path) -> list:
-    import optuna
-
-    db = workdir / "optuna.db"
-    if not db.exists():
-        return []
-    try:
-        return optuna.load_study(study_name=NAME, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - the driver is still creating the study
-        return []
+    return study_trials(workdir, NAME)
 
 
 def _progress(workdir: Path) -> tuple[int, list]:
@@ -67,48 +70,6 @@ def _wait(proc: subprocess.Popen, what: str, condition, timeout: float = 900.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"no {what} within {timeout:.0f} s")
         time.sleep(0.1)
-
-
-def _last_step(workdir: Path, number: int) -> int:
-    """The last step trial ``number`` reported to Optuna (one report, keyed by training_iteration, per EVERY steps)."""
-    trial = next(t for t in _study_trials(workdir) if t.number == number)
-    return EVERY * max(trial.intermediate_values, default=0)
-
-
-def _victim(workdir: Path):
-    """A RUNNING trial that has reported but still has at least two reports to go, and its worker's PID.
-
-    Killed after its last report, a trial has nothing left to redo and the retry shows nothing; the
-    state is read again once the worker is found, since a tiny trial moves on while we look.
-    """
-    session = _session_dir(workdir)
-    if not session:
-        return None
-    for trial in _progress(workdir)[1]:
-        worker = _worker_of(session, trial.user_attrs["tune_trial_id"])
-        if worker and _last_step(workdir, trial.number) <= STEPS - 2 * EVERY:
-            return trial, worker
-    return None
-
-
-def _session_dir(workdir: Path) -> str | None:
-    try:
-        return json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
-    except (OSError, ValueError):
-        return None
-
-
-def _worker_of(session: str, tune_trial_id: str) -> int | None:
-    """PID of the Ray worker training ``tune_trial_id`` (Tune runs it in the trial's directory)."""
-    from htsweep.sweeps.processes import session_processes
-
-    for pid in session_processes(session):
-        try:
-            if tune_trial_id in os.readlink(f"/proc/{pid}/cwd"):
-                return pid
-        except OSError:
-            continue
-    return None
 
 
 def _named(session: str, title: str) -> list[int]:
@@ -148,13 +109,14 @@ def story(tmp_path_factory):
         # 1. run: kill a trial worker and the ESD actor mid-training, then Ctrl-C.
         run = _start("run", spec, "--workdir", workdir, "--quiet", "--no-report", env=env)
         procs.append(run)
-        victim, worker = _wait(run, "a trial mid-training and its worker process", lambda: _victim(workdir), 300)
-        session = _session_dir(workdir)
+        victim, worker = _wait(run, "a trial mid-training and its worker process",
+                               lambda: killable_trial(workdir, NAME, EVERY, STEPS), 300)
+        session = ray_session_dir(workdir)
         actor = _wait(run, "the ESD actor's process", lambda: _named(session, "ray::ESDService"), 60)
         mark(f"killing trial worker {worker} ({victim.user_attrs['tune_trial_id']}) and ESD actor {actor[0]}")
         os.kill(worker, signal.SIGKILL)
         os.kill(actor[0], signal.SIGKILL)
-        out.update(victim=victim.user_attrs["tune_trial_id"], victim_last_step=_last_step(workdir, victim.number),
+        out.update(victim=victim.user_attrs["tune_trial_id"], victim_last_step=last_step(workdir, NAME, victim.number, EVERY),
                    actor_pid=actor[0])
         _wait(run, "a new ESD actor process",
               lambda: [p for p in _named(session, "ray::ESDService") if p != actor[0]], 120)
@@ -172,7 +134,7 @@ def story(tmp_path_factory):
         before = out["done_after_run"]
         _wait(first, "one more completed trial and a busy one",
               lambda: _progress(workdir)[0] > before and _progress(workdir)[1])
-        killed_session = _session_dir(workdir)
+        killed_session = ray_session_dir(workdir)
         mark("SIGKILL of the resumed driver")
         os.kill(first.pid, signal.SIGKILL)
         first.wait()

@@ -12,90 +12,30 @@ once and ``phase.<layer>`` tags for the user's layers in MLflow.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
-from sweep_helpers import REPO, cli_env
+from sweep_helpers import study_trials, sweep_user_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NAME = "own_loop"
 N_TRIALS, STEPS, EVERY = 2, 120, 40
-HTSWEEP = str(Path(sys.executable).with_name("htsweep"))
 
 
 def _trials(workdir: Path) -> list:
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=NAME, storage=f"sqlite:///{workdir / 'optuna.db'}").get_trials(
-            deepcopy=False)
-    except Exception:  # noqa: BLE001 - not created yet
-        return []
-
-
-def _reported_worker(workdir: Path) -> tuple[str, int] | None:
-    """(tune trial id, worker pid) of a trial that has reported (so saved a checkpoint) but is not done."""
-    from optuna.trial import TrialState
-
-    from htsweep.sweeps.processes import session_processes
-
-    try:
-        session = json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
-    except (OSError, ValueError):
-        return None
-    for trial in _trials(workdir):
-        if trial.state != TrialState.RUNNING or not trial.intermediate_values or not session:
-            continue
-        victim = trial.user_attrs.get("tune_trial_id", "")
-        for pid in session_processes(session):
-            try:
-                if victim and victim in os.readlink(f"/proc/{pid}/cwd"):  # Tune runs a trial in its directory
-                    return victim, pid
-            except OSError:
-                continue
-    return None
+    return study_trials(workdir, NAME)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    proj = tmp_path_factory.mktemp("user") / "proj"
-    shutil.copytree(REPO / "examples" / "user_project", proj, ignore=shutil.ignore_patterns("runs", "__pycache__"))
-    for name in ("analysis", "models"):  # a research repo's own packages: must never be imported by us
-        (proj / name).mkdir()
-        (proj / name / "__init__.py").write_text(f"raise ImportError('the project\\'s own {name} was imported')\n")
-    spec = yaml.safe_load((proj / "specs" / "own_loop.yaml").read_text())
-    spec["train"].update(steps=STEPS, monitor_every=EVERY)
-    spec.update(num_samples=N_TRIALS, max_failures=1, objective={"target_alpha": 2.0, "min_test_accuracy": 0.3})
-    (proj / "specs" / "e2e.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = cli_env()
-    env.pop("PYTHONPATH", None)
-    workdir = proj / "runs" / "e2e"
-    run = subprocess.Popen([HTSWEEP, "run", "specs/e2e.yaml", "--workdir", "runs/e2e", "--quiet", "--no-report"],
-                           cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out: dict = {"workdir": workdir}
-    try:
-        deadline = time.monotonic() + 900
-        while (busy := _reported_worker(workdir)) is None:
-            assert run.poll() is None, run.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "no trial reported mid-training"
-            time.sleep(0.2)
-        out["victim"], pid = busy
-        os.kill(pid, signal.SIGKILL)
-        out["output"], _ = run.communicate(timeout=1200)
-        out["code"] = run.returncode
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    return out
+    def edit(spec: dict) -> None:
+        spec["train"].update(steps=STEPS, monitor_every=EVERY)
+        spec.update(num_samples=N_TRIALS, max_failures=1,
+                    objective={"target_alpha": 2.0, "min_test_accuracy": 0.3})
+
+    return sweep_user_project(tmp_path_factory.mktemp("user"), "specs/own_loop.yaml", edit, every=EVERY,
+                              steps=STEPS)
 
 
 def test_both_trials_complete_with_optuna_values(sweep):
@@ -130,3 +70,4 @@ def test_the_killed_trial_resumed_from_its_saved_state(sweep):
     reported = [json.loads(line)["step"] for line in (trial_dirs[0] / "result.json").read_text().splitlines()]
     # the retry went on from the checkpoint of its last report instead of starting over
     assert reported.count(EVERY) == 1 and reported[-1] == STEPS, reported
+    assert sweep["victim_step"] < STEPS and sweep["victim_step"] + EVERY in reported, reported

@@ -11,92 +11,31 @@ trial COMPLETE in Optuna, one MLflow run per trial with ``alpha/<layer>`` metric
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
-from sweep_helpers import REPO, cli_env
+from sweep_helpers import study_trials, sweep_user_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 NAME = "resnet_digits"
 N_TRIALS, STEPS, EVERY = 4, 240, 80  # the shipped spec's length
 LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "fc", "head")
-HTSWEEP = str(Path(sys.executable).with_name("htsweep"))
 
 
 def _trials(workdir: Path) -> list:
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=NAME, storage=f"sqlite:///{workdir / 'optuna.db'}").get_trials(
-            deepcopy=False)
-    except Exception:  # noqa: BLE001 - not created yet
-        return []
-
-
-def _busy_worker(workdir: Path) -> tuple[str, int, int] | None:
-    """(tune trial id, its worker pid, its last reported step) of a trial that reported but is not done."""
-    from optuna.trial import TrialState
-
-    from htsweep.sweeps.processes import session_processes
-
-    try:
-        session = json.loads((workdir / "sweep.json").read_text()).get("ray_session_dir")
-    except (OSError, ValueError):
-        return None
-    for trial in _trials(workdir):
-        if trial.state != TrialState.RUNNING or not trial.intermediate_values or not session:
-            continue
-        victim = trial.user_attrs.get("tune_trial_id", "")
-        for pid in session_processes(session):
-            try:
-                if victim and victim in os.readlink(f"/proc/{pid}/cwd"):  # Tune runs a trial in its directory
-                    return victim, pid, EVERY * max(trial.intermediate_values)
-            except OSError:
-                continue
-    return None
+    return study_trials(workdir, NAME)
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    proj = tmp_path_factory.mktemp("user") / "proj"
-    shutil.copytree(REPO / "examples" / "user_project", proj, ignore=shutil.ignore_patterns("runs", "__pycache__"))
-    for name in ("analysis", "models"):  # a research repo's own packages: must never be imported by us
-        (proj / name).mkdir()
-        (proj / name / "__init__.py").write_text(f"raise ImportError('the project\\'s own {name} was imported')\n")
-    spec = yaml.safe_load((proj / "specs" / "resnet_digits.yaml").read_text())
-    spec["train"].update(steps=STEPS)
-    spec["monitor"] = {"eval_every": EVERY, "spectral_every": EVERY}
-    spec.update(num_samples=N_TRIALS, max_failures=1)
-    (proj / "specs" / "e2e.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = cli_env()
-    env.pop("PYTHONPATH", None)
-    workdir = proj / "runs" / "e2e"
-    run = subprocess.Popen([HTSWEEP, "run", "specs/e2e.yaml", "--workdir", "runs/e2e", "--quiet", "--no-report"],
-                           cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out: dict = {"workdir": workdir}
-    try:
-        deadline = time.monotonic() + 900
-        while (busy := _busy_worker(workdir)) is None:
-            assert run.poll() is None, run.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "no trial reported mid-training"
-            time.sleep(0.2)
-        out["victim"], pid, out["victim_step"] = busy
-        os.kill(pid, signal.SIGKILL)
-        out["output"], _ = run.communicate(timeout=1200)
-        out["code"] = run.returncode
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    return out
+    def edit(spec: dict) -> None:
+        spec["train"].update(steps=STEPS)
+        spec["monitor"] = {"eval_every": EVERY, "spectral_every": EVERY}
+        spec.update(num_samples=N_TRIALS, max_failures=1)
+
+    return sweep_user_project(tmp_path_factory.mktemp("user"), "specs/resnet_digits.yaml", edit, every=EVERY,
+                              steps=STEPS)
 
 
 def test_every_trial_completes_in_optuna(sweep):
