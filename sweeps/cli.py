@@ -76,6 +76,10 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Write the HTML report at the end."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print trial starts/ends only, not every report."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished/interrupted sweep in --workdir."),
+    warm_start: list[Path] | None = typer.Option(None, "--warm-start", help="An earlier sweep directory with the "
+                                                 "same search space (repeatable): its finished trials start the "
+                                                 "search, re-evaluated for this objective, and are never trained "
+                                                 "again."),
 ) -> None:
     """Launch a sweep: Ray Tune trials, Optuna toward the target alpha, MLflow tracking."""
     from htsweep.sweeps.run_cmd import run_command
@@ -83,7 +87,8 @@ def run(
 
     try:
         code = run_command(spec, address=address, workdir=workdir, target_alpha=target_alpha,
-                           smoke_test=smoke_test, report=report, quiet=quiet, overwrite=overwrite)
+                           smoke_test=smoke_test, report=report, quiet=quiet, overwrite=overwrite,
+                           warm_start=warm_start)
     except SpecError as exc:
         _fail(exc)
     raise typer.Exit(code=code)

@@ -81,9 +81,9 @@ def fetch_spectra(meta: SweepMeta, row: TrialRow, dst: Path) -> TrialSpectra | N
     """
     if not row.mlflow_run_id:
         return None
-    import mlflow
+    from htsweep.sweeps.trial_data import run_client
 
-    client = mlflow.MlflowClient(meta.tracking_uri)
+    client = run_client(meta, row)
     try:
         files = [f.path for f in client.list_artifacts(row.mlflow_run_id, "esd") if f.path.endswith(".npz")]
     except Exception:  # noqa: BLE001 - a missing run must not break the report
@@ -419,17 +419,36 @@ def _fmt(v: Any) -> str:
 def _table_html(spec: SweepSpec, rows: list[TrialRow], best: TrialRow | None) -> str:
     regression = is_regression(rows)
     gen = ["test loss", "R²"] if regression else ["test acc"]
+    warm = any(r.warm_from for r in rows)
     head = "".join(f"<th>{html.escape(n)}</th>" for n in
-                   ["#", *spec.search, "alpha", "|α−target|", "phase", *gen, "objective", "state"])
+                   ["#", *spec.search, "alpha", "|α−target|", "phase", *gen, "objective", "state",
+                    *(["warm start from"] if warm else [])])
     body = []
     for r in rows:
         cls = ' class="best"' if best is not None and r.number == best.number else (
             ' class="infeasible"' if r.complete and not r.feasible else "")
         cells = [str(r.number), *[_fmt(r.params.get(n)) for n in spec.search], _fmt(r.alpha), _fmt(r.alpha_error),
                  html.escape(r.phase or "-"), *([_fmt(r.test_loss), _fmt(r.test_r2)] if regression else [_fmt(r.test_acc)]),
-                 " / ".join(_fmt(v) for v in r.values) or "-", r.state]
+                 " / ".join(_fmt(v) for v in r.values) or "-", r.state,
+                 *([html.escape(r.warm_from or str(r.attrs.get("skipped", "")))] if warm else [])]
         body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _warm_html(meta: SweepMeta, rows: list[TrialRow]) -> str:
+    """Which trials came from which earlier sweep ('' without a warm start)."""
+    by_source: dict[str, list[int]] = {}
+    for r in rows:
+        if r.warm_from:
+            by_source.setdefault(str(r.attrs.get("warm_start_from")), []).append(r.number)
+    if not by_source:
+        return ""
+    skipped = sum(r.state == "SKIPPED" for r in rows)
+    items = "".join(f"<li><code>{html.escape(src)}</code>: trials {', '.join(f'#{n}' for n in nums)}</li>"
+                    for src, nums in by_source.items())
+    return (f"<p>Warm start: {sum(map(len, by_source.values()))} finished trial(s) of earlier sweeps began the "
+            f"search, their objective recomputed for this target from what they logged; none was trained again"
+            f"{f' ({skipped} proposal(s) they had measured were skipped)' if skipped else ''}:</p><ul>{items}</ul>")
 
 
 def _rho_cell(c: Any) -> str:
@@ -486,9 +505,11 @@ def _publish(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow], best: Trial
         "trial": r.number, **{k: r.params.get(k) for k in spec.search}, "alpha": r.alpha, "alpha_error": r.alpha_error,
         "phase": r.phase, "test_acc": r.test_acc, "test_loss": r.test_loss, "test_r2": r.test_r2,
         "objective": r.values[0] if r.values else math.nan, "state": r.state, "mlflow_run_id": r.mlflow_run_id or "",
+        "warm_start_from": r.warm_from or "",
     } for r in rows])
     tables = {"trials": trials}
-    lines = [f"**htsweep sweep `{meta.name}`**: {sum(r.complete for r in rows)}/{spec.num_samples} trials complete."]
+    n_done = sum(r.complete and not r.warm_from for r in rows)
+    lines = [f"**htsweep sweep `{meta.name}`**: {n_done}/{spec.num_samples} trials complete."]
     if best is not None:
         lines.append(f"Best trial #{best.number} ({format_params(best.params)}): α {best.alpha:.3g}, "
                      f"phase {best.phase or '-'}, test acc {best.test_acc:.3g}.")
@@ -571,7 +592,7 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
     imp_path, note = plot_importances(meta, spec, out / "param_importances.png")
     figures.append(("Optuna parameter importances", imp_path, note))
 
-    n_done = sum(r.complete for r in rows)
+    n_done = sum(r.complete and not r.warm_from for r in rows)
     if best is not None:
         gen = (f"test loss {best.test_loss:.3g}, R² {best.test_r2:.3f}" if is_regression(rows)
                else f"test accuracy {best.test_acc:.3f}")
@@ -598,6 +619,7 @@ def make_report(workdir: str | Path, *, outdir: str | Path | None = None, k: int
         f"{n_done}/{spec.num_samples} trials complete (status: {html.escape(meta.status)}); target alpha "
         f"{spec.objective.target_alpha:g} ({spec.objective.aggregate} over layers){constraint}{mo}; "
         f"sampler {spec.sampler_type}.</p>",
+        _warm_html(meta, rows),
         best_html,
         "<h2>Which spectral metric tracks generalization?</h2>", _correlation_html(table),
         "<h2>Trials</h2>", _table_html(spec, rows, best),

@@ -92,15 +92,15 @@ def retarget(meta: SweepMeta, rows: list[TrialRow], objective: ObjectiveSpec) ->
         In trial order; trials without a run or any logged alpha, and trials an early-stopping
         scheduler cut short (as in :func:`sweeps.status.best_trial`), are left out.
     """
-    from htsweep.sweeps.trial_data import _client
+    from htsweep.sweeps.trial_data import run_client
 
-    client = _client(meta)
+    clients: dict[str, Any] = {}
     logged = alpha_keys(objective)  # logged under the same (MLflow-legal) names
     out = []
     for r in rows:
         if not (r.complete and r.fully_trained and r.mlflow_run_id):
             continue
-        hist = logged_steps(client, r.mlflow_run_id, [*logged, ReportKey.TEST_ACC])
+        hist = logged_steps(run_client(meta, r, clients), r.mlflow_run_id, [*logged, ReportKey.TEST_ACC])
         steps = sorted(set().union(*(hist[k] for k in logged)))
         if not steps:
             continue

@@ -88,7 +88,8 @@ def _aborted(console, workdir: Path) -> int:
 
 
 def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, target_alpha: float | None,
-                smoke_test: bool, report: bool, quiet: bool, overwrite: bool = False) -> int:
+                smoke_test: bool, report: bool, quiet: bool, overwrite: bool = False,
+                warm_start: list[Path] | None = None) -> int:
     """``htsweep run``: returns the process exit code (0 finished, 130 interrupted)."""
     from htsweep.sweeps.status import make_console
 
@@ -108,7 +109,7 @@ def run_command(spec_path: Path, *, address: str | None, workdir: Path | None, t
     try:
         outcome = run_sweep(spec, address=address, workdir=workdir, target_alpha=target_alpha,
                             smoke_test=smoke_test, quiet=quiet, overwrite=overwrite,
-                            code_roots=code_roots(spec_path))
+                            code_roots=code_roots(spec_path), warm_start=warm_start or ())
     except KeyboardInterrupt:
         return _aborted(console, workdir)
     summarize(outcome.workdir, status=outcome.status, elapsed_s=outcome.elapsed_s, report=report)

@@ -42,12 +42,13 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from htsweep.analysis.metric_names import ReportKey
 from htsweep.sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, TEST_ERROR
 from htsweep.sweeps.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform
+from htsweep.sweeps.warm_start import FROM, SKIPPED, warm_source
 from htsweep.sweeps.workdir import load_optuna_study, open_optuna_storage
 
 __all__ = [
@@ -78,6 +79,9 @@ TELL_RETRY_S = 30.0
 USER_ATTRS = (ALPHA_AGG, ReportKey.ALPHA_MEAN, ReportKey.TEST_ACC, ReportKey.TRAIN_ACC, ReportKey.TEST_LOSS,
               ReportKey.TEST_R2, TEST_ERROR, FEASIBLE, ReportKey.PHASE_CODE, ReportKey.PHASE, ReportKey.STEP,
               OBJECTIVE, "trained", "mlflow_run_id", "node_id", "diverged", "error")
+
+#: Proposals in a row that earlier sweeps already measured before the searcher stops asking.
+MAX_SKIPS = 20
 
 #: Name of the Optuna constraint (``constraints:<name>`` system attribute) of the accuracy floor.
 CONSTRAINT = "min_test_accuracy"
@@ -186,16 +190,41 @@ class ResumableOptunaSearch(OptunaSearch):
       alpha aggregate, accuracy, phase and feasibility when it completes.
     """
 
-    def suggest(self, trial_id: str) -> dict | None:
-        """Suggest a configuration and tag the Optuna trial with the Tune trial id."""
-        config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is not None:
-            try:
-                ot_trial.set_user_attr("tune_trial_id", trial_id)
-            except UpdateFinishedTrialError:
-                pass
-        return config
+    def suggest(self, trial_id: str) -> dict | str | None:
+        """Suggest a configuration and tag the Optuna trial with the Tune trial id.
+
+        A proposal that a warm-start trial already measured (:mod:`sweeps.warm_start`) is not
+        trained: its Optuna trial is closed FAIL with the user attribute ``skipped`` naming that
+        trial, and the sampler is asked again (up to :data:`MAX_SKIPS` times in a row; then the
+        sweep stops asking: the space holds nothing new for it).
+        """
+        for _ in range(MAX_SKIPS):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None:
+                return config
+            measured = self._measured().get(_params_key(ot_trial.params))
+            if measured is None:
+                try:
+                    ot_trial.set_user_attr("tune_trial_id", trial_id)
+                except UpdateFinishedTrialError:
+                    pass
+                return config
+            logger.info("Optuna proposed %s, already measured by %s; asking again", ot_trial.params, measured)
+            _retry_locked(lambda n=ot_trial.number, m=measured: _tell(
+                self._ot_study, n, None, TrialState.FAIL, {SKIPPED: f"already measured: {m}"}))
+            del self._ot_trials[trial_id]
+        logger.warning("Optuna proposed %d configurations in a row that earlier sweeps already measured; "
+                       "no new trials are started", MAX_SKIPS)
+        return Searcher.FINISHED
+
+    def _measured(self) -> dict[tuple, str]:
+        """Params → ``<sweep> #<trial>`` of the study's warm-start trials (read once, when first needed)."""
+        if getattr(self, "_warm", None) is None:
+            self._warm = {_params_key(t.params): warm_source(t.user_attrs)
+                          for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                          if FROM in t.user_attrs}
+        return self._warm
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Report an intermediate value, tolerating trials the study already finished."""
@@ -336,6 +365,10 @@ def tell_pending(workdir: str | Path, storage_url: str) -> int:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _params_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 def make_searcher(spec: SweepSpec, *, metric: str | list[str], mode: str | list[str], storage_url: str,

@@ -17,6 +17,7 @@ from typing import Any
 from htsweep.analysis.metric_names import ReportKey
 from htsweep.sweeps.objective import ALPHA_AGG, OBJECTIVE
 from htsweep.sweeps.spec import SweepSpec
+from htsweep.sweeps.warm_start import SKIPPED, warm_source
 from htsweep.sweeps.workdir import SweepMeta, find_workdir, load_optuna_study
 
 __all__ = ["TrialRow", "load_trials", "best_trial", "pareto_front", "trials_table", "print_status",
@@ -33,7 +34,8 @@ class TrialRow:
     number : int
         Optuna trial number (0-based, in order of creation).
     state : str
-        ``COMPLETE``, ``RUNNING``, ``FAIL``, ``PRUNED`` or ``WAITING``.
+        ``COMPLETE``, ``RUNNING``, ``FAIL``, ``PRUNED`` or ``WAITING``; ``SKIPPED`` for a proposal
+        not trained because a warm-start trial measured it (``sweeps.warm_start``).
     params : dict
         The searched hyperparameters.
     alpha : float
@@ -73,6 +75,11 @@ class TrialRow:
     def complete(self) -> bool:
         """True when Optuna recorded a final value."""
         return self.state == "COMPLETE"
+
+    @property
+    def warm_from(self) -> str | None:
+        """``<earlier sweep> #<trial>`` for a trial added by a warm start (not trained here), else None."""
+        return warm_source(self.attrs)
 
     @property
     def fully_trained(self) -> bool:
@@ -145,8 +152,9 @@ def load_trials(workdir: str | Path) -> tuple[SweepMeta, SweepSpec, list[TrialRo
         else:
             values = ()
         feasible = min_acc is None or (math.isfinite(acc) and acc >= min_acc)
+        state = "SKIPPED" if t.state.name == "FAIL" and SKIPPED in attrs else t.state.name
         rows.append(TrialRow(
-            number=t.number, state=t.state.name, params=dict(t.params), alpha=alpha,
+            number=t.number, state=state, params=dict(t.params), alpha=alpha,
             alpha_error=abs(alpha - target) if math.isfinite(alpha) else math.nan,
             test_acc=acc, phase=_phase(attrs), feasible=feasible, values=values,
             test_loss=_f(attrs.get(ReportKey.TEST_LOSS)), test_r2=_f(attrs.get(ReportKey.TEST_R2)),
@@ -230,6 +238,9 @@ def trials_table(spec: SweepSpec, rows: list[TrialRow], *, best: TrialRow | None
         table.add_column(name, justify="right")
     table.add_column("objective", justify="right")
     table.add_column("state")
+    warm = any(r.warm_from for r in rows)
+    if warm:
+        table.add_column("warm start from")
     for r in rows:
         mark = " *" if best is not None and r.number == best.number else ""
         acc = _fmt(r.test_acc)
@@ -242,6 +253,7 @@ def trials_table(spec: SweepSpec, rows: list[TrialRow], *, best: TrialRow | None
             *((_fmt(r.test_loss), _fmt(r.test_r2)) if regression else (acc,)),
             " / ".join(_fmt(v) for v in r.values) or "-",
             f"[{_STATE_STYLE.get(r.state, 'white')}]{r.state}[/]",
+            *([r.warm_from or ("(" + str(r.attrs[SKIPPED]) + ")" if SKIPPED in r.attrs else "")] if warm else []),
         )
     return table
 
@@ -320,8 +332,16 @@ def correlation_table(table: Any, *, title: str | None = None, width: int = 100)
 def _counts(rows: list[TrialRow]) -> str:
     states: dict[str, int] = {}
     for r in rows:
-        states[r.state] = states.get(r.state, 0) + 1
+        state = "warm-started" if r.warm_from else r.state
+        states[state] = states.get(state, 0) + 1
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+
+
+def _title(meta: SweepMeta, spec: SweepSpec, rows: list[TrialRow]) -> str:
+    """``name: run/num_samples trials (counts) — target, status``; warm-start and skipped rows are not run here."""
+    own = sum(not r.warm_from and r.state != "SKIPPED" for r in rows)
+    return (f"{meta.name}: {own}/{spec.num_samples} trials ({_counts(rows) or 'none yet'}) — "
+            f"target alpha {spec.objective.target_alpha:g}, sweep {meta.status}")
 
 
 def make_console(**kwargs: Any):
@@ -341,9 +361,7 @@ def print_status(workdir: str | Path | None = None, *, console=None) -> list[Tri
     path = find_workdir(workdir)
     meta, spec, rows = load_trials(path)
     best = best_trial(rows)
-    title = (f"{meta.name}: {len(rows)}/{spec.num_samples} trials ({_counts(rows) or 'none yet'}) — "
-             f"target alpha {spec.objective.target_alpha:g}, sweep {meta.status}")
-    console.print(trials_table(spec, rows, best=best, title=title))
+    console.print(trials_table(spec, rows, best=best, title=_title(meta, spec, rows)))
     if spec.objective.min_test_accuracy is not None:
         console.print(f"feasible: test acc >= {spec.objective.min_test_accuracy:g} (red: infeasible);  * = best")
     return rows
@@ -371,6 +389,9 @@ def print_best(workdir: str | Path | None = None, *, console=None, correlations:
     w = max([10, *(len(k) + 1 for k in best.params)])
     console.print(f"  {'trial':<{w}} #{best.number}  (tune {best.tune_trial_id or '-'}, "
                   f"mlflow run {best.mlflow_run_id or '-'})")
+    if best.warm_from:
+        console.print(f"  {'':<{w}} warm-started: trained as {best.warm_from} "
+                      f"({best.attrs.get('warm_start_from')}), not in this sweep")
     for k, v in best.params.items():
         console.print(f"  {k:<{w}} {_fmt(v, 4)}")
     console.print(f"  {'alpha':<{w}} {_fmt(best.alpha, 4)} ({spec.objective.aggregate} over layers; "
@@ -555,8 +576,7 @@ def watch_status(workdir: str | Path | None = None, *, interval: float = 5.0, co
         nonlocal rows
         meta, spec, rows = load_trials(path)
         running = meta.status == "running" and meta.driver_alive()
-        title = (f"{meta.name}: {len(rows)}/{spec.num_samples} trials ({_counts(rows) or 'none yet'}) — "
-                 f"target alpha {spec.objective.target_alpha:g}, sweep {meta.status}")
+        title = _title(meta, spec, rows)
         actor = esd_actor_line(probe.stats()) if running else "[dim]ESD actor: sweep not running[/dim]"
         footer = (f"[dim]refreshing every {interval:g} s — Ctrl-C to stop[/dim]" if running
                   else "[dim]the sweep is not running; final state[/dim]")

@@ -29,10 +29,11 @@ from htsweep.analysis.generalization import (
 from htsweep.analysis.metric_names import ReportKey, RowKey, per_layer_key
 from htsweep.sweeps.spec import Choice, Grid, SweepSpec
 from htsweep.sweeps.status import TrialRow, is_regression
+from htsweep.sweeps.warm_start import FROM
 from htsweep.sweeps.workdir import SweepMeta
 
 __all__ = ["GeneralizationTable", "TrialHistory", "categorical_params", "esd_series", "final_layers",
-           "generalization", "grouping_params", "trial_history"]
+           "generalization", "grouping_params", "run_client", "trial_history"]
 
 
 def _client(meta: SweepMeta) -> Any:
@@ -42,6 +43,19 @@ def _client(meta: SweepMeta) -> Any:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return mlflow.MlflowClient(meta.tracking_uri)
+
+
+def run_client(meta: SweepMeta, row: TrialRow, cache: dict[str, Any] | None = None) -> Any:
+    """The MLflow client of the store that holds ``row``'s run: its sweep's, or for a warm-started
+    trial the earlier sweep's (``sweeps.warm_start``); ``cache`` reuses clients across rows."""
+    source = row.attrs.get(FROM)
+    key = str(source or meta.workdir)
+    if cache is not None and key in cache:
+        return cache[key]
+    client = _client(SweepMeta.load(source) if source else meta)
+    if cache is not None:
+        cache[key] = client
+    return client
 
 
 #: A grid or choice with more values than this is a scan (a 16-point lr grid), not a grouping.
@@ -81,14 +95,14 @@ def final_layers(meta: SweepMeta, rows: list[TrialRow]) -> dict[int, list[dict[s
     dict of int to list of dict
         Trial number → layer rows; trials without a run or a summary are left out.
     """
-    client = _client(meta)
+    clients: dict[str, Any] = {}
     out: dict[int, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="htsweep-summary-") as tmp:
         for r in rows:
             if not r.mlflow_run_id:
                 continue
             try:
-                path = client.download_artifacts(r.mlflow_run_id, "spectral_summary.json", f"{tmp}/{r.number}")
+                path = run_client(meta, r, clients).download_artifacts(r.mlflow_run_id, "spectral_summary.json", f"{tmp}/{r.number}")
                 out[r.number] = list(json.loads(Path(path).read_text()).get("layers", []))
             except Exception:  # noqa: BLE001 - a trial that never analyzed a spectrum has none
                 continue
@@ -205,7 +219,7 @@ def trial_history(meta: SweepMeta, row: TrialRow, *, layer_order: list[str] | No
     """
     if not row.mlflow_run_id:
         return None
-    client = _client(meta)
+    client = run_client(meta, row)
     try:
         keys = list(client.get_run(row.mlflow_run_id).data.metrics)
     except Exception:  # noqa: BLE001 - a missing run must not break the report
@@ -241,7 +255,7 @@ def esd_series(meta: SweepMeta, row: TrialRow, layer: str, *, max_steps: int = 6
     """
     if not row.mlflow_run_id:
         return [], []
-    client = _client(meta)
+    client = run_client(meta, row)
     try:
         files = [f.path for f in client.list_artifacts(row.mlflow_run_id, "esd") if f.path.endswith(".npz")]
     except Exception:  # noqa: BLE001

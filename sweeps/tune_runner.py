@@ -45,6 +45,7 @@ from htsweep.sweeps.legacy_names import names_old_modules, old_module_names
 from htsweep.sweeps.lifecycle import StopSignals, SweepLifecycle, esd_actor, own_ray, scoped_env
 from htsweep.sweeps.objective import metric_and_mode
 from htsweep.sweeps.spec import SpecError, SweepSpec
+from htsweep.sweeps.warm_start import FROM, load_warm_trials
 from htsweep.sweeps.workdir import (
     LOCK_FILE,
     META_FILE,
@@ -313,7 +314,8 @@ def _warn_node_local(meta: SweepMeta, spec: SweepSpec) -> None:
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Path | None = None,
               target_alpha: float | None = None, smoke_test: bool = False, quiet: bool = False,
-              overwrite: bool = False, code_roots: Sequence[str] | None = None) -> SweepOutcome:
+              overwrite: bool = False, code_roots: Sequence[str] | None = None,
+              warm_start: Sequence[str | Path] = ()) -> SweepOutcome:
     """Launch a sweep and block until it finishes or is interrupted (Ctrl-C).
 
     Parameters
@@ -337,6 +339,9 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
     code_roots : sequence of str, optional
         Folders the user's code (``model: "pkg.module:factory"`` ...) is imported from, on the
         driver and every worker (:func:`sweeps.code_paths.code_roots`; default the working directory).
+    warm_start : sequence of path-like
+        Earlier sweeps whose finished trials start the study, re-evaluated for this spec's
+        objective and never trained again (:mod:`sweeps.warm_start`).
 
     Returns
     -------
@@ -356,6 +361,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
     import_on_driver(roots)
     check_train_config(spec)
     check_ray_address(address)
+    warm = load_warm_trials(spec, warm_start) if warm_start else []
     path = choose_workdir(spec, workdir)
     path.mkdir(parents=True, exist_ok=True)
     with SweepLock(path):
@@ -373,9 +379,28 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, workdir: str | Pat
             storage_path=spec.storage_path or str(path), experiment=spec.tracking.experiment or spec.name,
             address=address, sweep_id=sweep_id, esd_namespace=esd_namespace_for(spec.name, path),
             tune_name=tune_name, study_name=study_name, code_roots=roots,
+            warm_start=[str(Path(w).resolve()) for w in warm_start],
         )
         meta.save()
+        if warm:
+            _seed_study(meta, spec, warm)
         return _execute(meta, spec, restore=False, address=address, quiet=quiet)
+
+
+def _seed_study(meta: SweepMeta, spec: SweepSpec, warm: Sequence[Any]) -> None:
+    """Create the sweep's study with the warm-start trials in it (once, before the searcher opens it)."""
+    import optuna
+
+    from htsweep.sweeps.warm_start import add_warm_trials
+
+    _, mode = metric_and_mode(spec.objective)
+    study = optuna.create_study(storage=open_optuna_storage(meta.optuna_storage), study_name=meta.study,
+                                directions=["minimize" if m == "min" else "maximize"
+                                            for m in (mode if isinstance(mode, list) else [mode])],
+                                load_if_exists=True)
+    n = add_warm_trials(study, spec, warm)
+    log.warning("warm start: %d finished trial(s) of %d earlier sweep(s) added to the study; none is trained again",
+                n, len(meta.warm_start))
 
 
 def _refuse_or_clear(path: Path, *, overwrite: bool) -> None:
@@ -475,7 +500,8 @@ def _completed_in_study(meta: SweepMeta) -> int:
         study = load_optuna_study(meta.study, meta.optuna_storage)
     except KeyError:
         return 0
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return sum(FROM not in t.user_attrs  # warm-start trials were never this sweep's to run
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _execute(meta: SweepMeta, spec: SweepSpec, *, restore: bool, address: str | None, quiet: bool) -> SweepOutcome:

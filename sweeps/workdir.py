@@ -80,6 +80,8 @@ class SweepMeta:
         Folders the user's code is imported from (the spec's folder, then the launch directory:
         ``sweeps.code_paths.code_roots``); a resume from elsewhere uses them too (``None``: older sweeps,
         the working directory).
+    warm_start : list of str
+        The earlier sweeps whose finished trials started this sweep's study (``sweeps.warm_start``).
     """
 
     name: str
@@ -99,6 +101,7 @@ class SweepMeta:
     study_name: str | None = None
     ray_session_dir: str | None = None
     code_roots: list[str] | None = None
+    warm_start: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def driver_alive(self) -> bool:
