@@ -62,6 +62,23 @@ Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
     4. Otherwise the outliers are spikes: ``bulk_plus_spikes`` if ``λmax/E >= spike_ratio_min``
        (well above the edge), else ``bleeding_out`` (just past it).
 
+Model comparison (issue 23; :mod:`analysis.rmt_references`)
+    Past the bulk stage every spectrum is also fitted as a whole by three competing random-matrix
+    models, each scored by ``D``, the mean absolute residual between its log-quantiles and the
+    ESD's over levels 0.02–0.98 after the best offset (an L1 Wasserstein distance of the
+    log-ESDs, overall scale fitted): **MP bulk + mass** (MP(σ², Q) quantiles for the bulk's share
+    of the levels, a Pareto mass with MLE exponent above λ+; score ``ln D + mass_penalty·(f −
+    mass_free)`` with ``f`` the fraction above λ+, and admissible only while ``f <= mass_max`` and
+    ``D <= good_fit_max``: a good λ+ holding most of the mass), **heavy-tailed RMT** (the best of
+    the cached iid-Pareto(μ) and power-law-population references at the layer's Q; score ``ln D``)
+    and **deformed noise** (the best log-normal column-scale reference; score ``ln D +
+    deform_penalty``). ``evidence["fits"]`` holds each model's ``D``, reference and score,
+    ``evidence["model_vote"]`` the best admissible model and ``evidence["model_vote_confidence"]``
+    its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at ``T = score_temperature``. With
+    ``compare_models=True`` (off by default: see docs/phases.md for why) the vote decides the tail
+    split: deformed noise → ``random_like``; ``heavy_tailed`` additionally needs heavy-tailed RMT
+    to beat an admissible MP bulk + mass, else ``bulk_decay``.
+
 Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)``, where ``d`` is the
 log-distance of the deciding feature to its threshold in units of that threshold's tolerance
 (0.5 on a boundary, → 1 far from every boundary), then shrunk toward 0.5 by ``√(M/256)`` below
@@ -96,6 +113,7 @@ import numpy as np
 from htsweep.analysis._validation import Interval, make_constraint
 from htsweep.analysis.marchenko_pastur import MPFit, _edges, _tw, _unit_quantile, fit_marchenko_pastur
 from htsweep.analysis.powerlaw_fit import PowerLawFit, fit_power_law
+from htsweep.analysis.rmt_references import LEVELS, reference_log_quantiles
 
 __all__ = ["PHASES", "PHASE_CODES", "UNDETERMINED", "UNDETERMINED_CODE", "PhaseClassifier", "PhaseResult",
            "classify_phase"]
@@ -229,6 +247,28 @@ class PhaseClassifier:
                                 "... the top of the mass reaches this many λ+ (a small MP soft rank) ...")
     csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25,
                               "... and the CSN power-law α is below this (MM: α ≈ 2–4).")
+    compare_models: bool = _t(False, bool, None,
+                              "Experimental (issue 23): let the whole-ESD model comparison decide the tail split "
+                              "(deformed noise → random_like; heavy_tailed only where heavy-tailed RMT beats an "
+                              "admissible MP bulk + mass). Off: the v3 labels, with the comparison as evidence.")
+    mass_penalty: float = _t(4.0, _F, None,
+                             "Model comparison: the MP + mass model's score ``ln D`` pays this much per unit of "
+                             "mass fraction above λ+ beyond ``mass_free`` (Table 7: the bulk of a decaying "
+                             "bulk still holds most of the mass).")
+    mass_free: float = _t(0.1, Interval(float, 0.0, 1.0), None,
+                          "... the fraction of eigenvalues above λ+ that an MP + mass model carries for free.")
+    mass_max: float = _t(0.15, Interval(float, 0.0, 1.0), None,
+                         "An MP bulk + mass model is admissible only while the bulk holds all but this fraction "
+                         "of the eigenvalues (Table 7: most of the mass stays in the bulk).")
+    good_fit_max: float = _t(0.075, _F, None,
+                             "A good λ+ exists (an MP bulk + mass can beat heavy-tailed RMT) only when that model "
+                             "fits the whole ESD to a mean log-quantile residual D at most this.")
+    deform_penalty: float = _t(1.0, _F, None,
+                               "The deformed-noise model (log-normal population, cached reference) replaces the "
+                               "MP + mass model only when its ``ln D`` is lower by this much.")
+    score_temperature: float = _t(0.25, Interval(float, 0.0, None, "neither"), None,
+                                  "Temperature of the softmax over the competing models' penalized scores "
+                                  "(the model-comparison confidence).")
     spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25,
                                 "``λmax / E`` from which outliers are well above the edge (``bulk_plus_spikes``).")
 
@@ -511,7 +551,8 @@ def _decide(
     if isinstance(bulk, PhaseResult):
         return bulk
     mass = _mass(path, lam, m, bulk, t)
-    return _tail_split(path, bulk, mass, t) or _spikes(path, bulk, t)
+    fits = _competing_fits(path, lam, q, bulk, t)
+    return _tail_split(path, bulk, mass, fits, t) or _spikes(path, bulk, t)
 
 
 def _degenerate(path: _Path, lam: np.ndarray, q: float, n: int | None, m: int, t: dict[str, Any]) -> PhaseResult | None:
@@ -613,7 +654,65 @@ def _mass(path: _Path, lam: np.ndarray, m: int, bulk: _Bulk, t: dict[str, Any]) 
     return mass
 
 
-def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, t: dict[str, Any]) -> PhaseResult | None:
+@dataclass(frozen=True)
+class _Fits:
+    """Whole-ESD fits of the competing models: L1 log-quantile distance ``D`` and penalized score ``S``."""
+
+    d_mass: float  # MP bulk + Pareto mass above λ+ (random-like … bulk-decay)
+    d_heavy: float  # best heavy-tailed reference (heavy-tailed)
+    d_deformed: float  # best log-normal deformed-noise reference (random-like)
+    scores: dict[str, float]
+
+    def prob(self, model: str, among: tuple[str, ...], temperature: float) -> float:
+        """Softmax weight of ``model`` among ``among`` at ``temperature`` (lower score, higher weight)."""
+        s = np.array([self.scores[k] for k in among])
+        w = np.exp(-(s - s.min()) / temperature)
+        return float(w[among.index(model)] / w.sum())
+
+
+def _l1_log_quantile(y: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Mean absolute log-quantile residual after the best offset (the overall scale): an L1 Wasserstein
+    distance between the log-ESDs over :data:`rmt_references.LEVELS`; vectorized over model rows."""
+    d = y - model
+    return np.mean(np.abs(d - np.median(d, axis=-1, keepdims=True)), axis=-1)
+
+
+def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict[str, Any]) -> _Fits:
+    """Fit the whole ESD with each competing random-matrix model (module docstring, "Model comparison")."""
+    m = lam.size
+    logs = np.log(np.maximum(lam, lam[-1] * 1e-12))
+    y = np.interp(LEVELS, (np.arange(m) + 0.5) / m, logs)
+    refs = reference_log_quantiles(q)
+    d_ref = _l1_log_quantile(y[None, :], refs.log_q)
+    i_h = int(np.argmin(np.where(refs.heavy, d_ref, np.inf)))
+    i_d = int(np.argmin(np.where(refs.heavy, np.inf, d_ref)))
+    # MP(σ², Q) for the bulk's share of the levels, a Pareto mass (MLE exponent) from λ+ above it
+    out = lam[lam > bulk.lp]
+    f = out.size / m
+    model = np.log(bulk.sigma2 * np.maximum(_unit_quantile(np.minimum(LEVELS / (1.0 - f), 1.0), q), 1e-300))
+    if out.size >= 2:
+        top = LEVELS > 1.0 - f
+        model[top] = math.log(bulk.lp) + np.log(f / (1.0 - LEVELS[top])) * float(np.sum(np.log(out / bulk.lp))) / out.size
+    d_mass = float(_l1_log_quantile(y, model))
+    d_heavy, d_def = float(d_ref[i_h]), float(d_ref[i_d])
+    tiny = 1e-12
+    scores = {"mp_mass": math.log(d_mass + tiny) + t["mass_penalty"] * (f - t["mass_free"]),
+              "heavy_tailed_rmt": math.log(d_heavy + tiny),
+              "deformed_noise": math.log(d_def + tiny) + t["deform_penalty"]}
+    path.ev["fits"] = {"mp_mass": {"D": d_mass, "mass_fraction": f, "score": scores["mp_mass"]},
+                       "heavy_tailed_rmt": {"D": d_heavy, "reference": refs.names[i_h],
+                                            "score": scores["heavy_tailed_rmt"]},
+                       "deformed_noise": {"D": d_def, "reference": refs.names[i_d],
+                                          "score": scores["deformed_noise"]}}
+    fits = _Fits(d_mass, d_heavy, d_def, scores)
+    vote = min(scores, key=scores.get)
+    if vote != "heavy_tailed_rmt" and (d_mass > t["good_fit_max"] or f > t["mass_max"]) and vote == "mp_mass":
+        vote = "heavy_tailed_rmt"  # no admissible MP bulk + mass: no good λ+
+    path.ev.update(model_vote=vote, model_vote_confidence=fits.prob(vote, tuple(scores), t["score_temperature"]))
+    return fits
+
+
+def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str, Any]) -> PhaseResult | None:
     """Step 3: an attached mass that deformation does not explain is a decaying bulk or a heavy tail."""
     csn = path.ev["alpha"]  # the CSN power-law α of the ESD, recorded by _bulk
     k, n_att, need, reach = mass.out_desc.size, mass.n_att, mass.need, mass.reach
@@ -651,6 +750,13 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, t: dict[str, Any]) -> Pha
         path.add(f"{n_att} outliers attached to the edge (>= {need:.3g}) past E_max, and the top half "
                  f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
     path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
+    sc, temp = fits.scores, t["score_temperature"]
+    if t["compare_models"] and sc["deformed_noise"] < sc["mp_mass"] and fits.d_deformed < fits.d_heavy:
+        ref = path.ev["fits"]["deformed_noise"]["reference"]
+        path.add(f"but deformed noise ({ref}) fits the whole ESD best: D {fits.d_deformed:.3g} vs MP + mass "
+                 f"{fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
+                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), temp))
+        return path.done("random_like")
     # separated spikes on top of the mass are not its tail: λ/λ+ at the top of the mass itself
     ratio = float(mass.att[0]) / bulk.lp
     # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
@@ -664,11 +770,20 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, t: dict[str, Any]) -> Pha
     shallow = tail_alpha < a_max
     far = ratio >= t["heavy_ratio_min"]
     light = bool(np.isfinite(csn) and csn >= t["csn_alpha_max"])
-    if shallow and far and not light:
+    f_mass = path.ev["fits"]["mp_mass"]["mass_fraction"]
+    ht_best = (not t["compare_models"] or sc["heavy_tailed_rmt"] < sc["mp_mass"]
+               or fits.d_mass > t["good_fit_max"] or f_mass > t["mass_max"])
+    pair = ("heavy_tailed_rmt", "mp_mass")
+    if shallow and far and not light and ht_best:
         path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
                  f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
+        if t["compare_models"]:
+            path.add(*_why_heavy_rmt(fits, f_mass, t))
         return path.done("heavy_tailed")
     why = []
+    if shallow and far and not light:
+        why.append(f"an MP bulk + mass fits the whole ESD better than heavy-tailed RMT (score {sc['mp_mass']:.3g} "
+                   f"<= {sc['heavy_tailed_rmt']:.3g}): a good λ+ exists")
     if not shallow:
         why.append(f"tail α {tail_alpha:.3g} >= {a_max:.3g}")
     if not far:
@@ -676,8 +791,22 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, t: dict[str, Any]) -> Pha
     if light:
         why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
     path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
-                                 c_csn if light else 0.0))
+                                 c_csn if light else 0.0, fits.prob("mp_mass", pair, temp) if not ht_best else 0.0))
     return path.done("bulk_decay")
+
+
+def _why_heavy_rmt(fits: _Fits, f_mass: float, t: dict[str, Any]) -> tuple[str, float]:
+    """Why the model comparison leaves heavy-tailed RMT as the best model (rule text, confidence)."""
+    sc = fits.scores
+    if f_mass > t["mass_max"]:
+        return (f"no MP bulk holding most of the mass: {f_mass:.1%} of the eigenvalues above λ+ > "
+                f"{t['mass_max']:.0%}", _conf(f_mass, t["mass_max"], 1.5))
+    if fits.d_mass > t["good_fit_max"]:
+        return (f"no good λ+: an MP bulk + mass fits the whole ESD to D {fits.d_mass:.3g} > {t['good_fit_max']}",
+                _conf(fits.d_mass, t["good_fit_max"], 1.5))
+    return (f"heavy-tailed RMT fits the whole ESD better than an MP bulk + mass: score "
+            f"{sc['heavy_tailed_rmt']:.3g} < {sc['mp_mass']:.3g}",
+            fits.prob("heavy_tailed_rmt", ("heavy_tailed_rmt", "mp_mass"), t["score_temperature"]))
 
 
 def _spikes(path: _Path, bulk: _Bulk, t: dict[str, Any]) -> PhaseResult:
