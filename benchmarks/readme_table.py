@@ -257,10 +257,28 @@ def _search(r: Mapping[str, Results]) -> tuple[str, str]:
             f"{medians('tpe_penalty')} (CIs, regret, hypervolume: `benchmarks/results/bench_search.json`)")
 
 
+def _real_sweeps(r: Mapping[str, Results]) -> tuple[str, str]:
+    b = r["bench_real_sweeps"]
+    arms, asha = b["arms"], b["asha_vs_fifo"]
+
+    def hits(arm: str) -> str:
+        return "/".join(str(h) if h <= b["num_samples"] else f">{b['num_samples']}" for h in arms[arm]["first_hit"])
+
+    return (f"real sweeps of `{b['spec']}` ({b['num_samples']} trials, α* = {b['target_alpha']:g}, test acc ≥ "
+            f"{b['min_test_accuracy']:g}; {len(arms['tpe']['seeds'])} seeds per arm, the real trainer)",
+            f"final regret (best feasible \\|α − target\\|, median): default TPE {arms['tpe']['median_final_regret']:.2f} vs "
+            f"random {arms['random']['median_final_regret']:.2f}; trials to a feasible \\|α − target\\| ≤ "
+            f"{b['tolerance']:g} per seed: TPE {hits('tpe')}, random {hits('random')}; ASHA (grace "
+            f"{b['asha']['grace_period']}, factor {b['asha']['reduction_factor']:g}) vs FIFO, same sampler: "
+            f"{asha['median_steps_ratio']:.2f}× the training steps, {asha['median_wall_ratio']:.2f}× the wall time, "
+            f"final regret {arms['tpe_asha']['median_final_regret']:.2f} vs {arms['tpe']['median_final_regret']:.2f} "
+            f"(`benchmarks/results/bench_real_sweeps.json`)")
+
+
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision,
     lambda r: _llm_scale(r["bench_llm_scale"]), lambda r: _llm_scale(r["bench_llm_scale_7b"]),
-    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search,
+    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search, _real_sweeps,
 )
 
 

@@ -46,7 +46,7 @@ def test_the_table_follows_the_json():
 
 def test_one_row_per_benchmark():
     rows = render_table().splitlines()[2:]
-    assert len(rows) == 17 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
+    assert len(rows) == 18 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
 
 
 @pytest.mark.parametrize("text", ["no markers", f"{START}\n| a |\n", f"{END}\n{START}\n", f"{START}{START}{END}"])
