@@ -206,6 +206,11 @@ def summarize(runs: list[dict[str, Any]], tables: dict[str, Table]) -> list[dict
             row["hypervolume_48"] = float(np.mean([hypervolume(np.array([t[:2] for t in r["trials"]]))
                                                    for r in rs]))
             out.append(row)
+    return out
+
+
+def with_ratios(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's median trials to the first hit over random search's in the same setting."""
     for row in out:
         rnd = next((r for r in out if r["arm"] == "random" and (r["landscape"], r["target"], r["floor"])
                     == (row["landscape"], row["target"], row["floor"])), None)
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--landscapes", nargs="+", default=list(LANDSCAPES), choices=LANDSCAPES)
+    ap.add_argument("--floors", nargs="+", type=float, default=list(FLOORS), choices=FLOORS)
     ap.add_argument("--summarize", action="store_true", help="only summarize the runs already recorded")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -260,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         for arm in args.arms:
             for land in args.landscapes:
                 for target in TARGETS:
-                    for floor in FLOORS:
+                    for floor in args.floors:
                         for seed in range(args.first_seed, args.first_seed + args.seeds):
                             if (land, arm, target, floor, seed) in done:
                                 continue
@@ -269,6 +275,13 @@ def main(argv: list[str] | None = None) -> None:
                                 fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 print(f"{arm} {land} done", flush=True)
     rows = summarize(load_runs(), tables)
+    # settings the recorded runs do not cover keep their rows from the last results (the runs file
+    # is not committed, so rerunning one arm must not drop the others)
+    covered = {(r["landscape"], r["target"], r["floor"], r["arm"]) for r in rows}
+    kept = json.loads(OUT.read_text())["rows"] if OUT.exists() else []
+    rows = with_ratios(sorted(rows + [r for r in kept if (r["landscape"], r["target"], r["floor"], r["arm"])
+                                      not in covered],
+                              key=lambda r: (r["landscape"], r["target"], r["floor"], ARMS.index(r["arm"]))))
     print_table(rows)
     OUT.write_text(json.dumps({
         "budget": BUDGET, "budget_gp": BUDGET_GP, "tolerance": TOLERANCE, "targets": TARGETS, "floors": FLOORS, "startup_trials": STARTUP,

@@ -254,7 +254,9 @@ def _search(r: Mapping[str, Results]) -> tuple[str, str]:
             f"training ({lands}; α* = {'/'.join(f'{t:g}' for t in bench['targets'])}, test acc ≥ "
             f"{bench['floors'][0]:g}; median over {_seeds(rows, default)} seeds, random {_seeds(rows, 'random')})",
             f"default `{default}`: {medians(default)} vs random {medians('random')} vs penalized TPE "
-            f"{medians('tpe_penalty')} (CIs, regret, hypervolume: `benchmarks/results/bench_search.json`)")
+            f"{medians('tpe_penalty')} vs GP {medians('gp_constraint')} "
+            f"({min(x['seeds'] for x in rows if x['arm'] == 'gp_constraint' and x['floor'] == bench['floors'][0])} seeds, "
+            f"{bench['budget_gp']} trials) (CIs, regret, hypervolume: `benchmarks/results/bench_search.json`)")
 
 
 def _real_sweeps(r: Mapping[str, Results]) -> tuple[str, str]:
