@@ -198,7 +198,7 @@ def _tail_law(r: Mapping[str, Results]) -> tuple[str, str]:
 
     return ("tail-law tests (`tail_law=True`) vs `powerlaw.Fit` + 3 × `distribution_compare`, same xmin",
             f"{times(esd)} per layer on ESD tails of {min(c['n_tail'] for c in esd)}–{max(c['n_tail'] for c in esd)} eigenvalues "
-            f"({min(c['speedup'] for c in esd):.1f}–{max(c['speedup'] for c in esd):.1f}× powerlaw's speed); "
+            f"({min(c['speedup'] for c in esd):.1f}–{max(c['speedup'] for c in esd):.1f}× faster than powerlaw); "
             f"{min(c['speedup'] for c in synth):.1f}–{max(c['speedup'] for c in synth):.1f}× faster on "
             f"2000-point tails; same sign of every R on {same}/{len(cases)}")
 

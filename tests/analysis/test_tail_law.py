@@ -8,7 +8,14 @@ import warnings
 import numpy as np
 import pytest
 
-from htsweep.analysis.tail_law import ALTERNATIVES, VERDICTS, _ratio, compare_laws, loglikelihoods
+from htsweep.analysis.tail_law import (
+    ALTERNATIVES,
+    VERDICTS,
+    _log_upper_gamma,
+    _ratio,
+    compare_laws,
+    loglikelihoods,
+)
 
 
 def _tail(kind: str, rng: np.random.Generator, n: int = 400) -> np.ndarray:
@@ -29,24 +36,41 @@ def _powerlaw_fit(x: np.ndarray, xmin: float):
         warnings.simplefilter("ignore")
         fit = powerlaw.Fit(x, xmin=xmin, parameter_ranges={"alpha": [1, 20]}, verbose=0)
         compared = {alt: fit.distribution_compare("power_law", alt) for alt in ALTERNATIVES}
-    params = {"power_law": (fit.power_law.alpha,), "exponential": (fit.exponential.Lambda,),
-              "lognormal": (fit.lognormal.mu, fit.lognormal.sigma),
-              "truncated_power_law": (fit.truncated_power_law.alpha, fit.truncated_power_law.Lambda)}
-    return compared, params
+    params = {law: tuple(getattr(fit, law).parameters.values()) for law in ("power_law", *ALTERNATIVES)}
+    return fit, compared, params
+
+
+def _powerlaw_compare_at(fit, params: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, float]]:
+    """powerlaw's distribution_compare with every law's parameters set to ``params``.
+
+    powerlaw's parameter ranges are open intervals (α ∈ (1, 20)) and it answers a likelihood of
+    ~1e-307 at their ends, where our bounded MLE may stop (α = 1 exactly: the truncated power law
+    of a lognormal tail); the ranges are lifted so that its formulas are evaluated there too."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for law, values in params.items():
+            dist = getattr(fit, law)
+            dist.parameter_ranges = {name: [None, None] for name in dist.parameter_names}
+            dist.set_parameters(list(values))
+        return {alt: fit.distribution_compare("power_law", alt) for alt in ALTERNATIVES}
 
 
 def _check_against_powerlaw(kind: str, seed: int) -> None:
+    """The comparison, stated precisely: (1) compare_laws' R and p equal powerlaw's
+    ``distribution_compare`` at compare_laws' parameters, and (2) ours computed at powerlaw's fitted
+    parameters equal its ``distribution_compare`` output, both within 1e-6 relative; (3) the two
+    sets of fits differ (powerlaw's Nelder–Mead stops at tol 1e-4, ours at the MLE): ours are at
+    least as likely, so our R (power law − alternative) is at most powerlaw's."""
     rng = np.random.default_rng(seed)
     x = _tail(kind, rng)
     xmin = float(np.quantile(x, 0.2))
     tail = np.sort(x[x >= xmin])
-    compared, params = _powerlaw_fit(x, xmin)
+    fit, compared, params = _powerlaw_fit(x, xmin)
     ll_pl = loglikelihoods(tail, xmin, "power_law", params["power_law"])
     # the lognormal of a pure power law has no interior optimum (μ → −∞, σ → ∞): both optimizers stop
     # anywhere, and at μ ≈ −900 powerlaw's float64 pdf underflows, so that pair is not compared
     alts = [a for a in ALTERNATIVES if not (kind == "power_law" and a == "lognormal")]
-    for alt in alts:
-        # at powerlaw's parameters: the same log-likelihoods, R and p (the formulas are the same)
+    for alt in alts:  # (2)
         R, p = _ratio(ll_pl, loglikelihoods(tail, xmin, alt, params[alt]), nested=alt == "truncated_power_law")
         R_ref, p_ref = compared[alt]
         assert R == pytest.approx(R_ref, rel=1e-6, abs=1e-9), (kind, seed, alt)
@@ -54,8 +78,11 @@ def _check_against_powerlaw(kind: str, seed: int) -> None:
     law = compare_laws(x, xmin=xmin)
     assert law.n_tail == tail.size and law.verdict in VERDICTS
     assert law.params["power_law"][0] == pytest.approx(params["power_law"][0], rel=1e-9)
-    # our own fits: exact MLEs, at least as likely as powerlaw's Nelder–Mead (tol 1e-4) ones
-    for alt in alts:
+    at_ours = _powerlaw_compare_at(fit, law.params)
+    for alt in alts:  # (1)
+        assert law.R[alt] == pytest.approx(at_ours[alt][0], rel=1e-6, abs=1e-9), (kind, seed, alt)
+        assert law.p[alt] == pytest.approx(at_ours[alt][1], rel=1e-6, abs=1e-12), (kind, seed, alt)
+    for alt in alts:  # (3)
         ours = float(np.sum(loglikelihoods(tail, xmin, alt, law.params[alt])))
         theirs = float(np.sum(loglikelihoods(tail, xmin, alt, params[alt])))
         assert ours >= theirs - 1e-7 * abs(theirs), (kind, seed, alt)
@@ -75,6 +102,26 @@ def test_matches_powerlaw_on_a_tail(kind):
 def test_matches_powerlaw_on_twenty_tails_of_each_kind(kind):
     for seed in range(100, 120):
         _check_against_powerlaw(kind, seed)
+
+
+def test_log_upper_gamma_matches_mpmath():
+    """The truncated power law's normaliser ln Γ(s, z), s = 1 − α ∈ [−19, 0], against mpmath at 40
+    digits (at its default 15 mpmath itself is off by 1e-5 at s = −19, z ≈ 76), integer and
+    near-integer s and both sides of the series / continued-fraction switch at z = 1 included."""
+    import mpmath
+
+    near = [k + e for k in range(0, -20, -3) for e in (0.0, 1e-12, -1e-9, 1e-4, -9.99e-4, 1.001e-3, -0.5)]
+    ss = sorted({min(0.0, s) for s in [*np.linspace(-19.0, 0.0, 39), *near]})
+    zs = [*np.logspace(-14, 4, 37), 0.999999, 1.0, 1.000001]
+    worst = 0.0
+    with mpmath.workdps(40):
+        for s in ss:
+            for z in zs:
+                ref = float(mpmath.log(mpmath.gammainc(mpmath.mpf(float(s)), mpmath.mpf(float(z)))))
+                worst = max(worst, abs(_log_upper_gamma(float(s), float(z)) - ref) / max(1.0, abs(ref)))
+    assert worst < 1e-12
+    with pytest.raises(ValueError, match="s <= 0 and z > 0"):
+        _log_upper_gamma(0.5, 1.0)
 
 
 def test_verdicts_on_clear_cases():
