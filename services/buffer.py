@@ -13,6 +13,13 @@ the same key, step, timestamp and value, and tags and artifacts overwrite. A run
 (a trial retried, or re-run after its driver was killed) never gets a metric point at a step it
 already has: points up to the run's last logged step are skipped (:attr:`BufferedClient.n_skipped`).
 
+With ``flush_interval > 0`` metric/param/tag batches (``log_batch``) are *deferred*: journaled at
+once (a killed process loses none of them) and sent by a background thread at most
+``flush_interval`` seconds later, consecutive ones of a run coalesced into one request. Every other
+operation, :meth:`BufferedClient.send_now` (before a checkpoint) and :meth:`BufferedClient.flush`
+send what is pending first, in order, so the server sees the same sequence as without deferring.
+A training loop then pays a journal line per report instead of a database or HTTP write.
+
 A full disk (``ENOSPC``) never fails the caller: operations that cannot be journaled stay in memory
 (sent when the server answers; lost only if the process dies before that), one warning says so,
 and :attr:`BufferedClient.n_unsaved` counts them. :func:`flush_journals` sends the journals of
@@ -109,6 +116,13 @@ def _chunks(op: dict) -> list[dict]:
     return out
 
 
+def _merged(ops: list[dict]) -> dict:
+    """One log_batch of consecutive ones of a run; a tag set twice keeps its last value, as in order."""
+    tags = {k: v for op in ops for k, v in op.get("tags", [])}
+    return {"op": "log_batch", "run": ops[0]["run"], "metrics": [m for op in ops for m in op.get("metrics", [])],
+            "tags": [[k, v] for k, v in tags.items()]}
+
+
 class BufferedClient:
     """Ordered, disk-buffered MLflow writes.
 
@@ -124,13 +138,18 @@ class BufferedClient:
         instead of paying a failed request (a connection timeout) each. The wait doubles with
         every consecutive failure, up to ``max_retry_interval``, and resets on success.
     max_retry_interval : float, default=60.0
+    flush_interval : float, default=0.0
+        Seconds a ``log_batch`` may wait in the journal to be sent with the ones after it by a
+        background thread; 0: sent when submitted.
 
     Attributes
     ----------
     run_ids : dict of str to str
         Local run references resolved to MLflow run ids.
     n_sent, n_buffered, n_rejected : int
-        Operations sent, written to the journal, and rejected for good.
+        Operations sent, journaled because the server was unreachable, and rejected for good.
+    n_requests : int
+        Successful sends: one per operation, or per coalesced run of deferred ``log_batch`` operations.
     n_skipped : int
         Metric points not sent because the re-opened run already had their step.
     n_attempts_failed : int
@@ -140,22 +159,27 @@ class BufferedClient:
     """
 
     def __init__(self, tracking_uri: str, *, journal: str | Path, retry_interval: float = 5.0,
-                 max_retry_interval: float = 60.0) -> None:
+                 max_retry_interval: float = 60.0, flush_interval: float = 0.0) -> None:
         _require_mlflow()
         self.tracking_uri = tracking_uri
         self.journal = Path(journal)
         self.rejected_path = self.journal.with_suffix(".rejected.jsonl")
         self.retry_interval = float(retry_interval)
         self.max_retry_interval = max(float(max_retry_interval), self.retry_interval)
+        self.flush_interval = float(flush_interval)
         self._failures = 0
         self.run_ids: dict[str, str] = {}
         self.n_sent = self.n_buffered = self.n_rejected = self.n_skipped = self.n_attempts_failed = 0
+        self.n_requests = 0
         self._floors: dict[str, int] = {}  # run id -> last step it had when this client re-opened it
         self._on_disk = 0  # how many of the pending operations the journal holds (a prefix)
         self._sent_since_persist = False
         self._warned_full = False
         self._client = mlflow.MlflowClient(tracking_uri)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the pending list and the journal
+        self._send_lock = threading.Lock()  # one sender at a time; held during a call to the server
+        self._flusher: threading.Thread | None = None
+        self._wake, self._closing = threading.Event(), threading.Event()
         self._retry_at = 0.0
         self._pending: list[dict] = self._load()
         self._on_disk = len(self._pending)
@@ -180,22 +204,55 @@ class BufferedClient:
     def submit(self, op: dict) -> bool:
         """Send ``op`` after everything still pending, or journal it.
 
+        A ``log_batch`` with ``flush_interval > 0`` is journaled and left to the background sender.
+
         Returns
         -------
         bool
             True when ``op`` (and everything before it) reached the server.
         """
-        with self._lock:
-            new = _chunks(op) if op["op"] == "log_batch" else [op]
-            self._pending.extend(new)
-            if time.monotonic() < self._retry_at:
+        new = _chunks(op) if op["op"] == "log_batch" else [op]
+        if op["op"] == "log_batch" and self.flush_interval > 0 and not self._closing.is_set():
+            with self._lock:
+                self._pending.extend(new)
                 self._append(new)
-                self.n_buffered += 1
-                return False
+            self._wake_flusher()
+            return False
+        with self._send_lock:
+            with self._lock:
+                self._pending.extend(new)
+                if time.monotonic() < self._retry_at:
+                    self._append(new)
+                    self.n_buffered += 1
+                    return False
             ok = self._drain()
             if not ok:
                 self.n_buffered += 1
             return ok
+
+    def send_now(self) -> bool:
+        """Send what is pending now, unless backing off after a failed send (as ``submit`` would).
+
+        Returns
+        -------
+        bool
+            True when nothing is pending.
+        """
+        with self._send_lock:
+            with self._lock:
+                if not self._pending:
+                    return True
+                if time.monotonic() < self._retry_at:
+                    return False
+            return self._drain()
+
+    def close(self) -> None:
+        """Stop the background sender (what it has not sent stays pending); later writes are sent
+        when submitted."""
+        self._closing.set()
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join()
 
     def flush(self, *, timeout: float = 0.0, interval: float = 1.0) -> bool:
         """Try to send everything pending, retrying for up to ``timeout`` seconds.
@@ -207,7 +264,7 @@ class BufferedClient:
         """
         deadline = time.monotonic() + timeout
         while True:
-            with self._lock:
+            with self._send_lock:
                 if self._drain():
                     return True
             if time.monotonic() + interval > deadline:
@@ -215,6 +272,24 @@ class BufferedClient:
             time.sleep(interval)
 
     # -- internals --------------------------------------------------------------------------
+    def _wake_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._run_flusher, name=f"mlflow-sender:{self.journal.stem}",
+                                             daemon=True)  # never keeps a finished process alive
+            self._flusher.start()
+        self._wake.set()
+
+    def _run_flusher(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._closing.wait(self.flush_interval):  # gather what the interval brings; closing: the owner flushes
+                return
+            self._wake.clear()
+            try:
+                self.send_now()
+            except Exception:  # noqa: BLE001 - the writes stay pending; the owner's flush sends them
+                log.exception("sending MLflow writes failed; they stay pending in %s", self.journal)
+
     def _load(self) -> list[dict]:
         if not self.journal.exists():
             return []
@@ -254,17 +329,23 @@ class BufferedClient:
 
     def _append(self, ops: list[dict]) -> None:
         """Append ops to the journal (which mirrors the pending list while it exists)."""
-        if not self.journal.exists() or self.n_unsaved:
+        mirrors = self._on_disk == len(self._pending) - len(ops) and self.journal.exists() == (self._on_disk > 0)
+        if not mirrors:
             self._persist()  # a journal that missed operations is rewritten whole, never appended to
             return
-        size = self.journal.stat().st_size
+        size = self.journal.stat().st_size if self._on_disk else None  # None: this append creates it
         try:
+            if size is None:
+                self.journal.parent.mkdir(parents=True, exist_ok=True)
             with open(self.journal, "a") as fh:
                 fh.write("".join(json.dumps(self._substitute(op)) + "\n" for op in ops))
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            os.truncate(self.journal, size)  # no torn line: the journal stays a clean prefix
+            if size is None:
+                self.journal.unlink(missing_ok=True)
+            else:
+                os.truncate(self.journal, size)  # no torn line: the journal stays a clean prefix
             self._disk_full(exc)
             return
         self._on_disk += len(ops)
@@ -287,31 +368,63 @@ class BufferedClient:
         return op
 
     def _drain(self) -> bool:
+        """Send pending operations in order; the caller holds ``_send_lock``. The pending list is
+        locked only between calls, so writes can be submitted while a call is in flight."""
         sent_any = False
-        while self._pending:
-            op = self._pending[0]
+        single = 0  # after a merged batch was rejected: send its operations one by one
+        while True:
+            with self._lock:
+                if not self._pending:
+                    break
+                ops = self._pending[:1] if single else self._coalesce()
             try:
-                self._execute(op)
+                self._execute(ops[0] if len(ops) == 1 else _merged(ops))
             except Exception as exc:  # noqa: BLE001 - classified below
-                if is_transient(exc):
-                    self._failures += 1
-                    self.n_attempts_failed += 1
-                    wait = min(self.retry_interval * 2 ** min(self._failures - 1, 30), self.max_retry_interval)
-                    self._retry_at = time.monotonic() + wait
-                    self._persist()
-                    log.info("tracking server unreachable (%s); %d operation(s) buffered in %s",
-                             type(exc).__name__, len(self._pending), self.journal)
-                    return False
-                self._reject(op, exc)
+                with self._lock:
+                    if is_transient(exc):
+                        self._failures += 1
+                        self.n_attempts_failed += 1
+                        wait = min(self.retry_interval * 2 ** min(self._failures - 1, 30), self.max_retry_interval)
+                        self._retry_at = time.monotonic() + wait
+                        self._persist()
+                        log.info("tracking server unreachable (%s); %d operation(s) buffered in %s",
+                                 type(exc).__name__, len(self._pending), self.journal)
+                        return False
+                    if len(ops) > 1:  # find the culprit: only it is set aside
+                        single = len(ops)
+                        continue
+                    self._reject(ops[0], exc)
             else:
-                self.n_sent += 1
+                self.n_sent += len(ops)
+                self.n_requests += 1
                 self._failures = 0
-            self._pending.pop(0)
-            self._on_disk = max(0, self._on_disk - 1)
-            self._sent_since_persist = sent_any = True
-        if sent_any or self.journal.exists():
-            self._persist()
+            with self._lock:
+                del self._pending[:len(ops)]
+                self._on_disk = max(0, self._on_disk - len(ops))
+                self._sent_since_persist = sent_any = True
+                single = max(0, single - 1)
+        with self._lock:
+            if sent_any or self.journal.exists():
+                self._persist()
         return True
+
+    def _coalesce(self) -> list[dict]:
+        """The head operation and the ``log_batch`` operations of the same run right after it, as
+        many as one request takes (metrics and tags only: a param sent twice would be refused)."""
+        head = self._pending[0]
+        if head["op"] != "log_batch" or head.get("params"):
+            return [head]
+        n_metrics, n_tags = len(head.get("metrics", [])), len(head.get("tags", []))
+        out = [head]
+        for op in self._pending[1:]:
+            if op["op"] != "log_batch" or op.get("params") or op["run"] != head["run"]:
+                break
+            n_metrics += len(op.get("metrics", []))
+            n_tags += len(op.get("tags", []))
+            if n_metrics > MAX_METRICS or n_tags > MAX_TAGS or n_metrics + n_tags > MAX_ENTITIES:
+                break
+            out.append(op)
+        return out
 
     def _reject(self, op: dict, exc: BaseException) -> None:
         self.n_rejected += 1

@@ -18,7 +18,9 @@ monitoring steps and at the end (``esd/final/<layer>.png``), and ``spectral_summ
 
 Writes go through :class:`services.buffer.BufferedClient`: if the tracking server is unreachable
 they are journaled on local disk and sent when it answers again; :func:`flush_buffers` sends what
-trials left behind.
+trials left behind. A report's metrics and tags are journaled and sent by a background thread
+(``TrackingConfig.flush_interval``), so the training loop does not wait for the store; artifacts,
+the run's end and every checkpoint (:meth:`TrialRunLogger.send_now`) send what is pending first.
 
 Examples
 --------
@@ -139,6 +141,9 @@ class TrackingConfig:
     flush_timeout : float, default=30.0
         Seconds a finishing trial keeps retrying to flush its journal before leaving it to
         :func:`flush_buffers`.
+    flush_interval : float, default=2.0
+        Seconds a report's metrics may wait (journaled) to be sent together with the next ones by a
+        background thread; 0: each report is written before the loop goes on.
     """
 
     tracking_uri: str
@@ -151,6 +156,7 @@ class TrackingConfig:
     http_timeout: float = 5.0
     retry_interval: float = 5.0
     flush_timeout: float = 30.0
+    flush_interval: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.tracking_uri, str) or not self.tracking_uri:
@@ -160,7 +166,7 @@ class TrackingConfig:
         for name in ("figure_every", "npz_every", "http_max_retries"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("http_timeout", "retry_interval", "flush_timeout"):
+        for name in ("http_timeout", "retry_interval", "flush_timeout", "flush_interval"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -620,6 +626,11 @@ class TrialRunLogger:
         """Try to send everything buffered; True when nothing is pending."""
         return self._buffer.flush(timeout=timeout) if self._buffer is not None else True
 
+    def send_now(self) -> bool:
+        """Send what is pending unless the server failed moments ago; call it before a checkpoint, so
+        a trial resumed from it (on any node) finds every step up to it in MLflow and none twice."""
+        return self._buffer.send_now() if self._buffer is not None else True
+
     def _submit(self, op: dict) -> None:
         assert self._buffer is not None, "on_fit_start has not run"
         self._buffer.submit({**op, "run": self._run_ref})
@@ -653,9 +664,12 @@ class TrialRunLogger:
         self.config.configure_http()
         buffer_dir = self.config.resolved_buffer_dir()
         buffer_dir.mkdir(parents=True, exist_ok=True)
+        if self._buffer is not None:
+            self._buffer.close()
         self._buffer = BufferedClient(self.config.tracking_uri,
                                       journal=buffer_dir / f"{_safe_name(self.trial_id)}.jsonl",
-                                      retry_interval=self.config.retry_interval)
+                                      retry_interval=self.config.retry_interval,
+                                      flush_interval=self.config.flush_interval)
         self._ended = False
         tags = {SWEEP_TAG: self.config.experiment, ROLE_TAG: "trial", **self.tags}
         if self.parent_run_id:
@@ -752,6 +766,7 @@ class TrialRunLogger:
             tags.append([DROPPED_TAG, f"{len(self._dropped)} artifact(s), disk full: {', '.join(self._dropped)}"[:5000]])
         self._submit({"op": "log_batch", "tags": tags})
         self._submit({"op": "set_terminated", "status": status, "end_time": int(time.time() * 1000)})
+        self._buffer.close()
         if self._buffer.flush(timeout=self.config.flush_timeout if status == "FINISHED" else 0.0):
             shutil.rmtree(self.staging_dir, ignore_errors=True)  # every staged file was uploaded
         else:

@@ -134,6 +134,8 @@ class TuneReporter(Callback):
         if not self.checkpoint:
             tune.report(out)
             return
+        if self.logger is not None:  # the checkpoint must not get ahead of what MLflow has
+            self.logger.send_now()
         with tempfile.TemporaryDirectory(prefix="htsweep-ckpt-") as tmp:
             trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
             tune.report(out, checkpoint=tune.Checkpoint.from_directory(tmp))

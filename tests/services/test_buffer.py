@@ -1,4 +1,5 @@
-"""The outage journal: ordered replay, idempotent run creation, permanent rejections, chunking.
+"""The outage journal: ordered replay, idempotent run creation, permanent rejections, chunking, and
+deferred batches (journaled at once, coalesced by the background sender, replayed after a SIGKILL).
 
 A tracking URI on a loopback port nobody listens on stands in for a server that is down; the
 journal is then replayed into a real sqlite store, the way a restarted process would flush it.
@@ -7,6 +8,10 @@ journal is then replayed into a real sqlite store, the way a restarted process w
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -122,3 +127,74 @@ def test_flush_buffers_sends_journals_left_by_finished_trials(tmp_path, sqlite_u
     assert sorted(r.data.tags["trial_id"] for r in runs) == ["a", "b"]
     assert all(r.info.status == "FINISHED" and r.data.metrics["m"] == 1.0 for r in runs)
     assert list((tmp_path / "buf").glob("*.jsonl")) == []
+
+
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in mlflow.MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def test_deferred_batches_are_coalesced_by_the_background_sender(tmp_path, sqlite_uri):
+    buf = BufferedClient(sqlite_uri, journal=tmp_path / "t.jsonl", flush_interval=0.3)
+    assert buf.submit({"op": "ensure_run", "ref": "local:t", "experiment": "exp", "match": ["trial_id", "t"]})
+    for step in range(30):
+        tags = [["phase", f"p{step}"]] if step % 10 == 0 else []
+        assert not buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["loss", step / 10, 1000 + step, step]],
+                               "tags": tags})
+    assert buf.pending == 30 and len(buf.journal.read_text().splitlines()) == 30  # journaled before any send
+    deadline = time.monotonic() + 30
+    while buf.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert buf.pending == 0 and not buf.journal.exists()  # sent by the thread, without a flush
+    assert buf.n_sent == 31 and buf.n_requests <= 3  # ensure_run + the 30 batches in one or two requests
+    run_id = buf.resolve("local:t")
+    assert _history(sqlite_uri, run_id, "loss") == [(s, s / 10) for s in range(30)]
+    assert mlflow.MlflowClient(sqlite_uri).get_run(run_id).data.tags["phase"] == "p20"  # the last value set wins
+    buf.close()
+    assert buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["loss", 9.0, 2000, 30]]})  # closed: sent now
+
+
+def test_a_rejected_batch_among_coalesced_ones_is_set_aside_alone(tmp_path, sqlite_uri):
+    buf = BufferedClient(sqlite_uri, journal=tmp_path / "t.jsonl", flush_interval=3600.0)
+    buf.submit({"op": "ensure_run", "ref": "local:t", "experiment": "exp", "match": ["trial_id", "t"]})
+    buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["m", 1.0, 1, 0]]})
+    buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["bad\nkey", 2.0, 1, 1]]})  # an illegal key
+    buf.submit({"op": "log_batch", "run": "local:t", "metrics": [["m", 3.0, 1, 2]]})
+    assert buf.send_now()
+    assert buf.n_rejected == 1 and buf.n_sent == 3  # ensure_run and the two good batches
+    assert json.loads(buf.rejected_path.read_text())["op"]["metrics"][0][0] == "bad\nkey"
+    assert _history(sqlite_uri, buf.resolve("local:t"), "m") == [(0, 1.0), (2, 3.0)]
+
+
+_KILLED_WRITER = """
+import sys, time
+from htsweep.services.buffer import BufferedClient
+buf = BufferedClient(sys.argv[1], journal=sys.argv[2], flush_interval=3600.0)
+buf.submit({"op": "ensure_run", "ref": "local:k", "experiment": "exp", "match": ["trial_id", "k"]})
+for step in range(5):
+    buf.submit({"op": "log_batch", "run": "local:k", "metrics": [["loss", float(step), 1000 + step, step]]})
+print("submitted", flush=True)
+time.sleep(600)
+"""
+
+
+def test_deferred_batches_of_a_killed_process_are_sent_by_its_successor_once(tmp_path, sqlite_uri):
+    journal = tmp_path / "k.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, sqlite_uri, str(journal)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "submitted"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run_id = mlflow.MlflowClient(sqlite_uri).search_runs(
+        [mlflow.MlflowClient(sqlite_uri).get_experiment_by_name("exp").experiment_id])[0].info.run_id
+    assert _history(sqlite_uri, run_id, "loss") == []  # the run was made, nothing sent before the kill
+    # The resumed trial: its client loads the journal and sends it before its own writes; the steps the
+    # killed process logged are not logged again when it re-runs them.
+    buf = BufferedClient(sqlite_uri, journal=journal)
+    buf.submit({"op": "ensure_run", "ref": "local:k", "experiment": "exp", "match": ["trial_id", "k"]})
+    for step in range(3, 7):
+        buf.submit({"op": "log_batch", "run": "local:k", "metrics": [["loss", 10.0 + step, 5000 + step, step]]})
+    assert _history(sqlite_uri, run_id, "loss") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 15.0),
+                                                    (6, 16.0)]
+    assert buf.n_skipped == 2 and not journal.exists()
