@@ -79,3 +79,41 @@ not_a_function = 3
 
 def wrong_signature(config: dict) -> None:
     """Takes no session."""
+
+
+def lightning_train(config: dict, session) -> None:
+    """A Lightning loop: the user adds only ``SpectralCallback``; inside the trial it monitors through
+    the session every ``monitor_every`` steps and reports the validation's ``test_acc``."""
+    import lightning.pytorch as pl
+
+    from htsweep.integrations.lightning import SpectralCallback
+
+    class Digits(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            width = config["width"]
+            self.net = torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                                           torch.nn.ReLU(), torch.nn.Linear(width, 10))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("test_acc", (self.net(x).argmax(1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=config["lr"], momentum=0.9)
+
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(1)
+    train_set, test = _digits()
+    every = config["monitor_every"]
+    trainer = pl.Trainer(max_steps=config["steps"], val_check_interval=every, check_val_every_n_epoch=None,
+                         callbacks=[SpectralCallback(every_n_steps=every)], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         accelerator="cpu", devices=1)
+    trainer.fit(Digits(), DataLoader(train_set, batch_size=config["batch_size"], shuffle=True,
+                                     generator=torch.Generator().manual_seed(config["seed"])),
+                DataLoader(TensorDataset(*test), batch_size=len(test[0])))

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 mlflow = pytest.importorskip("mlflow")
 
+from htsweep.analysis.phases import PHASES, UNDETERMINED  # noqa: E402
 from htsweep.sweeps.spec import SpecError, SweepSpec  # noqa: E402
 from htsweep.sweeps.tune_runner import check_trainable, run_sweep  # noqa: E402
 from htsweep.sweeps.workdir import SweepMeta  # noqa: E402
@@ -67,6 +68,28 @@ def test_two_trials_of_the_users_loop_monitor_report_and_complete(tmp_path, clea
         assert run.data.params["lr"] in ("0.02", "0.1") and run.data.params["width"] == "64"
         arts = {a.path for a in client.list_artifacts(run.info.run_id, "esd")}
         assert {"esd/step_20.npz", "esd/step_60.npz"} <= arts
+
+
+@pytest.mark.integration  # ~14 s on an idle 2-core box; the session side without Ray: tests/integrations
+def test_a_lightning_loop_reports_alpha_and_phase_through_the_trials_session(tmp_path, clean_env, ray_local):
+    pytest.importorskip("lightning")
+    spec = _spec("lightloop", f"{LOOPS}:lightning_train", {"lr": {"type": "grid", "values": [0.1]}},
+                 train={"steps": 60, "monitor_every": 20, "batch_size": 32, "width": 48})
+    outcome = run_sweep(spec, workdir=tmp_path / "sweep", quiet=True)
+    assert (outcome.status, outcome.n_trials, outcome.n_errors) == ("finished", 1, 0), outcome.errors
+
+    meta = SweepMeta.load(tmp_path / "sweep")
+    (trial,) = optuna.load_study(study_name="lightloop", storage=meta.optuna_storage).get_trials()
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["test_acc"] > 0.3  # chance is 0.1
+    assert abs(trial.value - abs(trial.user_attrs["alpha_agg"] - 2.0)) < 1e-9 and trial.user_attrs["phase"]
+    client, runs = _trial_runs(meta, "lightloop")
+    (run,) = runs.values()
+    assert run.info.run_id == trial.user_attrs["mlflow_run_id"] and run.info.status == "FINISHED"
+    for layer in ("net.0", "net.2", "net.4"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, f"alpha/{layer}")] == [20, 40, 60]
+        assert run.data.tags[f"phase.{layer}"] in (*PHASES, UNDETERMINED)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")] == [20, 40, 60]
+    assert run.data.metrics["alpha"] == trial.user_attrs["alpha_agg"]  # the objective's α, from the last analysis
 
 
 @pytest.mark.slow  # ~20 s on an idle 2-core box; the causes are also checked without Ray below
