@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from htsweep.analysis.marchenko_pastur import fit_marchenko_pastur
-from htsweep.analysis.phases import PHASES, classify_phase
+from htsweep.analysis.phases import PHASES, PhaseClassifier, classify_phase
 from htsweep.analysis.powerlaw_fit import fit_power_law
 from htsweep.analysis.spectrum import esd
 from htsweep.analysis.synthetic import (
@@ -249,8 +249,11 @@ SEEN = ("tune", "dev", "table7")
 CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 
-def classify_timed(W: np.ndarray) -> tuple[Any, float, float, float]:
-    """Classify ``W`` from its eigenvalues; seconds spent in eigvalsh, in the two fits, in the rules."""
+def classify_timed(W: np.ndarray, alt: PhaseClassifier | None = None) -> tuple[Any, float, float, float, Any]:
+    """Classify ``W`` from its eigenvalues; seconds spent in eigvalsh, in the two fits, in the rules.
+
+    The last item is ``alt``'s result on the same eigenvalues and fits (``None`` without ``alt``).
+    """
     n, m = max(W.shape), min(W.shape)
     t0 = time.perf_counter()
     eigs = esd(W)
@@ -260,15 +263,20 @@ def classify_timed(W: np.ndarray) -> tuple[Any, float, float, float]:
     t2 = time.perf_counter()
     res = classify_phase(eigs, q=n / m, mp=mp, pl=pl)
     t3 = time.perf_counter()
-    return res, t1 - t0, t2 - t1, t3 - t2
+    other = alt.classify(eigs, q=n / m, mp=mp, pl=pl) if alt is not None else None
+    return res, t1 - t0, t2 - t1, t3 - t2, other
 
 
 def _round(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in params.items()}
 
 
-def run_suite(suite: Suite, scale: float = 1.0) -> dict[str, Any]:
-    """Draw and classify the suite; confusion matrix (rows: true, cols: predicted), rows, timings."""
+def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = None) -> dict[str, Any]:
+    """Draw and classify the suite; confusion matrix (rows: true, cols: predicted), rows, timings.
+
+    ``alt``: a second classifier run on the same eigenvalues and fits (side by side, one draw);
+    its labels go to ``rows[i]["alt_pred"]`` and its summary to ``result["alt"]``.
+    """
     rng = np.random.default_rng(suite.seed)
     labels = list(PHASES) + ["undetermined"]
     confusion = np.zeros((len(PHASES), len(labels)), dtype=int)
@@ -285,13 +293,16 @@ def run_suite(suite: Suite, scale: float = 1.0) -> dict[str, Any]:
                 n, m = m, n
             params = suite.params(kind, name, n, m, rng)
             W = _draw(kind, name, n, m, rng, params)
-            res, te, tf, tc = classify_timed(W)
+            res, te, tf, tc, a = classify_timed(W, alt)
             t_eig, t_fit, t_cls = t_eig + te, t_fit + tf, t_cls + tc
             confusion[PHASES.index(truth), labels.index(res.phase)] += 1
             rows.append({"construction": f"{kind}:{name}", "true": truth, "pred": res.phase,
                          "ok": res.phase == truth or (truth == "random_like" and res.phase in suite.tolerated),
                          "confidence": round(res.confidence, 4), "n": n, "m": m, "params": _round(params),
                          "rule": res.evidence.get("rule", "")})
+            if a is not None:
+                rows[-1].update(alt_pred=a.phase, alt_confidence=round(a.confidence, 4),
+                                alt_ok=a.phase == truth or (truth == "random_like" and a.phase in suite.tolerated))
     ok = np.array([r["ok"] for r in rows])
     noise = [r for r in rows if r["true"] == "random_like"]
     strict = np.array([r["pred"] == r["true"] for r in rows])
@@ -302,7 +313,16 @@ def run_suite(suite: Suite, scale: float = 1.0) -> dict[str, Any]:
         sel = [r for r in rows if r["construction"] == c]
         per_construction[c] = {"n": len(sel), "accuracy": float(np.mean([r["ok"] for r in sel])),
                                "labels": dict(sorted({p: sum(r["pred"] == p for r in sel) for p in labels}.items()))}
+    alt_summary = None
+    if alt is not None:
+        alt_summary = {"params": {k: v for k, v in alt.get_params().items() if v != getattr(_V3, k)},
+                       "accuracy": float(np.mean([r["alt_ok"] for r in rows])),
+                       "per_phase_accuracy": {p: float(np.mean([r["alt_ok"] for r in rows if r["true"] == p]))
+                                              for p in PHASES if any(r["true"] == p for r in rows)},
+                       "forbidden_rate": float(np.mean([r["alt_pred"] in ("bulk_decay", "heavy_tailed")
+                                                        for r in noise])) if noise and suite.tolerated else None}
     return {
+        "alt": alt_summary,
         "name": suite.name, "seed": suite.seed, "n_matrices": len(rows),
         "accuracy": float(ok.mean()), "strict_accuracy": float(strict.mean()),
         "tolerated": list(suite.tolerated),
@@ -315,6 +335,9 @@ def run_suite(suite: Suite, scale: float = 1.0) -> dict[str, Any]:
                     "classify_ms_per_matrix": round(1e3 * t_cls / max(len(rows), 1), 4)},
         "rows": rows,
     }
+
+
+_V3 = PhaseClassifier()
 
 
 def reliability(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -430,6 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--grid-seed", type=int, default=4242)
     ap.add_argument("--no-monotone", action="store_true")
     ap.add_argument("--teacher-student", action="store_true", help="train the teacher-student path (~1 min)")
+    ap.add_argument("--compare-models", action="store_true",
+                    help="also classify every matrix with PhaseClassifier(compare_models=True) (issue 23), side by side")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--doc-figure", type=Path, default=DOC_FIGURE,
                     help="second copy of the PNG for docs/phases.md (results/*.png is git-ignored)")
@@ -438,11 +463,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     suites = []
     for name in args.suites:
-        s = run_suite(SUITES[name], args.scale)
+        s = run_suite(SUITES[name], args.scale, PhaseClassifier(compare_models=True) if args.compare_models else None)
         suites.append(s)
         per = ", ".join(f"{k} {v:.1%}" for k, v in s["per_phase_accuracy"].items())
         print(f"{name}: {s['n_matrices']} matrices, accuracy {s['accuracy']:.2%} "
               f"(strict {s['strict_accuracy']:.2%}; {per})", flush=True)
+        if s["alt"]:
+            per = ", ".join(f"{k} {v:.1%}" for k, v in s["alt"]["per_phase_accuracy"].items())
+            print(f"  compare_models=True: accuracy {s['alt']['accuracy']:.2%} ({per}); decay/heavy on noise "
+                  f"{s['alt']['forbidden_rate']}", flush=True)
         for c, v in s["per_construction"].items():
             print(f"    {c:32s} {v['accuracy']:6.1%}  {v['labels']}")
         print(f"  time: {s['seconds']}", flush=True)
