@@ -36,6 +36,9 @@ COST_SHAPES = [(784, 256), (2048, 512), (1000, 1000), (4000, 1000), (8000, 1000)
 # one window's ESD (the cost is that × the window count) next to the full layer's analysis
 WIDE_SHAPE = (4096, 4096)
 ACCEPT_COLS = (1000, 2000, 4000, 8000)
+# fewer offsets per dimension than the paper's 10: cost and how far the α's move
+SWEEP_WINDOWS = (2, 3, 5, 10)
+SWEEP_SHAPES = [(2048, 512), (8000, 1000)]
 
 
 def _cpu(fn) -> float:
@@ -82,6 +85,40 @@ def wide() -> dict:
     return out
 
 
+def windows_sweep() -> dict:
+    """FARMS with ``n_windows`` offsets per dimension: CPU time over the analysis' and the α's, on
+    Gaussian and Student-t (ν = 1.5) layers of ``SWEEP_SHAPES``; the 4096² layer's window count and
+    estimated cost (one 2000² window's ESD, as in :func:`wide`); the acceptance spreads over Q."""
+    from htsweep.analysis.farms import windows
+
+    rng = np.random.default_rng(2)
+    out: dict = {"n_windows": list(SWEEP_WINDOWS), "layers": [], "wide": {}, "spread": {}}
+    for shape in SWEEP_SHAPES:
+        for name, W in (("gaussian", rng.standard_normal(shape)), ("student_t_1.5", rng.standard_t(1.5, size=shape))):
+            W = torch.from_numpy(W.astype(np.float32))
+            base = _cpu(lambda W=W: analyze_matrix(W, device="cpu"))
+            row = {"shape": list(shape), "entries": name, "analyze_s": base}
+            for k in SWEEP_WINDOWS:
+                (res,) = farms([W], device="cpu", n_windows=k)
+                row[str(k)] = {"over_analyze": _cpu(lambda W=W, k=k: farms([W], device="cpu", n_windows=k)) / base,
+                               "alpha_farms": res.alpha, "alpha_hill_farms": res.alpha_hill}
+            out["layers"].append(row)
+            print(shape, name, {k: round(row[str(k)]["over_analyze"], 2) for k in SWEEP_WINDOWS},
+                  {k: round(row[str(k)]["alpha_hill_farms"], 3) for k in SWEEP_WINDOWS}, flush=True)
+    W = torch.zeros(WIDE_SHAPE)
+    out["wide"] = {str(k): len(windows(W, n_windows=k)) for k in SWEEP_WINDOWS}
+    for name, draw in (("gaussian", lambda s: rng.standard_normal(s)),
+                       ("student_t_1.5", lambda s: rng.standard_t(1.5, size=s))):
+        mats = [draw((1000, c)).astype(np.float32) for c in ACCEPT_COLS]
+        out["spread"][name] = {}
+        for k in SWEEP_WINDOWS:
+            res = farms(mats, device="cpu", n_windows=k)
+            out["spread"][name][str(k)] = {"alpha_farms": float(np.ptp([r.alpha for r in res])),
+                                           "alpha_hill_farms": float(np.ptp([r.alpha_hill for r in res]))}
+        print(name, out["spread"][name], flush=True)
+    return out
+
+
 def acceptance() -> dict:
     rng = np.random.default_rng(0)
     out = {}
@@ -103,6 +140,7 @@ def main() -> int:
         "cost": cost(),
         "wide": wide(),
         "acceptance": acceptance(),
+        "windows_sweep": windows_sweep(),
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")

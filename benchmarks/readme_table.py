@@ -184,6 +184,15 @@ def _farms(r: Mapping[str, Results]) -> tuple[str, str]:
             f"on {_shape(wide['shape'])} ({wide['n_windows']} windows of 2000², from one window's cost)")
     text += (f"; spread over Q = 1…8 of α_hill FARMS {gauss['alpha_hill_farms_spread']:.3f} vs PL_Alpha_Hill "
              f"{gauss['alpha_hill_spread']:.2f} (Gaussian), α FARMS {heavy['alpha_farms_spread']:.2f} (Student-t ν = 1.5)")
+    sweep = farms.get("windows_sweep")
+    if sweep:
+        for k in (2, 3):
+            over = [layer[str(k)]["over_analyze"] for layer in sweep["layers"]]
+            moved = max(abs(layer[str(k)]["alpha_hill_farms"] - layer["10"]["alpha_hill_farms"]) for layer in sweep["layers"])
+            n_wide = sweep["wide"][str(k)]
+            text += (f"; with {k} offsets per dimension instead of 10: {min(over):.2f}–{max(over):.2f}× "
+                     f"(α_hill FARMS within {moved:.2f} of the 10-offset value), {_shape(wide['shape'])} "
+                     f"{n_wide} windows ≈ {n_wide * wide['window_esd_s'] / wide['analyze_s']:.1f}×")
     return ("FARMS α (`farms=True`) vs the per-layer analysis, and its aspect-ratio bias", text)
 
 
