@@ -29,9 +29,9 @@ cost, which is why the metrics are opt-in (``farms=True``). Layers larger than t
 dimensions have up to 100 windows of 2000×2000. Measured (``benchmarks/bench_farms.py``, CPU, one
 thread): the window eigensolves are 85 % of the cost (8000×1000: 1.2 s of 1.4 s; the fit of the
 pooled ESD 0.04 s), so with the paper's 10 offsets FARMS costs 4–6.5× the layer's analysis and
-≈ 11× on a 4096² layer — the issue's "within 2×" is out of reach on the CPU with these defaults
-(batching the windows only pays on a GPU). ``n_windows=2`` costs 0.8–1.2× the analysis (4096²:
-4 windows, ≈ 0.5×) and moved alpha_hill_farms by at most 0.04 on Gaussian and Student-t layers.
+≈ 12× on a 4096² layer — the issue's "within 2×" is out of reach on the CPU with these defaults
+(batching the windows only pays on a GPU). ``n_windows=2`` costs 0.8–1.1× the analysis (4096²:
+4 windows, ≈ 0.5×) and moved alpha_hill_farms by at most 0.01 on Gaussian and Student-t layers.
 
 Examples
 --------
@@ -56,7 +56,7 @@ import torch
 
 from htsweep.analysis._validation import Interval, Options, validate
 from htsweep.analysis.powerlaw_fit import fit_power_law, pl_alpha_hill
-from htsweep.analysis.spectrum import PRECISIONS, as_matrix, esd_layers
+from htsweep.analysis.spectrum import PRECISIONS, as_matrix, esd_layers, round_off_floor
 
 __all__ = ["FARMS_MAX_ROWS", "FARMS_Q", "FARMS_WINDOWS", "FarmsResult", "farms", "window_offsets", "windows"]
 
@@ -66,8 +66,6 @@ FARMS_MAX_ROWS = 2000
 FARMS_Q = 1.0
 #: Evenly spaced window offsets per dimension.
 FARMS_WINDOWS = 10
-
-_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
 
 
 @dataclass(frozen=True)
@@ -126,11 +124,14 @@ def windows(t: torch.Tensor, *, max_rows: int = FARMS_MAX_ROWS, q: float = FARMS
             for c in window_offsets(m, cols, n_windows)]
 
 
-def _alphas(eigs: np.ndarray, m: int, precision: str, min_eigs: int) -> tuple[float, float]:
-    """CSN α and PL_Alpha_Hill of a pooled ESD; round-off zeros of ``m``-sized windows left out."""
+def _alphas(eigs: np.ndarray, m: int, min_eigs: int) -> tuple[float, float]:
+    """CSN α and PL_Alpha_Hill of a pooled ESD; round-off zeros of ``m``-sized windows left out by
+    the layer fits' rule (``round_off_floor(m, λmax, "float64")``: a float32 window spectrum's
+    unresolved eigenvalues were raised to ``eps32 · λmax`` by ``esd_layers`` and count as live, as
+    they do in the layer's own fits, so one window covering the whole layer gives its α exactly)."""
     if m < min_eigs or eigs.size == 0 or not eigs[-1] > 0:
         return math.nan, math.nan
-    above = eigs[eigs > m * _EPS[precision] * eigs[-1]]
+    above = eigs[eigs > round_off_floor(m, float(eigs[-1]), "float64")]
     fit = fit_power_law(above) if above.size >= 10 else None
     alpha = float(fit.alpha) if fit is not None and fit.success else math.nan
     return alpha, float(pl_alpha_hill(above))
@@ -204,7 +205,7 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
         eigs = np.sort(np.concatenate([spectra[k][0] for k in mine]))
         used = "float64" if any(spectra[k][1] == "float64" for k in mine) else "float32"
         first = pieces[mine[0]]
-        alpha, hill = _alphas(eigs, first.m, used, min_eigs)
+        alpha, hill = _alphas(eigs, first.m, min_eigs)
         out.append(FarmsResult(alpha=alpha, alpha_hill=hill, n_windows=len(mine), window=(first.n, first.m),
                                precision=used, eigs=eigs))
     return out

@@ -165,3 +165,13 @@ def test_acceptance_at_1000_rows():
 def test_pl_alpha_hill_is_the_function_used():
     x = np.random.default_rng(3).pareto(1.5, 500) + 1.0
     assert pl_alpha_hill(x) == pytest.approx(_plain_hill(x), rel=1e-12)
+
+
+def test_one_window_covering_the_layer_gives_the_layers_alphas():
+    """A square layer within the window size is its own only window: FARMS must give its α and
+    PL_Alpha_Hill exactly, in float32 too (the unresolved small eigenvalues count alike)."""
+    from htsweep.analysis import analyze_matrix
+
+    W = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
+    row = analyze_matrix(W, device="cpu", farms=True)
+    assert row["alpha_farms"] == row["alpha"] and row["alpha_hill_farms"] == row["alpha_hill"]
