@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from htsweep.analysis._validation import Interval, Options, validate
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layer_analysis import LayerAnalysis
 from htsweep.analysis.layers import LayerInfo, LayerMatrix, LayerPlan, plan_layers
@@ -250,15 +251,17 @@ def trap_metrics(W: Any, eigs: Any, *, n_permutations: int = 3, rng: Any = 0) ->
 
 
 _PRECISION = [Options(set(PRECISIONS))]
+_FARMS_WINDOWS = [Interval(int, 1, None, closed="left")]
 # on a GPU, layers of a plan are analysed together up to about this many bytes of weights
 _GROUP_BYTES = 1 << 28
 
 
 @validate({"name": [str], "localization": ["boolean"], "device": [None, str, torch.device],
-           "precision": _PRECISION, "farms": ["boolean"], "tail_law": ["boolean"]})
+           "precision": _PRECISION, "farms": ["boolean"], "farms_windows": _FARMS_WINDOWS, "tail_law": ["boolean"]})
 def analyze_matrix(
     W: Any, *, name: str = "", localization: bool = False, device: str | torch.device | None = None,
-    precision: str = DEFAULT_PRECISION, farms: bool = False, tail_law: bool = False,
+    precision: str = DEFAULT_PRECISION, farms: bool = False, farms_windows: int = FARMS_WINDOWS,
+    tail_law: bool = False,
 ) -> dict[str, Any]:
     """Analyze one weight matrix.
 
@@ -275,6 +278,8 @@ def analyze_matrix(
         Working precision (:mod:`analysis.spectrum`); the row's ``precision`` says which was used.
     farms : bool, default=False
         Add ``alpha_farms`` and ``alpha_hill_farms`` (:mod:`analysis.farms`).
+    farms_windows : int, default=FARMS_WINDOWS
+        FARMS window offsets per dimension (:func:`analyze_layers`).
     tail_law : bool, default=False
         Add the tail-law comparison (:func:`analyze_spectrum`).
 
@@ -299,17 +304,18 @@ def analyze_matrix(
     t = as_matrix(W, name=name)
     layer = LayerMatrix.from_tensor(name, "matrix", t)
     (row,) = analyze_layers([layer], device=device, localization=localization, precision=precision, farms=farms,
-                           tail_law=tail_law)
+                           farms_windows=farms_windows, tail_law=tail_law)
     row.pop(RowKey.EIGS)
     return row
 
 
 @validate({"layers": [list, tuple], "localization": ["boolean"], "device": [None, str, torch.device],
            "precision": _PRECISION, "traps": [Interval(int, 0, None, closed="left")], "farms": ["boolean"],
-           "tail_law": ["boolean"]})
+           "farms_windows": _FARMS_WINDOWS, "tail_law": ["boolean"]})
 def analyze_layers(
     layers: list[LayerMatrix], *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, tail_law: bool = False,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, farms_windows: int = FARMS_WINDOWS,
+    tail_law: bool = False,
 ) -> list[dict[str, Any]]:
     """Analyze many layers: batched ESDs (one ``eigvalsh`` per Gram size), then one row each.
 
@@ -332,6 +338,10 @@ def analyze_layers(
         Add ``FARMS_KEYS`` (``alpha_farms``, ``alpha_hill_farms``): α of the pooled ESD of square
         windows (:mod:`analysis.farms`; the windows of all layers in one batched eigensolve per
         window size). Several times the cost of the layer's own ESD, so off by default.
+    farms_windows : int, default=FARMS_WINDOWS
+        Window offsets per dimension (``n_windows`` of :func:`analysis.farms.farms`): the paper's 10
+        cost 4–6× the layer's analysis on the CPU, 2 about 1× with ``alpha_hill_farms`` within 0.01
+        (measured, :mod:`analysis.farms`).
     tail_law : bool, default=False
         Add ``TAIL_LAW_KEYS`` (:func:`analyze_spectrum`).
 
@@ -357,7 +367,8 @@ def analyze_layers(
             results.append((eigs, "float64"))
     else:
         results = esd_layers(layers, device=device, precision=precision)
-    windowed = farms_alphas(layers, device=device, precision=precision, min_eigs=MIN_FIT_EIGS) if farms else []
+    windowed = (farms_alphas(layers, device=device, precision=precision, n_windows=farms_windows,
+                             min_eigs=MIN_FIT_EIGS) if farms else [])
     rows = []
     for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
         loc: dict[str, float] = {}
@@ -379,8 +390,8 @@ def analyze_layers(
 
 def iter_analysis(
     plan: LayerPlan, *, device: str | torch.device | None = None, localization: bool = False,
-    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, tail_law: bool = False,
-    workers: int | None = None,
+    precision: str = DEFAULT_PRECISION, traps: int = 0, farms: bool = False, farms_windows: int = FARMS_WINDOWS,
+    tail_law: bool = False, workers: int | None = None,
     on_layer: Callable[[LayerInfo], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Analyze the layers of a plan in order and yield one row per layer as soon as it is done.
@@ -394,7 +405,7 @@ def iter_analysis(
     ----------
     plan : LayerPlan
         From :func:`analysis.layers.plan_layers`.
-    device, localization, precision, traps, farms, tail_law
+    device, localization, precision, traps, farms, farms_windows, tail_law
         As for :func:`analyze_layers`.
     workers : int, optional
         CPU only: analyse this many layers at once (default: ``torch.get_num_threads()``, i.e. all
@@ -412,7 +423,7 @@ def iter_analysis(
         Metrics rows with ``"eigs"``, in plan order.
     """
     kw = {"device": device, "localization": localization, "precision": precision, "traps": traps, "farms": farms,
-          "tail_law": tail_law}
+          "farms_windows": farms_windows, "tail_law": tail_law}
     workers = torch.get_num_threads() if workers is None else int(workers)
     if default_device(device).type == "cpu" and workers > 1 and len(plan.layers) > 1:
         yield from _iter_parallel(plan, workers, on_layer, kw)
@@ -494,7 +505,8 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     **kw
         ``conv``, ``include``, ``exclude``, ``kinds``, ``exclude_kinds``, ``min_dim``, ``max_dim``
         and ``trust_pickle`` go to :func:`~analysis.layers.plan_layers`; ``device``,
-        ``localization``, ``precision``, ``traps``, ``farms`` and ``tail_law`` to :func:`analyze_layers`; ``workers`` to
+        ``localization``, ``precision``, ``traps``, ``farms``, ``farms_windows`` and ``tail_law`` to
+        :func:`analyze_layers`; ``workers`` to
         :func:`iter_analysis` (default: one layer per torch thread). ``runner``: a callable
         ``runner(plan, **those)`` yielding the rows in plan order, used instead of
         :func:`iter_analysis` (``htsweep.analyze_model(..., ray_address=...)`` passes the Ray one
@@ -520,7 +532,8 @@ def analyze_model(model: torch.nn.Module | str | Path, **kw: Any) -> Any:
     plan_keys = {"conv", "include", "exclude", "kinds", "exclude_kinds", "min_dim", "max_dim", "trust_pickle"}
     plan_kw = {k: kw.pop(k) for k in list(kw) if k in plan_keys}
     runner = kw.pop("runner", None) or iter_analysis
-    unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "tail_law", "workers"}
+    unknown = set(kw) - {"device", "localization", "precision", "traps", "farms", "farms_windows", "tail_law",
+                         "workers"}
     if unknown:
         raise TypeError(f"analyze_model: unexpected keyword argument(s) {sorted(unknown)}")
     if isinstance(model, torch.nn.Module):

@@ -31,7 +31,11 @@ thread): the window eigensolves are 85 % of the cost (8000×1000: 1.2 s of 1.4 s
 pooled ESD 0.04 s), so with the paper's 10 offsets FARMS costs 4–6.5× the layer's analysis and
 ≈ 12× on a 4096² layer — the issue's "within 2×" is out of reach on the CPU with these defaults
 (batching the windows only pays on a GPU). ``n_windows=2`` costs 0.8–1.1× the analysis (4096²:
-4 windows, ≈ 0.5×) and moved alpha_hill_farms by at most 0.01 on Gaussian and Student-t layers.
+4 windows, ≈ 0.5×) and moved alpha_hill_farms by at most 0.01 on Gaussian and Student-t layers, so
+choose it where FARMS runs often (a monitor every few steps, a whole LLM): every path that computes
+FARMS takes it as ``farms_windows`` (``analyze_matrix`` / ``analyze_layers`` / ``analyze_model``,
+``SpectralMonitor``, the sweep spec's ``monitor.farms_windows``, ``htsweep analyze --farms
+--farms-windows 2``); the default stays the paper's 10.
 
 Examples
 --------

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.analysis.layers import LayerInfo, LayerMatrix, LayerPlan
 
 __all__ = ["GPU_PER_LAYER", "LayerTiming", "iter_analysis_ray", "ray_runner"]
@@ -85,7 +86,8 @@ def _cluster_gpus(ray: Any) -> float:
 
 def iter_analysis_ray(
     plan: LayerPlan, *, localization: bool = False, precision: str | None = None, traps: int = 0,
-    farms: bool = False, tail_law: bool = False, on_layer: Callable[[LayerInfo], None] | None = None,
+    farms: bool = False, farms_windows: int = FARMS_WINDOWS, tail_law: bool = False,
+    on_layer: Callable[[LayerInfo], None] | None = None,
     timing: LayerTiming | None = None,
     device: Any = None, workers: int | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -94,7 +96,7 @@ def iter_analysis_ray(
     Parameters
     ----------
     plan : LayerPlan
-    localization, precision, traps, farms, tail_law
+    localization, precision, traps, farms, farms_windows, tail_law
         As for :func:`analysis.analyze.analyze_layers` (``precision`` None: its default).
     on_layer : callable, optional
         Called with each :class:`~analysis.layers.LayerInfo` when its task is submitted (progress).
@@ -124,7 +126,7 @@ def iter_analysis_ray(
     if not ray.is_initialized():
         raise RuntimeError("iter_analysis_ray needs a connected Ray: ray.init(address=...) first")
     kw = {"localization": localization, "precision": precision or DEFAULT_PRECISION, "traps": traps, "farms": farms,
-          "tail_law": tail_law}
+          "farms_windows": farms_windows, "tail_law": tail_law}
     gpu = GPU_PER_LAYER if _cluster_gpus(ray) > 0 else 0.0
     task = ray.remote(num_cpus=1, num_gpus=gpu, max_retries=2)(_analyze_one)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

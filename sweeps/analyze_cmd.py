@@ -178,6 +178,7 @@ def run_analyze(
     threads: int | None = None,
     traps: int = 0,
     farms: bool = False,
+    farms_windows: int | None = None,
     tail_law: bool = False,
     address: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -211,6 +212,10 @@ def run_analyze(
     farms : bool, default=False
         Add ``alpha_farms`` / ``alpha_hill_farms`` (:mod:`analysis.farms`; several times the cost
         of the ESD on layers up to 2000 wide).
+    farms_windows : int, optional
+        FARMS window offsets per dimension (needs ``farms``; default
+        :data:`analysis.farms.FARMS_WINDOWS`, the paper's 10; 2 costs about one analysis, see
+        :mod:`analysis.farms`).
     tail_law : bool, default=False
         Add the likelihood-ratio tests of the tail against truncated power law, lognormal and
         exponential and a verdict (:mod:`analysis.tail_law`; about 0.1–1 s per layer).
@@ -236,6 +241,7 @@ def run_analyze(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from htsweep.analysis.analyze import DEFAULT_PRECISION, estimate_seconds
+    from htsweep.analysis.farms import FARMS_WINDOWS
     from htsweep.analysis.layers import CONV_MODES, plan_layers
     from htsweep.analysis.spectrum import PRECISIONS
 
@@ -246,6 +252,11 @@ def run_analyze(
         raise _fail(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if traps < 0:
         raise _fail(f"--traps must be >= 0; got {traps}")
+    if farms_windows is not None and not farms:
+        raise _fail("--farms-windows needs --farms")
+    if farms_windows is not None and farms_windows < 1:
+        raise _fail(f"--farms-windows must be >= 1; got {farms_windows}")
+    farms_windows = FARMS_WINDOWS if farms_windows is None else farms_windows
     if min_dim < 1 or (max_dim is not None and max_dim < min_dim):
         raise _fail(f"--min-dim/--max-dim must satisfy 1 <= min <= max; got {min_dim}, {max_dim}")
     try:
@@ -289,7 +300,8 @@ def run_analyze(
             with _runner(address) as runner:
                 # locally, on the CPU: one layer per core, each single-threaded (see iter_analysis)
                 for row in runner(plan, localization=localization, precision=precision, traps=traps, farms=farms,
-                                  tail_law=tail_law, workers=n_threads, on_layer=on_layer):
+                                  farms_windows=farms_windows, tail_law=tail_law, workers=n_threads,
+                                  on_layer=on_layer):
                     rows.append(row)
                     progress.update(task, advance=pending.pop(0).flops, done=len(rows))
                     if json_out:

@@ -50,6 +50,9 @@ def analyze(
                               "the outliers that survive (0: off; each shuffle costs about one float64 analysis)."),
     farms: bool = typer.Option(False, "--farms", help="Also fit alpha on the pooled ESD of square windows (FARMS: "
                                "no aspect-ratio bias); several times the cost of the analysis."),
+    farms_windows: int | None = typer.Option(None, "--farms-windows", help="FARMS window offsets per dimension "
+                                             "(with --farms; default the paper's 10, 4-6x the analysis' CPU time; 2: "
+                                             "about 1x, alpha_hill_farms within 0.01)."),
     tail_law: bool = typer.Option(False, "--tail-law", help="Also test the tail's power law against truncated power "
                                   "law, lognormal and exponential (likelihood ratios, a verdict; ~0.1-1 s per layer)."),
     address: str | None = typer.Option(None, "--address", help="Spread the layers over a Ray cluster ('auto', "
@@ -62,7 +65,7 @@ def analyze(
     run_analyze(path, json_out=json_out, plot_dir=plot, conv=conv, localization=localization, precision=precision,
                 trust_pickle=trust_pickle, include=include, exclude=exclude, kinds=kind, exclude_kinds=exclude_kind,
                 min_dim=min_dim, max_dim=max_dim, list_only=list_only, threads=threads, traps=traps,
-                farms=farms, tail_law=tail_law, address=address)
+                farms=farms, farms_windows=farms_windows, tail_law=tail_law, address=address)
 
 
 @app.command()

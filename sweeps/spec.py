@@ -206,6 +206,10 @@ class MonitorSpec(_Strict):
     conv: Literal["reshape", "kernel"] = "reshape"
     tail_law: bool = Field(False, description="Test each layer's tail against truncated power law, lognormal and "
                            "exponential (analysis.tail_law; ~0.1-1 s per layer per analysis).")
+    # analysis.farms.FARMS_WINDOWS (this module does not import torch; tests/sweeps/test_spec.py keeps them equal)
+    farms_windows: int = Field(10, ge=1, description="FARMS window offsets per dimension, when a metric is alpha_farms "
+                               "(the paper's 10: 4-6x the analysis' cost on the CPU; 2: about 1x, alpha_hill_farms "
+                               "within 0.01).")
 
 
 class ObjectiveSpec(_Strict):

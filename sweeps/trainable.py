@@ -22,6 +22,7 @@ from typing import Any
 
 from ray import tune
 
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.analysis.metric_names import ReportKey, RowKey, per_layer_key
 from htsweep.sweeps.objective import ALPHA_AGG, ALPHA_ERROR, FEASIBLE, OBJECTIVE, evaluate
 from htsweep.sweeps.spec import ObjectiveSpec, SweepSpec
@@ -54,6 +55,8 @@ class TrialContext:
         Conv-layer handling for the monitor.
     tail_law : bool
         The monitor adds the tail-law keys to every row (``monitor.tail_law``).
+    farms_windows : int
+        FARMS window offsets per dimension for the monitor (``monitor.farms_windows``).
     trainable : str or None
         The user's loop (``"pkg.module:train"``); None runs the built-in trainer.
     """
@@ -66,6 +69,7 @@ class TrialContext:
     esd_namespace: str | None = None
     conv: str = "reshape"
     tail_law: bool = False
+    farms_windows: int = FARMS_WINDOWS
     extra_tags: dict[str, str] = field(default_factory=dict)
     trainable: str | None = None
 
@@ -233,7 +237,8 @@ def _monitor_and_logger(config: dict[str, Any], ctx: TrialContext, *, params: di
                                    tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
                                    headline=functools.partial(headline_metrics, objective=ctx.objective))
     farms = ctx.objective.metric == RowKey.ALPHA_FARMS
-    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms, tail_law=ctx.tail_law), logger
+    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms, farms_windows=ctx.farms_windows,
+                           tail_law=ctx.tail_law), logger
 
 
 def _train_function(config: dict[str, Any], ctx: TrialContext) -> None:

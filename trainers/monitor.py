@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from htsweep.analysis._validation import Interval, check_value
 from htsweep.analysis.aggregate import spectral_aggregates
 from htsweep.analysis.analyze import MIN_FIT_EIGS, MONITOR_PRECISION, analyze_layers
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.analysis.farms import farms as farms_alphas
 from htsweep.analysis.layers import extract_layers
 from htsweep.analysis.metric_names import FARMS_KEYS, RowKey
@@ -127,6 +129,9 @@ class SpectralMonitor(Callback):
     farms : bool, default=False
         Add ``alpha_farms`` / ``alpha_hill_farms`` to every row (and so their aggregates); set by
         the sweep when ``objective.metric`` or ``alpha_balance.metric`` is ``alpha_farms``.
+    farms_windows : int, default=FARMS_WINDOWS
+        FARMS window offsets per dimension (``analysis.analyze_layers``; 2 costs about one
+        analysis instead of 4–6); the sweep's ``monitor.farms_windows``.
     tail_law : bool, default=False
         Add the tail-law keys (``analysis.tail_law``: verdict, likelihood ratios) to every row, from
         its eigenvalues and power-law fit (about 0.1–1 s per layer); the sweep's ``monitor.tail_law``.
@@ -142,13 +147,14 @@ class SpectralMonitor(Callback):
     """
 
     def __init__(self, analyzer: Analyzer | None = None, *, conv: str = "reshape", min_dim: int = 2,
-                 farms: bool = False, tail_law: bool = False):
+                 farms: bool = False, farms_windows: int = FARMS_WINDOWS, tail_law: bool = False):
         if conv not in ("reshape", "kernel"):
             raise ValueError(f"conv must be 'reshape' or 'kernel', got {conv!r}")
+        check_value("farms_windows", farms_windows, [Interval(int, 1, None, closed="left")], error=ValueError)
         if analyzer is not None and not callable(analyzer):
             raise TypeError(f"analyzer must be callable(layers, step) -> list[dict], got {type(analyzer).__name__}")
         self.analyzer, self.conv, self.min_dim, self.farms = analyzer, conv, int(min_dim), bool(farms)
-        self.tail_law = bool(tail_law)
+        self.farms_windows, self.tail_law = int(farms_windows), bool(tail_law)
         self.last: SpectralSnapshot | None = None
         self.n_calls, self.last_step, self.seconds = 0, -1, 0.0
 
@@ -197,7 +203,8 @@ class SpectralMonitor(Callback):
         _check_finite(layers, step)
         rows = list(self.analyzer(layers, step))
         if self.farms and rows and RowKey.ALPHA_FARMS not in rows[0]:
-            windowed = farms_alphas(layers, precision=MONITOR_PRECISION, min_eigs=MIN_FIT_EIGS)
+            windowed = farms_alphas(layers, precision=MONITOR_PRECISION, n_windows=self.farms_windows,
+                                    min_eigs=MIN_FIT_EIGS)
             rows = [{**row, **dict(zip(FARMS_KEYS, (f.alpha, f.alpha_hill), strict=True))}
                     for row, f in zip(rows, windowed, strict=True)]
         if self.tail_law:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -175,3 +176,54 @@ def test_one_window_covering_the_layer_gives_the_layers_alphas():
     W = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
     row = analyze_matrix(W, device="cpu", farms=True)
     assert row["alpha_farms"] == row["alpha"] and row["alpha_hill_farms"] == row["alpha_hill"]
+
+
+def test_farms_windows_reaches_every_path_that_computes_farms(tmp_path):
+    """``farms_windows=2`` through analyze_matrix, analyze_model, ``htsweep analyze`` and the monitor
+    gives the values of ``farms(n_windows=2)`` called directly (which differ from the paper's 10)."""
+    from typer.testing import CliRunner
+
+    from htsweep.analysis.analyze import MONITOR_PRECISION
+    from htsweep.sweeps.cli import app
+    from htsweep.trainers.monitor import SpectralMonitor
+
+    W = np.random.default_rng(4).standard_t(3.0, size=(300, 100)).astype(np.float32)
+    (two,) = farms([W], device="cpu", n_windows=2, min_eigs=32)
+    (ten,) = farms([W], device="cpu", min_eigs=32)
+    assert two.n_windows == 2 and ten.n_windows == 10 and two.alpha_hill != ten.alpha_hill
+    want = [two.alpha, two.alpha_hill]
+    row = analyze_matrix(W, device="cpu", farms=True, farms_windows=2)
+    assert [row[k] for k in FARMS_KEYS] == want
+    model = torch.nn.Sequential(torch.nn.Linear(100, 300))
+    model[0].weight.data = torch.from_numpy(W)
+    df = analyze_model(model, device="cpu", farms=True, farms_windows=2)
+    assert [df[k][0] for k in FARMS_KEYS] == want
+    np.save(tmp_path / "w.npy", W)
+    cli = CliRunner().invoke(app, ["analyze", str(tmp_path / "w.npy"), "--json", "--farms", "--farms-windows", "2"])
+    assert cli.exit_code == 0, cli.output
+    assert [json.loads(cli.stdout)[k] for k in FARMS_KEYS] == pytest.approx(want, rel=1e-15)  # JSON round trip
+    (mon_ref,) = farms([W], device="cpu", precision=MONITOR_PRECISION, n_windows=2, min_eigs=32)
+    (mon_row,) = SpectralMonitor(farms=True, farms_windows=2).analyze(model, 0).rows
+    assert [mon_row[k] for k in FARMS_KEYS] == [mon_ref.alpha, mon_ref.alpha_hill]
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_bad_farms_windows_is_a_one_line_error_at_each_boundary(tmp_path, bad):
+    from typer.testing import CliRunner
+
+    from htsweep.sweeps.cli import app
+    from htsweep.trainers.monitor import SpectralMonitor
+
+    W = np.ones((40, 40), dtype=np.float32)
+    with pytest.raises(ValueError, match=rf"^analyze_matrix: parameter 'farms_windows' must be an int in \[1, inf\); "
+                                         rf"got {bad}\.$"):
+        analyze_matrix(W, farms=True, farms_windows=bad)
+    with pytest.raises(ValueError, match=rf"^farms_windows must be an int in \[1, inf\); got {bad}\.$"):
+        SpectralMonitor(farms=True, farms_windows=bad)
+    np.save(tmp_path / "w.npy", W)
+    for args, message in (([str(bad)], "--farms-windows needs --farms"),
+                          (["2"], "--farms-windows needs --farms"),
+                          ([str(bad), "--farms"], f"--farms-windows must be >= 1; got {bad}")):
+        result = CliRunner().invoke(app, ["analyze", str(tmp_path / "w.npy"), "--farms-windows", *args])
+        assert result.exit_code == 2
+        assert result.stderr.strip().splitlines() == [f"error: {message}"]

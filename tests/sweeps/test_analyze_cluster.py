@@ -75,9 +75,10 @@ def test_checkpoint_rows_identical_to_local(ray_local, checkpoint):
 def test_module_rows_identical_and_public_api(ray_local):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
-    want = analyze_model(model, device="cpu", workers=2)
-    got = htsweep.analyze_model(model, ray_address="auto", device="cpu")  # the session's Ray is reused
-    assert got.columns.tolist() == want.columns.tolist()
+    want = analyze_model(model, device="cpu", workers=2, farms=True, farms_windows=2)
+    # the session's Ray is reused; FARMS with 2 offsets per dimension there too (10 would differ)
+    got = htsweep.analyze_model(model, ray_address="auto", device="cpu", farms=True, farms_windows=2)
+    assert got.columns.tolist() == want.columns.tolist() and "alpha_farms" in got.columns
     assert got.equals(want)
 
 

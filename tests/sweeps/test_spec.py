@@ -195,3 +195,24 @@ def test_cli_trainer_rejects_unknown_model(tmp_path):
     assert result.exit_code == 2
     assert "the trainer rejects the settings" in result.output and "resnet9000" in result.output
     assert not (tmp_path / "w").exists()  # nothing created for a spec that cannot run
+
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_bad_monitor_farms_windows_fails_on_one_line(bad):
+    with pytest.raises(SpecError) as info:
+        SweepSpec.from_dict(_with(monitor={"farms_windows": bad}))
+    assert str(info.value).splitlines()[1:] == [
+        f"  monitor.farms_windows: Input should be greater than or equal to 1 (got {bad})"]
+
+
+@pytest.mark.filterwarnings("ignore:`get_trial_id` is meant:UserWarning")  # the monitor is built outside Tune here
+def test_monitor_farms_windows_reaches_the_trials_monitor():
+    from htsweep.analysis.farms import FARMS_WINDOWS
+    from htsweep.sweeps.trainable import TrialContext, _monitor_and_logger
+
+    assert SweepSpec.from_dict(BASE).monitor.farms_windows == FARMS_WINDOWS  # the paper's 10, kept in step
+    spec = SweepSpec.from_dict(_with(monitor={"farms_windows": 2}, objective={"metric": "alpha_farms"}))
+    ctx = TrialContext(base={}, objective=spec.objective, farms_windows=spec.monitor.farms_windows)
+    monitor, _ = _monitor_and_logger({}, ctx, params={})
+    assert monitor.farms and monitor.farms_windows == 2
