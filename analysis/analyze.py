@@ -368,7 +368,7 @@ def analyze_layers(
     else:
         results = esd_layers(layers, device=device, precision=precision)
     windowed = (farms_alphas(layers, device=device, precision=precision, n_windows=farms_windows,
-                             min_eigs=MIN_FIT_EIGS) if farms else [])
+                             min_eigs=MIN_FIT_EIGS, spectra=results) if farms else [])
     rows = []
     for i, (layer, (eigs, used)) in enumerate(zip(layers, results, strict=True)):
         loc: dict[str, float] = {}

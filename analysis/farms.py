@@ -35,7 +35,10 @@ pooled ESD 0.04 s), so with the paper's 10 offsets FARMS costs 4–6.5× the lay
 choose it where FARMS runs often (a monitor every few steps, a whole LLM): every path that computes
 FARMS takes it as ``farms_windows`` (``analyze_matrix`` / ``analyze_layers`` / ``analyze_model``,
 ``SpectralMonitor``, the sweep spec's ``monitor.farms_windows``, ``htsweep analyze --farms
---farms-windows 2``); the default stays the paper's 10.
+--farms-windows 2``); the default stays the paper's 10. A square layer with ``M ≤ 2000`` is its
+own only window: ``analyze_layers`` hands its spectrum over (``spectra=``), so FARMS adds only the
+pooled fits there (≤ 0.07× the analysis, measured on 512²…2000², instead of 0.9–1.0× for a second
+eigensolve of the same Gram).
 
 Examples
 --------
@@ -149,10 +152,11 @@ def _alphas(eigs: np.ndarray, m: int, min_eigs: int) -> tuple[float, float]:
     "q": [Interval(float, 1.0, None, closed="left")],
     "n_windows": [Interval(int, 1, None, closed="left")],
     "min_eigs": [Interval(int, 1, None, closed="left")],
+    "spectra": [None, list, tuple],
 })
 def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, precision: str = "float32",
           max_rows: int = FARMS_MAX_ROWS, q: float = FARMS_Q, n_windows: int = FARMS_WINDOWS,
-          min_eigs: int = 32) -> list[FarmsResult]:
+          min_eigs: int = 32, spectra: Sequence[tuple[np.ndarray, str]] | None = None) -> list[FarmsResult]:
     """FARMS α of each matrix (module docstring): windows, one batched ESD, pooled fits.
 
     Parameters
@@ -172,6 +176,11 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
     min_eigs : int, default=32
         Layers whose window has fewer columns get NaN α (as the layer fits do below
         ``analysis.analyze.MIN_FIT_EIGS``).
+    spectra : sequence of (ndarray, str), optional
+        ``esd_layers(mats, precision=precision)``, when the caller has it already
+        (:func:`analysis.analyze.analyze_layers`): a matrix whose only window is the whole matrix
+        (a square layer with ``M ≤ max_rows``) takes its spectrum from there instead of a second
+        eigensolve of the same Gram.
 
     Returns
     -------
@@ -185,8 +194,12 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
     """
     from htsweep.analysis.layers import LayerMatrix
 
+    if spectra is not None and len(spectra) != len(mats):
+        raise ValueError(f"farms: spectra must hold one spectrum per matrix; got {len(spectra)} for {len(mats)}")
     pieces: list[LayerMatrix] = []
     owner: list[int] = []
+    shapes: list[tuple[int, int]] = []
+    reused: dict[int, tuple[np.ndarray, str]] = {}
     for i, item in enumerate(mats):
         matrix = getattr(item, "matrix", item)
         name = getattr(item, "name", None) or f"mats[{i}]"
@@ -198,18 +211,20 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
             slices = [as_matrix(matrix, name=name, check_finite=False)]
             if conv and kernel > 1 and slices[0].shape[1] % kernel == 0:  # (out, in·k): column i·k + p
                 slices = [slices[0][:, p::kernel] for p in range(kernel)]
-        for t in slices:
-            for w in windows(t, max_rows=max_rows, q=q, n_windows=n_windows):
-                pieces.append(LayerMatrix.from_tensor(name, "matrix", w))
-                owner.append(i)
-    spectra = esd_layers(pieces, device=device, precision=precision)
+        cut = [w for t in slices for w in windows(t, max_rows=max_rows, q=q, n_windows=n_windows)]
+        shapes.append((int(cut[0].shape[0]), int(cut[0].shape[1])))
+        if spectra is not None and len(cut) == 1 and cut[0].numel() == slices[0].numel():
+            reused[i] = spectra[i]
+            continue
+        pieces += [LayerMatrix.from_tensor(name, "matrix", w) for w in cut]
+        owner += [i] * len(cut)
+    computed = esd_layers(pieces, device=device, precision=precision)
     out = []
-    for i in range(len(mats)):
-        mine = [k for k, o in enumerate(owner) if o == i]
-        eigs = np.sort(np.concatenate([spectra[k][0] for k in mine]))
-        used = "float64" if any(spectra[k][1] == "float64" for k in mine) else "float32"
-        first = pieces[mine[0]]
-        alpha, hill = _alphas(eigs, first.m, min_eigs)
-        out.append(FarmsResult(alpha=alpha, alpha_hill=hill, n_windows=len(mine), window=(first.n, first.m),
+    for i, (rows, cols) in enumerate(shapes):
+        parts = [reused[i]] if i in reused else [computed[k] for k, o in enumerate(owner) if o == i]
+        eigs = np.sort(np.concatenate([e for e, _ in parts]))
+        used = "float64" if any(u == "float64" for _, u in parts) else "float32"
+        alpha, hill = _alphas(eigs, cols, min_eigs)
+        out.append(FarmsResult(alpha=alpha, alpha_hill=hill, n_windows=len(parts), window=(rows, cols),
                                precision=used, eigs=eigs))
     return out

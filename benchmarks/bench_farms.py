@@ -5,13 +5,18 @@ For each layer shape, in one process and single-threaded: the CPU time (user + s
 addition (``analysis.farms.farms``: windows, batched window ESDs, pooled fits), and their ratio.
 Then the acceptance study of issue 26: iid Gaussian and Student-t (ν = 1.5) matrices of
 1000 × {1000, 2000, 4000, 8000}: the spread (max − min) over Q of α, PL_Alpha_Hill, alpha_farms
-and alpha_hill_farms.
+and alpha_hill_farms. On square layers within the window size (one window: the layer itself), what
+FARMS adds to ``analyze_matrix`` now that it reuses the layer's spectrum, next to the window
+eigensolve it no longer does.
 
-``python benchmarks/bench_farms.py`` writes ``benchmarks/results/bench_farms.json``.
+``python benchmarks/bench_farms.py`` writes ``benchmarks/results/bench_farms.json``;
+``--sections reuse`` (any of ``cost wide acceptance windows_sweep reuse``) reruns only those and
+keeps the file's other sections.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -39,6 +44,8 @@ ACCEPT_COLS = (1000, 2000, 4000, 8000)
 # fewer offsets per dimension than the paper's 10: cost and how far the α's move
 SWEEP_WINDOWS = (2, 3, 5, 10)
 SWEEP_SHAPES = [(2048, 512), (8000, 1000)]
+# square layers up to the window size: FARMS' one window is the layer (attention projections)
+REUSE_SHAPES = [(512, 512), (768, 768), (1000, 1000), (2000, 2000)]
 
 
 def _cpu(fn) -> float:
@@ -132,16 +139,38 @@ def acceptance() -> dict:
     return out
 
 
+def reuse() -> list[dict]:
+    """Square layers ≤ 2000: CPU time FARMS adds to ``analyze_matrix`` (the layer's spectrum reused,
+    only the pooled fits left) vs the window's own eigensolve (``farms([W])``, what it cost before)."""
+    rng = np.random.default_rng(3)
+    out = []
+    for shape in REUSE_SHAPES:
+        W = torch.from_numpy(rng.standard_t(3.0, size=shape).astype(np.float32))
+        analyze_matrix(W, device="cpu", farms=True)  # warm-up
+        base = _cpu(lambda W=W: analyze_matrix(W, device="cpu"))
+        with_farms = _cpu(lambda W=W: analyze_matrix(W, device="cpu", farms=True))
+        windowed = _cpu(lambda W=W: farms([W], device="cpu"))
+        out.append({"shape": list(shape), "analyze_s": base, "analyze_farms_s": with_farms,
+                    "added_over_analyze": (with_farms - base) / base, "window_esd_farms_s": windowed,
+                    "window_esd_over_analyze": windowed / base})
+        print(f"{shape}: analyze {base:.3f} s, with farms {with_farms:.3f} s (+{(with_farms - base) / base:.2f}×); "
+              f"farms with its own eigensolve {windowed:.3f} s ({windowed / base:.2f}×)", flush=True)
+    return out
+
+
+SECTIONS = {"cost": cost, "wide": wide, "acceptance": acceptance, "windows_sweep": windows_sweep, "reuse": reuse}
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    args = ap.parse_args()
     torch.set_num_threads(1)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-                    "note": "shared 2-core box; CPU time (user + sys), single-threaded"},
-        "cost": cost(),
-        "wide": wide(),
-        "acceptance": acceptance(),
-        "windows_sweep": windows_sweep(),
-    }
+    result = json.loads(OUT.read_text(encoding="utf-8")) if OUT.exists() else {}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                         "note": "shared 2-core box; CPU time (user + sys), single-threaded"}
+    for name in args.sections:
+        result[name] = SECTIONS[name]()
     OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
     return 0

@@ -193,6 +193,12 @@ def _farms(r: Mapping[str, Results]) -> tuple[str, str]:
             text += (f"; with {k} offsets per dimension instead of 10: {min(over):.2f}–{max(over):.2f}× "
                      f"(α_hill FARMS within {moved:.2f} of the 10-offset value), {_shape(wide['shape'])} "
                      f"{n_wide} windows ≈ {n_wide * wide['window_esd_s'] / wide['analyze_s']:.1f}×")
+    reused = farms.get("reuse")
+    if reused:
+        own = [c["window_esd_over_analyze"] for c in reused]
+        text += (f"; square layers ≤ 2000 ({_shapes([c['shape'] for c in reused])}: the one window is the layer) "
+                 f"reuse the layer's spectrum: FARMS adds ≤ {max(c['added_over_analyze'] for c in reused):.2f}× "
+                 f"(its own window eigensolve: {min(own):.2f}–{max(own):.2f}×)")
     return ("FARMS α (`farms=True`) vs the per-layer analysis, and its aspect-ratio bias", text)
 
 

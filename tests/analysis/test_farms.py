@@ -174,8 +174,23 @@ def test_one_window_covering_the_layer_gives_the_layers_alphas():
     from htsweep.analysis import analyze_matrix
 
     W = np.random.default_rng(0).standard_normal((300, 300)).astype(np.float32)
-    row = analyze_matrix(W, device="cpu", farms=True)
-    assert row["alpha_farms"] == row["alpha"] and row["alpha_hill_farms"] == row["alpha_hill"]
+    (windowed,) = farms([W], device="cpu", min_eigs=32)  # the window's own eigensolve
+    row = analyze_matrix(W, device="cpu", farms=True)  # reuses the layer's spectrum
+    assert windowed.n_windows == 1
+    assert row["alpha_farms"] == row["alpha"] == windowed.alpha
+    assert row["alpha_hill_farms"] == row["alpha_hill"] == windowed.alpha_hill
+
+
+def test_given_spectra_are_used_only_where_the_one_window_is_the_whole_matrix():
+    rng = np.random.default_rng(6)
+    square, tall = rng.standard_normal((80, 80)), rng.standard_normal((200, 80))
+    marker = (np.linspace(0.5, 3.0, 80) ** 4, "float64")  # not either matrix's spectrum
+    got = farms([square, tall], device="cpu", precision="float64", spectra=[marker, marker])
+    plain = farms([square, tall], device="cpu", precision="float64")
+    assert got[0].eigs.tolist() == marker[0].tolist() and got[0].n_windows == 1
+    assert got[1] == plain[1] and got[1].n_windows == 10  # windowed as without spectra
+    with pytest.raises(ValueError, match=r"^farms: spectra must hold one spectrum per matrix; got 1 for 2$"):
+        farms([square, tall], spectra=[marker])
 
 
 def test_farms_windows_reaches_every_path_that_computes_farms(tmp_path):
