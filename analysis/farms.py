@@ -36,7 +36,8 @@ choose it where FARMS runs often (a monitor every few steps, a whole LLM): every
 FARMS takes it as ``farms_windows`` (``analyze_matrix`` / ``analyze_layers`` / ``analyze_model``,
 ``SpectralMonitor``, the sweep spec's ``monitor.farms_windows``, ``htsweep analyze --farms
 --farms-windows 2``); the default stays the paper's 10. A square layer with ``M ≤ 2000`` is its
-own only window: ``analyze_layers`` hands its spectrum over (``spectra=``), so FARMS adds only the
+own only window: ``analyze_layers`` and ``SpectralMonitor`` hand its spectrum over (``spectra=``),
+so FARMS adds only the
 pooled fits there (≤ 0.07× the analysis, measured on 512²…2000², instead of 0.9–1.0× for a second
 eigensolve of the same Gram).
 
@@ -156,7 +157,7 @@ def _alphas(eigs: np.ndarray, m: int, min_eigs: int) -> tuple[float, float]:
 })
 def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, precision: str = "float32",
           max_rows: int = FARMS_MAX_ROWS, q: float = FARMS_Q, n_windows: int = FARMS_WINDOWS,
-          min_eigs: int = 32, spectra: Sequence[tuple[np.ndarray, str]] | None = None) -> list[FarmsResult]:
+          min_eigs: int = 32, spectra: Sequence[tuple[np.ndarray, str] | None] | None = None) -> list[FarmsResult]:
     """FARMS α of each matrix (module docstring): windows, one batched ESD, pooled fits.
 
     Parameters
@@ -176,10 +177,11 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
     min_eigs : int, default=32
         Layers whose window has fewer columns get NaN α (as the layer fits do below
         ``analysis.analyze.MIN_FIT_EIGS``).
-    spectra : sequence of (ndarray, str), optional
-        ``esd_layers(mats, precision=precision)``, when the caller has it already
-        (:func:`analysis.analyze.analyze_layers`): a matrix whose only window is the whole matrix
-        (a square layer with ``M ≤ max_rows``) takes its spectrum from there instead of a second
+    spectra : sequence of (ndarray, str) or None, optional
+        Per matrix, its ESD and precision as :func:`analysis.spectrum.esd_layers` returns them,
+        when the caller has them already (:func:`analysis.analyze.analyze_layers`, the monitor from
+        its rows; ``None`` entries: not known): a matrix whose only window is the whole matrix (a
+        square layer with ``M ≤ max_rows``) takes its spectrum from there instead of a second
         eigensolve of the same Gram.
 
     Returns
@@ -213,7 +215,7 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
                 slices = [slices[0][:, p::kernel] for p in range(kernel)]
         cut = [w for t in slices for w in windows(t, max_rows=max_rows, q=q, n_windows=n_windows)]
         shapes.append((int(cut[0].shape[0]), int(cut[0].shape[1])))
-        if spectra is not None and len(cut) == 1 and cut[0].numel() == slices[0].numel():
+        if spectra is not None and spectra[i] is not None and len(cut) == 1 and cut[0].numel() == slices[0].numel():
             reused[i] = spectra[i]
             continue
         pieces += [LayerMatrix.from_tensor(name, "matrix", w) for w in cut]

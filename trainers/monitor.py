@@ -203,8 +203,11 @@ class SpectralMonitor(Callback):
         _check_finite(layers, step)
         rows = list(self.analyzer(layers, step))
         if self.farms and rows and RowKey.ALPHA_FARMS not in rows[0]:
+            # the rows' spectra spare a second eigensolve where a layer is its own only window
+            known = [(row[RowKey.EIGS], row[RowKey.PRECISION])
+                     if row.get(RowKey.EIGS) is not None and RowKey.PRECISION in row else None for row in rows]
             windowed = farms_alphas(layers, precision=MONITOR_PRECISION, n_windows=self.farms_windows,
-                                    min_eigs=MIN_FIT_EIGS)
+                                    min_eigs=MIN_FIT_EIGS, spectra=known)
             rows = [{**row, **dict(zip(FARMS_KEYS, (f.alpha, f.alpha_hill), strict=True))}
                     for row, f in zip(rows, windowed, strict=True)]
         if self.tail_law:

@@ -189,6 +189,7 @@ def test_given_spectra_are_used_only_where_the_one_window_is_the_whole_matrix():
     plain = farms([square, tall], device="cpu", precision="float64")
     assert got[0].eigs.tolist() == marker[0].tolist() and got[0].n_windows == 1
     assert got[1] == plain[1] and got[1].n_windows == 10  # windowed as without spectra
+    assert farms([square], device="cpu", precision="float64", spectra=[None]) == plain[:1]  # None: computed
     with pytest.raises(ValueError, match=r"^farms: spectra must hold one spectrum per matrix; got 1 for 2$"):
         farms([square, tall], spectra=[marker])
 
@@ -220,6 +221,24 @@ def test_farms_windows_reaches_every_path_that_computes_farms(tmp_path):
     (mon_ref,) = farms([W], device="cpu", precision=MONITOR_PRECISION, n_windows=2, min_eigs=32)
     (mon_row,) = SpectralMonitor(farms=True, farms_windows=2).analyze(model, 0).rows
     assert [mon_row[k] for k in FARMS_KEYS] == [mon_ref.alpha, mon_ref.alpha_hill]
+
+
+def test_monitor_reuses_its_rows_spectrum_for_a_layer_that_is_its_own_window():
+    from htsweep.trainers.monitor import InProcessAnalyzer, SpectralMonitor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(96, 96), torch.nn.Linear(96, 200))
+    marker = np.linspace(0.5, 3.0, 96) ** 4  # not the layer's spectrum: shows where it was taken from
+
+    def analyzer(layers, step):
+        rows = InProcessAnalyzer(device="cpu")(layers, step)
+        return [{**rows[0], "eigs": marker}, rows[1]]
+
+    rows = SpectralMonitor(analyzer, farms=True).analyze(model, 0).rows
+    (square, tall) = farms([lay.weight.detach() for lay in model], device="cpu", precision="float64", min_eigs=32,
+                           spectra=[(marker, "float64"), None])
+    assert [rows[0][k] for k in FARMS_KEYS] == [square.alpha, square.alpha_hill]  # from the row's spectrum
+    assert [rows[1][k] for k in FARMS_KEYS] == [tall.alpha, tall.alpha_hill] and tall.n_windows == 10
 
 
 @pytest.mark.parametrize("bad", [0, -1])
