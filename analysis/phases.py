@@ -71,8 +71,12 @@ Model comparison (issue 23; :mod:`analysis.rmt_references`)
     mass_free)`` with ``f`` the fraction above λ+, and admissible only while ``f <= mass_max`` and
     ``D <= good_fit_max``: a good λ+ holding most of the mass), **heavy-tailed RMT** (the best of
     the cached iid-Pareto(μ) and power-law-population references at the layer's Q; score ``ln D``)
-    and **deformed noise** (the best log-normal column-scale reference; score ``ln D +
-    deform_penalty``). ``evidence["fits"]`` holds each model's ``D``, reference and score,
+    and **deformed noise** (the best log-normal column-scale reference, s ≤ 0.3; score ``ln D +
+    deform_penalty``; admissible only with ``D <= good_fit_max`` and a top that the reference
+    predicts: the layer's ``ln λmax`` at most ``noise_top_tol`` above the reference's, simulated at
+    the layer's M — Table 7's random-like is MP "with appropriate λ+" and a sharp ``λmax ≈ λ+``).
+    The references are moved from the nearest grid Q to the layer's Q by the exact MP
+    log-quantile shift. ``evidence["fits"]`` holds each model's ``D``, reference and score,
     ``evidence["model_vote"]`` the best admissible model and ``evidence["model_vote_confidence"]``
     its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at ``T = score_temperature``. With
     ``compare_models=True`` (off by default: see docs/phases.md for why) the vote decides the tail
@@ -266,6 +270,10 @@ class PhaseClassifier:
     deform_penalty: float = _t(1.0, _F, None,
                                "The deformed-noise model (log-normal population, cached reference) replaces the "
                                "MP + mass model only when its ``ln D`` is lower by this much.")
+    noise_top_tol: float = _t(0.5, _F, None,
+                              "A deformed-noise reference explains the ESD only if the layer's log λmax exceeds "
+                              "the reference's (simulated at the layer's M, after the fitted offset) by at most "
+                              "this (Table 7: random-like has a sharp λmax ≈ λ+).")
     score_temperature: float = _t(0.25, Interval(float, 0.0, None, "neither"), None,
                                   "Temperature of the softmax over the competing models' penalized scores "
                                   "(the model-comparison confidence).")
@@ -670,11 +678,13 @@ class _Fits:
         return float(w[among.index(model)] / w.sum())
 
 
-def _l1_log_quantile(y: np.ndarray, model: np.ndarray) -> np.ndarray:
+def _l1_log_quantile(y: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean absolute log-quantile residual after the best offset (the overall scale): an L1 Wasserstein
-    distance between the log-ESDs over :data:`rmt_references.LEVELS`; vectorized over model rows."""
+    distance between the log-ESDs over :data:`rmt_references.LEVELS`; vectorized over model rows.
+    Also returns the offsets."""
     d = y - model
-    return np.mean(np.abs(d - np.median(d, axis=-1, keepdims=True)), axis=-1)
+    off = np.median(d, axis=-1, keepdims=True)
+    return np.mean(np.abs(d - off), axis=-1), off[..., 0]
 
 
 def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict[str, Any]) -> _Fits:
@@ -682,10 +692,14 @@ def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict
     m = lam.size
     logs = np.log(np.maximum(lam, lam[-1] * 1e-12))
     y = np.interp(LEVELS, (np.arange(m) + 0.5) / m, logs)
-    refs = reference_log_quantiles(q)
-    d_ref = _l1_log_quantile(y[None, :], refs.log_q)
+    refs = reference_log_quantiles(q, m)
+    d_ref, off = _l1_log_quantile(y[None, :], refs.log_q)
+    # Deformed noise is an MP law "with appropriate λ+" whose λmax ≈ λ+ is sharp (Table 7): the
+    # reference must also predict the layer's largest eigenvalue (its top, simulated at the layer's M).
+    top_excess = logs[-1] - off - refs.top
+    noise_ok = ~refs.heavy & (top_excess <= t["noise_top_tol"]) & (d_ref <= t["good_fit_max"])
     i_h = int(np.argmin(np.where(refs.heavy, d_ref, np.inf)))
-    i_d = int(np.argmin(np.where(refs.heavy, np.inf, d_ref)))
+    i_d = int(np.argmin(np.where(noise_ok if noise_ok.any() else ~refs.heavy, d_ref, np.inf)))
     # MP(σ², Q) for the bulk's share of the levels, a Pareto mass (MLE exponent) from λ+ above it
     out = lam[lam > bulk.lp]
     f = out.size / m
@@ -693,8 +707,8 @@ def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict
     if out.size >= 2:
         top = LEVELS > 1.0 - f
         model[top] = math.log(bulk.lp) + np.log(f / (1.0 - LEVELS[top])) * float(np.sum(np.log(out / bulk.lp))) / out.size
-    d_mass = float(_l1_log_quantile(y, model))
-    d_heavy, d_def = float(d_ref[i_h]), float(d_ref[i_d])
+    d_mass = float(_l1_log_quantile(y, model)[0])
+    d_heavy, d_def = float(d_ref[i_h]), float(d_ref[i_d]) if noise_ok.any() else math.inf
     tiny = 1e-12
     scores = {"mp_mass": math.log(d_mass + tiny) + t["mass_penalty"] * (f - t["mass_free"]),
               "heavy_tailed_rmt": math.log(d_heavy + tiny),
@@ -702,7 +716,8 @@ def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict
     path.ev["fits"] = {"mp_mass": {"D": d_mass, "mass_fraction": f, "score": scores["mp_mass"]},
                        "heavy_tailed_rmt": {"D": d_heavy, "reference": refs.names[i_h],
                                             "score": scores["heavy_tailed_rmt"]},
-                       "deformed_noise": {"D": d_def, "reference": refs.names[i_d],
+                       "deformed_noise": {"D": float(d_ref[i_d]), "reference": refs.names[i_d],
+                                          "top_excess": float(top_excess[i_d]), "admissible": bool(noise_ok.any()),
                                           "score": scores["deformed_noise"]}}
     fits = _Fits(d_mass, d_heavy, d_def, scores)
     vote = min(scores, key=scores.get)

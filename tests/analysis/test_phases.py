@@ -414,6 +414,34 @@ def test_iid_pareto_is_heavy_tailed_by_model_comparison():
     assert fits["heavy_tailed_rmt"]["D"] < min(fits["mp_mass"]["D"], fits["deformed_noise"]["D"]), fits
 
 
+def test_population_near_q1_is_heavy_tailed_by_model_comparison():
+    # the references are simulated on a Q grid; near Q = 1 the lower MP edge moves fast, so they are
+    # moved to the layer's Q by the exact MP quantile shift. Without it (snapped to Q = 1) a power-law
+    # population at Q = 1.1 fitted every heavy-tailed reference to D ≈ 0.17 and fell to bulk_decay
+    for seed, a in ((96, 2.4), (97, 2.7)):
+        res = V4.classify(make_family("powerlaw_population", 1100, 1000, seed=seed, a=a))
+        assert res.phase == "heavy_tailed", res
+        assert res.evidence["fits"]["heavy_tailed_rmt"]["D"] < 0.05, res.evidence["fits"]
+
+
+def test_deformed_noise_must_predict_the_top_of_the_esd():
+    # Table 7: random-like is MP "with appropriate λ+" and a sharp λmax ≈ λ+. A bulk that a deformed
+    # reference fits, with a graded mass reaching far above what that reference's λmax can be,
+    # is not noise: the comparison records the excess and rules the deformed model out.
+    rng = np.random.default_rng(98)
+    m, n = 400, 1600
+    W = rng.standard_normal((n, m)) * np.exp(0.3 * rng.standard_normal(m))
+    W[:, :8] *= np.linspace(2.0, 6.0, 8)  # a graded mass of 8 columns reaching far above the deformed edge
+    res = V4.classify(W)
+    dn = res.evidence["fits"]["deformed_noise"]
+    assert dn["D"] < 0.05 and dn["top_excess"] > 1.0 and not dn["admissible"], dn  # the bulk alone would pass
+    assert res.phase == "bulk_decay", res
+    # the top is what decides: without it the deformed reference would call the layer noise
+    assert PhaseClassifier(compare_models=True, noise_top_tol=100.0).classify(W).phase == "random_like"
+    clean = V4.classify(W[:, 8:])
+    assert clean.phase in ("random_like", "bleeding_out"), clean
+
+
 def test_lognormal_rows_s03_is_deformed_noise_not_a_decay():
     # issue 23: untrained noise with log-normal row norms s = 0.3 is never bulk_decay / heavy_tailed
     from htsweep.analysis.synthetic_table7 import make_table7

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from htsweep.analysis.layers import extract_layers
-from htsweep.analysis.phases import classify_phase
+from htsweep.analysis.phases import PhaseClassifier, classify_phase
 from htsweep.trainers.data import load_dataset
 from htsweep.trainers.train import TrainConfig, Trainer
 
@@ -110,3 +110,10 @@ def test_minilm_untrained_pooler_vs_trained_encoder():
     assert "random_like" not in labels, labels
     assert sum(p in ("heavy_tailed", "bulk_decay") for p in labels) >= 32, labels
     assert labels.count("heavy_tailed") > len(labels) / 2
+    # issue 23's model comparison: the deformed-noise model (s <= 0.3, and it must predict λmax too) does
+    # not explain trained layers (with s up to 0.4 and no top check it called 16 of the 36 random_like)
+    compared = PhaseClassifier(compare_models=True)
+    assert compared.classify(weights["pooler.dense.weight"].astype("float64")).phase == "random_like"
+    labels = [compared.classify(v.astype("float64")).phase for k, v in weights.items() if k in encoder]
+    assert "random_like" not in labels, labels
+    assert sum(p in ("heavy_tailed", "bulk_decay") for p in labels) >= 32, labels
