@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.trainers.monitor import InProcessAnalyzer
 from htsweep.trainers.monitor import SpectralMonitor as _Engine
 
@@ -23,9 +24,14 @@ def active_session() -> Any:
     return module.current() if module is not None else None
 
 
-def engine(*, conv: str, min_dim: int, device: str | None) -> _Engine:
-    """The spectral analysis the callbacks run outside a trial (in this process)."""
-    return _Engine(InProcessAnalyzer(device=device), conv=conv, min_dim=min_dim)
+def engine(*, conv: str, min_dim: int, device: str | None, farms: bool = False,
+           farms_windows: int = FARMS_WINDOWS, tail_law: bool = False) -> _Engine:
+    """The spectral analysis the callbacks run outside a trial (in this process).
+
+    Inside a trial the sweep's session analyzes instead, with the spec's ``monitor`` settings.
+    """
+    return _Engine(InProcessAnalyzer(device=device), conv=conv, min_dim=min_dim, farms=farms,
+                   farms_windows=farms_windows, tail_law=tail_law)
 
 
 def check_every(every_n_steps: Any) -> int:

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
                       "pip install 'htsweep[lightning]'") from None
 
 from htsweep.analysis.aggregate import spectral_aggregates
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.integrations._common import active_session, check_every, chunks, engine
 from htsweep.trainers.monitor import SpectralSnapshot
 
@@ -52,6 +53,14 @@ class SpectralCallback(Callback):
         Skip matrices whose smaller side is below this.
     device : str, optional
         Device for the eigendecompositions outside a trial (default: CUDA when available).
+    farms : bool, default=False
+        Add the FARMS α (``alpha_farms``, ``alpha_hill_farms``; ``htsweep.analysis.farms``) to every
+        row and so to the aggregates; outside a trial (inside one, the spec's ``monitor`` decides).
+    farms_windows : int, default=10
+        FARMS window offsets per dimension (the paper's 10 cost 4–6× the analysis on CPU; 2 about 1×).
+    tail_law : bool, default=False
+        Add the tail-law verdict and likelihood ratios (``htsweep.analysis.tail_law``) to every row
+        (about 0.01–0.06 s per layer); outside a trial (inside one, the spec's ``monitor`` decides).
 
     Attributes
     ----------
@@ -60,9 +69,11 @@ class SpectralCallback(Callback):
     """
 
     def __init__(self, every_n_steps: int = 50, *, conv: str = "reshape", min_dim: int = 2,
-                 device: str | None = None) -> None:
+                 device: str | None = None, farms: bool = False,
+                 farms_windows: int = FARMS_WINDOWS, tail_law: bool = False) -> None:
         self.every_n_steps = check_every(every_n_steps)
-        self._engine = engine(conv=conv, min_dim=min_dim, device=device)
+        self._engine = engine(conv=conv, min_dim=min_dim, device=device, farms=farms,
+                              farms_windows=farms_windows, tail_law=tail_law)
         self.last: SpectralSnapshot | None = None
         self._last_step = -1
 

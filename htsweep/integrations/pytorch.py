@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from htsweep.analysis.aggregate import spectral_aggregates
+from htsweep.analysis.farms import FARMS_WINDOWS
 from htsweep.trainers.monitor import Analyzer, InProcessAnalyzer, SpectralSnapshot
 from htsweep.trainers.monitor import SpectralMonitor as _Engine
 
@@ -48,6 +49,14 @@ class SpectralMonitor:
         Skip matrices whose smaller side is below this.
     device : str, optional
         Device for the eigendecompositions (default: CUDA when available).
+    farms : bool, default=False
+        Add the FARMS α (``alpha_farms``, ``alpha_hill_farms``; ``htsweep.analysis.farms``) to every
+        row and so to the aggregates.
+    farms_windows : int, default=10
+        FARMS window offsets per dimension (the paper's 10 cost 4–6× the analysis on CPU; 2 about 1×).
+    tail_law : bool, default=False
+        Add the tail-law verdict and likelihood ratios (``htsweep.analysis.tail_law``) to every row
+        (about 0.01–0.06 s per layer).
     analyzer : callable, optional
         ``analyzer(layers, step) -> list[dict]`` in place of the in-process analysis (e.g. the
         shared ESD actor's ``services.esd_actor.ActorAnalyzer``).
@@ -59,9 +68,12 @@ class SpectralMonitor:
     """
 
     def __init__(self, *, mlflow: bool = False, conv: str = "reshape", min_dim: int = 2,
-                 device: str | None = None, analyzer: Analyzer | None = None) -> None:
+                 device: str | None = None, farms: bool = False,
+                 farms_windows: int = FARMS_WINDOWS, tail_law: bool = False,
+                 analyzer: Analyzer | None = None) -> None:
         self.mlflow = bool(mlflow)
-        self._engine = _Engine(analyzer or InProcessAnalyzer(device=device), conv=conv, min_dim=min_dim)
+        self._engine = _Engine(analyzer or InProcessAnalyzer(device=device), conv=conv, min_dim=min_dim,
+                              farms=farms, farms_windows=farms_windows, tail_law=tail_law)
 
     @property
     def last(self) -> SpectralSnapshot | None:

@@ -40,7 +40,7 @@ def test_alpha_and_phase_per_layer_through_the_trainers_loggers(tmp_path, mlflow
 
     torch.manual_seed(0)
     ml = MLFlowLogger(experiment_name="lightning", tracking_uri=mlflow_uri)
-    callback = SpectralCallback(every_n_steps=3, device="cpu")
+    callback = SpectralCallback(every_n_steps=3, device="cpu", farms=True, farms_windows=2)
     trainer = pl.Trainer(max_steps=7, logger=[ml, CSVLogger(tmp_path)], callbacks=[callback],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", log_every_n_steps=1)
@@ -53,6 +53,8 @@ def test_alpha_and_phase_per_layer_through_the_trainers_loggers(tmp_path, mlflow
     last = callback.last.layer("net.0")
     assert math.isclose(data.metrics["alpha/net.0"], last["alpha"], rel_tol=1e-12)
     assert data.tags["phase.net.0"] == last["phase"] and data.tags["phase_step"] == "7"
+    assert metric_steps(client, ml.run_id, "alpha_farms/net.0") == [3, 6, 7]  # the callback's farms=True
+    assert math.isclose(data.metrics["alpha_farms/net.0"], last["alpha_farms"], rel_tol=1e-12)
     with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("alpha/net.0")]
     assert [int(r["step"]) for r in rows] == [3, 6, 7]

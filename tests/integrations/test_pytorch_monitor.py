@@ -76,3 +76,29 @@ def test_bad_input_is_one_line():
         model[2].weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite weights in layer 2 at step 7"):
         SpectralMonitor(device="cpu")(model, 7)
+
+
+def test_farms_and_tail_law_options_reach_the_rows_and_the_run(mlflow_uri):
+    """The opt-in metrics of analyze_model are the monitor's too: FARMS with the chosen window count
+    (equal to calling analysis.farms on the same layers) and the tail-law verdict, logged per layer."""
+    import mlflow
+
+    from htsweep.analysis.analyze import MIN_FIT_EIGS, MONITOR_PRECISION
+    from htsweep.analysis.farms import farms
+    from htsweep.analysis.layers import extract_layers
+
+    model = _model()
+    monitor = SpectralMonitor(mlflow=True, device="cpu", farms=True, farms_windows=2, tail_law=True)
+    with mlflow.start_run() as run:
+        df = monitor(model, 5)
+    direct = farms(extract_layers(model), precision=MONITOR_PRECISION, n_windows=2, min_eigs=MIN_FIT_EIGS)
+    assert direct[0].n_windows == 2  # 96×40: two row offsets of a 40×40 window
+    assert_allclose(df["alpha_farms"][:2], [f.alpha for f in direct[:2]], rtol=1e-12)
+    assert_allclose(df["alpha_hill_farms"][:2], [f.alpha_hill for f in direct[:2]], rtol=1e-12)
+    assert math.isnan(df["alpha_farms"][2])  # the 3-wide head has too few eigenvalues
+    assert set(df["tail_law"][:2]) <= {"power_law", "truncated_power_law", "lognormal", "undecided"}
+    logged = mlflow.MlflowClient(mlflow_uri).get_run(run.info.run_id).data
+    assert math.isclose(logged.metrics["alpha_farms/0"], df["alpha_farms"][0], rel_tol=1e-12)
+    assert logged.tags["tail_law.0"] == df["tail_law"][0]
+    with pytest.raises(ValueError, match="farms_windows"):
+        SpectralMonitor(farms=True, farms_windows=0)
