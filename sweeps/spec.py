@@ -206,8 +206,11 @@ class MonitorSpec(_Strict):
     conv: Literal["reshape", "kernel"] = "reshape"
     tail_law: bool = Field(False, description="Test each layer's tail against truncated power law, lognormal and "
                            "exponential (analysis.tail_law; ~0.1-1 s per layer per analysis).")
+    farms: bool = Field(False, description="Add the FARMS alpha (alpha_farms, alpha_hill_farms; analysis.farms) to "
+                        "every analysis: logged per layer and in the metric-vs-accuracy table. On by itself when "
+                        "objective.metric or train.alpha_balance.metric is alpha_farms.")
     # analysis.farms.FARMS_WINDOWS (this module does not import torch; tests/sweeps/test_spec.py keeps them equal)
-    farms_windows: int = Field(10, ge=1, description="FARMS window offsets per dimension, when a metric is alpha_farms "
+    farms_windows: int = Field(10, ge=1, description="FARMS window offsets per dimension, when FARMS is computed "
                                "(the paper's 10: 4-6x the analysis' cost on the CPU; 2: about 1x, alpha_hill_farms "
                                "within 0.01).")
 
@@ -399,6 +402,9 @@ class SweepSpec(_Strict):
             raise ValueError("sampler.type: grid needs every search domain to be type: grid")
         if grids and self.sampler.type not in (None, "auto", "grid"):
             raise ValueError(f"search uses grid domains but sampler.type is {self.sampler.type!r}; drop it or use grid")
+        if self.monitor.farms_windows != MonitorSpec.model_fields["farms_windows"].default and not self.computes_farms:
+            raise ValueError("monitor.farms_windows is set but nothing computes FARMS; add monitor.farms: true "
+                             "(or use objective.metric / train.alpha_balance.metric alpha_farms)")
         if self.objective.multi_objective and self.scheduler.type == "asha":
             raise ValueError("scheduler.type: asha cannot stop trials of a multi_objective sweep; use none")
         if self.max_concurrent_trials > self.num_samples:
@@ -415,6 +421,16 @@ class SweepSpec(_Strict):
         if any(isinstance(d, Grid) for d in self.search.values()):
             return "grid"
         return "nsga2" if self.objective.multi_objective else AUTO_SAMPLER
+
+    @property
+    def computes_farms(self) -> bool:
+        """Whether the trials' analyses carry the FARMS α: asked for (``monitor.farms``), or a metric
+        that steers on it (``objective.metric``, a fixed or searched ``alpha_balance.metric``)."""
+        balance = self.train.get("alpha_balance") or {}
+        searched = self.search.get("alpha_balance.metric")
+        return (self.monitor.farms or self.objective.metric == "alpha_farms"
+                or balance.get("metric") == "alpha_farms"
+                or (searched is not None and "alpha_farms" in getattr(searched, "values", ())))
 
     @property
     def subject(self) -> str:

@@ -55,6 +55,8 @@ class TrialContext:
         Conv-layer handling for the monitor.
     tail_law : bool
         The monitor adds the tail-law keys to every row (``monitor.tail_law``).
+    farms : bool
+        The monitor adds the FARMS α to every row (``SweepSpec.computes_farms``).
     farms_windows : int
         FARMS window offsets per dimension for the monitor (``monitor.farms_windows``).
     trainable : str or None
@@ -69,6 +71,7 @@ class TrialContext:
     esd_namespace: str | None = None
     conv: str = "reshape"
     tail_law: bool = False
+    farms: bool = False
     farms_windows: int = FARMS_WINDOWS
     extra_tags: dict[str, str] = field(default_factory=dict)
     trainable: str | None = None
@@ -236,7 +239,7 @@ def _monitor_and_logger(config: dict[str, Any], ctx: TrialContext, *, params: di
                                    run_name=tune_ctx.get_trial_name() or trial_id,
                                    tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
                                    headline=functools.partial(headline_metrics, objective=ctx.objective))
-    farms = ctx.objective.metric == RowKey.ALPHA_FARMS
+    farms = ctx.farms or ctx.objective.metric == RowKey.ALPHA_FARMS
     return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms, farms_windows=ctx.farms_windows,
                            tail_law=ctx.tail_law), logger
 

@@ -557,7 +557,8 @@ def _make_tuner(meta: SweepMeta, spec: SweepSpec, tracking: TrackingConfig, *, r
     ctx = TrialContext(base=train_config_dict(spec), objective=spec.objective, tracking=tracking,
                        parent_run_id=meta.parent_run_id, esd_name=ESD_NAME if spec.monitor.esd_actor else None,
                        esd_namespace=meta.esd_namespace, conv=spec.monitor.conv, trainable=spec.trainable,
-                       tail_law=spec.monitor.tail_law, farms_windows=spec.monitor.farms_windows)
+                       tail_law=spec.monitor.tail_law, farms=spec.computes_farms,
+                       farms_windows=spec.monitor.farms_windows)
     trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if restore:

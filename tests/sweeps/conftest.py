@@ -63,7 +63,8 @@ def finished(tmp_path_factory):
     sweep instead of training it again; tests must not modify it.
     """
     tmp = tmp_path_factory.mktemp("e2e")
-    spec = write_spec(tmp / "tiny.yaml", tiny_spec("e2e"))
+    # monitor.farms: the opt-in FARMS α travels the whole way (monitor, MLflow, report) without steering
+    spec = write_spec(tmp / "tiny.yaml", tiny_spec("e2e", monitor={"farms": True}))
     workdir = tmp / "sweep"
     proc = run_cli("run", spec, "--workdir", workdir, "--quiet", env=cli_env())
     return workdir, proc

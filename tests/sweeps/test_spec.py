@@ -216,3 +216,25 @@ def test_monitor_farms_windows_reaches_the_trials_monitor():
     ctx = TrialContext(base={}, objective=spec.objective, farms_windows=spec.monitor.farms_windows)
     monitor, _ = _monitor_and_logger({}, ctx, params={})
     assert monitor.farms and monitor.farms_windows == 2
+
+
+@pytest.mark.filterwarnings("ignore:`get_trial_id` is meant:UserWarning")
+def test_monitor_farms_logs_farms_without_steering_on_it():
+    from htsweep.sweeps.trainable import TrialContext, _monitor_and_logger
+
+    assert not SweepSpec.from_dict(BASE).computes_farms
+    spec = SweepSpec.from_dict(_with(monitor={"farms": True, "farms_windows": 3}))
+    assert spec.objective.metric == "alpha" and spec.computes_farms
+    ctx = TrialContext(base={}, objective=spec.objective, farms=spec.computes_farms,
+                       farms_windows=spec.monitor.farms_windows)
+    monitor, _ = _monitor_and_logger({}, ctx, params={})
+    assert monitor.farms and monitor.farms_windows == 3
+    steered = SweepSpec.from_dict(_with(train={"alpha_balance": {"metric": "alpha_farms"}}))
+    assert steered.computes_farms
+
+
+def test_farms_windows_without_farms_fails_on_one_line():
+    with pytest.raises(SpecError) as info:
+        SweepSpec.from_dict(_with(monitor={"farms_windows": 2}))
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "monitor.farms_windows is set but nothing computes FARMS" in lines[1]

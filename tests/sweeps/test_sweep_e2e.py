@@ -75,6 +75,7 @@ def test_every_trial_has_mlflow_run_with_layers_esd_and_phase(finished):
         metrics = run.data.metrics
         for layer in ("fc1", "fc2", "fc3"):
             assert f"alpha/{layer}" in metrics and f"stable_rank/{layer}" in metrics
+        assert "alpha_farms/fc1" in metrics and "alpha_farms_mean" in metrics  # monitor.farms: true
         assert "test_acc" in metrics and "alpha_mean" in metrics
         assert run.data.tags["phase"] in PHASES
         assert all(run.data.tags[f"phase.{layer}"] in PHASES for layer in ("fc1", "fc2", "fc3"))
