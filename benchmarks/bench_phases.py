@@ -341,14 +341,17 @@ def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = No
 _V3 = PhaseClassifier()
 
 
-def reliability(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Accuracy per confidence bin (a calibrated classifier is right about as often as it is confident)."""
+def reliability(rows: Sequence[dict[str, Any]], prefix: str = "") -> list[dict[str, Any]]:
+    """Accuracy per confidence bin (a calibrated classifier is right about as often as it is confident).
+
+    ``prefix="alt_"`` reads the second classifier's ``alt_confidence`` / ``alt_ok``."""
+    conf, ok = f"{prefix}confidence", f"{prefix}ok"
     out = []
     for lo, hi in zip(CONF_BINS[:-1], CONF_BINS[1:], strict=True):
-        sel = [r for r in rows if lo <= r["confidence"] < hi]
+        sel = [r for r in rows if lo <= r[conf] < hi]
         out.append({"bin": f"[{lo:.2f}, {min(hi, 1.0):.2f}{']' if hi > 1 else ')'}", "n": len(sel),
-                    "accuracy": float(np.mean([r["ok"] for r in sel])) if sel else None,
-                    "mean_confidence": float(np.mean([r["confidence"] for r in sel])) if sel else None})
+                    "accuracy": float(np.mean([r[ok] for r in sel])) if sel else None,
+                    "mean_confidence": float(np.mean([r[conf] for r in sel])) if sel else None})
     return out
 
 
@@ -538,10 +541,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                            "bins": reliability(pooled)},
                            "reliability_seen": reliability([r for s in suites if s["name"] in SEEN
                                                             for r in s["rows"]])}
-    print(f"reliability (suites not tuned on: {unseen}):")
-    for b in out["reliability"]["bins"]:
-        if b["n"]:
-            print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")
+    if alt is not None:
+        out["alt_errors"] = {s["name"]: [r for r in s["rows"] if not r["alt_ok"]] for s in suites}
+        out["alt_reliability"] = {"pooled_over": unseen, "bins": reliability(pooled, "alt_")}
+        out["reliability_by_suite"] = {s["name"]: {"v3": reliability(s["rows"]), "alt": reliability(s["rows"], "alt_")}
+                                       for s in suites if s["name"] in unseen}
+    for key, title in (("reliability", ""), ("alt_reliability", "compare_models=True, ")):
+        if key in out:
+            print(f"reliability ({title}suites not tuned on: {unseen}):")
+        for b in out.get(key, {"bins": []})["bins"]:
+            if b["n"]:
+                print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")
     if not args.no_monotone:
         out["monotone"] = monotone_sweep(alt=alt)
         out["monotone_table7"] = monotone_sweep(family="powerlaw_population_iid", alt=alt)

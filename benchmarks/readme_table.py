@@ -174,6 +174,20 @@ def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
             f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
 
 
+def _phases_compare_models(r: Mapping[str, Results]) -> tuple[str, str]:
+    cm = r["bench_phases_compare_models"]
+    suites = {suite["name"]: suite for suite in cm["suites"]}
+    final, heldout = suites["table7_final"], suites["heldout"]
+    ms = [suite["seconds"]["classify_ms_per_matrix"] for suite in cm["suites"]]
+    minilm = cm["real_layers"]["minilm_encoder"]["compare_models"]
+    return ("phase classifier, v3 (default) vs the whole-ESD model comparison (`compare_models=True`, opt-in): "
+            f"Table-7 families (report-only split, seed {final['seed']}) / held-out split; cost per matrix",
+            f"{_pct(final['accuracy'])} % vs {_pct(final['alt']['accuracy'])} % / {_pct(heldout['accuracy'])} % vs "
+            f"{_pct(heldout['alt']['accuracy'])} % (MiniLM's 36 encoder matrices: "
+            f"{minilm.get('random_like', 0)} random_like); {min(ms):.2f}–{max(ms):.2f} ms with the three model fits "
+            "as evidence and the MP and power-law fits passed in")
+
+
 def _farms(r: Mapping[str, Results]) -> tuple[str, str]:
     farms = r["bench_farms"]
     narrow = [c for c in farms["cost"] if c["n_windows"] > 1]
@@ -298,7 +312,7 @@ def _real_sweeps(r: Mapping[str, Results]) -> tuple[str, str]:
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision,
     lambda r: _llm_scale(r["bench_llm_scale"]), lambda r: _llm_scale(r["bench_llm_scale_7b"]),
-    _llm_projection, _actor, _phases, _monitoring, _farms, _tail_law, _loader, _session, _search, _real_sweeps,
+    _llm_projection, _actor, _phases, _phases_compare_models, _monitoring, _farms, _tail_law, _loader, _session, _search, _real_sweeps,
 )
 
 

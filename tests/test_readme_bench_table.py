@@ -33,10 +33,14 @@ def test_the_table_follows_the_json():
     changed = copy.deepcopy(results)
     heldout = next(s for s in changed["bench_phases"]["suites"] if s["name"] == "heldout")
     heldout["accuracy"], heldout["n_matrices"] = 0.9, 541
+    final = next(s for s in changed["bench_phases_compare_models"]["suites"] if s["name"] == "table7_final")
+    final["alt"]["accuracy"] = 0.5
+    changed["bench_phases_compare_models"]["real_layers"]["minilm_encoder"]["compare_models"]["random_like"] = 7
     changed["bench_actor"]["batched_speedup"] = 3.04
     changed["bench_analysis"]["machine"]["weightwatcher"] = "9.9"
     table = render_table(changed)
     assert "held-out split (541 matrices," in table and "| 90 % (lowest phase: " in table
+    assert f"{100 * final['accuracy']:.1f}".removesuffix(".0") + " % vs 50 % /" in table and "encoder matrices: 7 random_like" in table
     assert "batched vs one at a time | 3.0× |" in table
     changed["bench_farms"]["acceptance"]["gaussian"]["alpha_hill_farms_spread"] = 0.123
     assert "α_hill FARMS 0.123 vs" in render_table(changed)
@@ -46,7 +50,7 @@ def test_the_table_follows_the_json():
 
 def test_one_row_per_benchmark():
     rows = render_table().splitlines()[2:]
-    assert len(rows) == 18 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
+    assert len(rows) == 19 and all(row.startswith("| ") and row.endswith(" |") for row in rows)
 
 
 @pytest.mark.parametrize("text", ["no markers", f"{START}\n| a |\n", f"{END}\n{START}\n", f"{START}{START}{END}"])
