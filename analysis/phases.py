@@ -78,10 +78,10 @@ Model comparison (issue 23; :mod:`analysis.rmt_references`)
     The references are moved from the nearest grid Q to the layer's Q by the exact MP
     log-quantile shift. ``evidence["fits"]`` holds each model's ``D``, reference and score,
     ``evidence["model_vote"]`` the best admissible model and ``evidence["model_vote_confidence"]``
-    its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at ``T = score_temperature``. With
-    ``compare_models=True`` (off by default: see docs/phases.md for why) the vote decides the tail
-    split: deformed noise → ``random_like``; ``heavy_tailed`` additionally needs heavy-tailed RMT
-    to beat an admissible MP bulk + mass, else ``bulk_decay``.
+    its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at ``T = score_temperature``. The vote decides
+    the tail split (``compare_models=True``, the default since v4): deformed noise → ``random_like``;
+    ``heavy_tailed`` additionally needs heavy-tailed RMT to beat an admissible MP bulk + mass, else
+    ``bulk_decay``. ``compare_models=False`` gives v3's labels (rules only; the fits stay evidence).
 
 Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)``, where ``d`` is the
 log-distance of the deciding feature to its threshold in units of that threshold's tolerance
@@ -251,10 +251,10 @@ class PhaseClassifier:
                                 "... the top of the mass reaches this many λ+ (a small MP soft rank) ...")
     csn_alpha_max: float = _t(6.0, Interval(float, 1.0, None, "neither"), 1.25,
                               "... and the CSN power-law α is below this (MM: α ≈ 2–4).")
-    compare_models: bool = _t(False, bool, None,
-                              "Experimental (issue 23): let the whole-ESD model comparison decide the tail split "
-                              "(deformed noise → random_like; heavy_tailed only where heavy-tailed RMT beats an "
-                              "admissible MP bulk + mass). Off: the v3 labels, with the comparison as evidence.")
+    compare_models: bool = _t(True, bool, None,
+                              "The whole-ESD model comparison decides the tail split (v4, issue 23: deformed "
+                              "noise → random_like; heavy_tailed only where heavy-tailed RMT beats an admissible "
+                              "MP bulk + mass). False: the v3 labels, with the comparison as evidence only.")
     mass_penalty: float = _t(4.0, _F, None,
                              "Model comparison: the MP + mass model's score ``ln D`` pays this much per unit of "
                              "mass fraction above λ+ beyond ``mass_free`` (Table 7: the bulk of a decaying "

@@ -372,12 +372,12 @@ def test_estimator_contract():
         assert {"constraint", "tol", "doc"} <= set(f.metadata) and f.metadata["doc"]
 
 
-# --- issue 23: whole-ESD model comparison (evidence always; deciding only with compare_models) ---
+# --- issue 23: whole-ESD model comparison (evidence always; deciding by default since v4) ---
 
 V4 = PhaseClassifier(compare_models=True)
 
 
-def test_every_tail_split_names_the_competing_fits_and_keeps_the_v3_label():
+def test_every_tail_split_names_the_competing_fits_and_the_vote_decides_by_default():
     from htsweep.analysis.synthetic_table7 import make_table7
 
     W = make_table7("decay_additive", 1400, 560, seed=91, frac=0.07, a=2.8, n_far=2)
@@ -389,8 +389,10 @@ def test_every_tail_split_names_the_competing_fits_and_keeps_the_v3_label():
     assert res.evidence["model_vote"] == min(("mp_mass", "heavy_tailed_rmt", "deformed_noise"),
                                              key=lambda k: fits[k]["score"])
     assert 1 / 3 <= res.evidence["model_vote_confidence"] <= 1.0
-    # the default keeps v3's label: compare_models is what changes it
-    assert res.phase == PhaseClassifier(compare_models=False).classify(W).phase
+    # v4 (the default) lets the vote decide Table 7's bulk decay; v3's rules alone called it heavy_tailed
+    assert res.phase == "bulk_decay" and res.evidence["model_vote"] == "mp_mass"
+    v3 = PhaseClassifier(compare_models=False).classify(W)
+    assert v3.phase == "heavy_tailed" and v3.evidence["fits"] == fits
 
 
 def test_table7_bulk_decay_is_an_mp_bulk_plus_mass_not_heavy_tailed():
