@@ -6,7 +6,7 @@ STAMP := $(VENV)/.htsweep-installed
 WORKDIR ?= runs/quickstart
 PYTEST_ARGS ?=
 
-.PHONY: run test test-slow lint bench install clean
+.PHONY: run test test-slow lint bench bench-table install clean
 
 # A torch that the system Python already has (e.g. a CUDA build on a cluster) is reused through
 # --system-site-packages; otherwise the venv gets the local CPU build, torch==2.13.0, before
@@ -40,6 +40,11 @@ bench: install
 	$(PY) benchmarks/bench_phases.py
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_actor.py
+	$(PY) benchmarks/readme_table.py
+
+# the README's benchmark table, re-rendered from benchmarks/results/*.json
+bench-table: install
+	$(PY) benchmarks/readme_table.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

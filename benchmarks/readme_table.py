@@ -167,8 +167,8 @@ def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
     suites = {suite["name"]: suite for suite in r["bench_phases"]["suites"]}
     heldout, nuisance, spikes = suites["heldout"], suites["nuisance"], suites["many_spikes"]
     worst = min(heldout["per_phase_accuracy"].items(), key=lambda kv: kv[1])
-    return (f"phase classifier, held-out split ({heldout['n_matrices']} matrices, seed {heldout['seed']}, fixed "
-            "before tuning and run once) / nuisance noise / many spikes",
+    return (f"phase classifier (v4, the default), held-out split ({heldout['n_matrices']} matrices, seed "
+            f"{heldout['seed']}, fixed before v3's tuning, not tuned on) / nuisance noise / many spikes",
             f"{_pct(heldout['accuracy'])} % (lowest phase: {worst[0]} {_pct(worst[1])} %)"
             f" / {_pct(nuisance['accuracy'])} % ({_pct(nuisance['forbidden_rate'])} % decay or heavy)"
             f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
