@@ -145,6 +145,15 @@ def _alphas(eigs: np.ndarray, m: int, min_eigs: int) -> tuple[float, float]:
     return alpha, float(pl_alpha_hill(above))
 
 
+def _reusable(spectrum: tuple[np.ndarray, str] | None, cut: list[torch.Tensor], whole: torch.Tensor) -> bool:
+    """Whether a caller's spectrum of the matrix is the spectrum of its only window: one window
+    covering the matrix, eigenvalues of its length, finite weights (else the eigensolve runs and
+    reports NaN/Inf as for any window)."""
+    if spectrum is None or spectrum[0] is None or len(cut) != 1 or cut[0].numel() != whole.numel():
+        return False
+    return np.shape(spectrum[0]) == (min(cut[0].shape),) and bool(torch.isfinite(cut[0]).all())
+
+
 @validate({
     "mats": [list, tuple],
     "device": [None, str, torch.device],
@@ -182,7 +191,8 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
         when the caller has them already (:func:`analysis.analyze.analyze_layers`, the monitor from
         its rows; ``None`` entries: not known): a matrix whose only window is the whole matrix (a
         square layer with ``M ≤ max_rows``) takes its spectrum from there instead of a second
-        eigensolve of the same Gram.
+        eigensolve of the same Gram (only a spectrum of the window's length, and only for finite
+        weights: anything else is computed, so NaN/Inf weights still raise).
 
     Returns
     -------
@@ -215,7 +225,7 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
                 slices = [slices[0][:, p::kernel] for p in range(kernel)]
         cut = [w for t in slices for w in windows(t, max_rows=max_rows, q=q, n_windows=n_windows)]
         shapes.append((int(cut[0].shape[0]), int(cut[0].shape[1])))
-        if spectra is not None and spectra[i] is not None and len(cut) == 1 and cut[0].numel() == slices[0].numel():
+        if _reusable(spectra[i] if spectra is not None else None, cut, slices[0]):
             reused[i] = spectra[i]
             continue
         pieces += [LayerMatrix.from_tensor(name, "matrix", w) for w in cut]

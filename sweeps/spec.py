@@ -425,9 +425,12 @@ class SweepSpec(_Strict):
     @property
     def computes_farms(self) -> bool:
         """Whether the trials' analyses carry the FARMS α: asked for (``monitor.farms``), or a metric
-        that steers on it (``objective.metric``, a fixed or searched ``alpha_balance.metric``)."""
-        balance = self.train.get("alpha_balance") or {}
-        searched = self.search.get("alpha_balance.metric")
+        that steers on it (``objective.metric``, or the built-in trainer's fixed or searched
+        ``alpha_balance.metric``; a user's loop reads ``train`` as its own settings)."""
+        builtin = self.trainable is None
+        balance = self.train.get("alpha_balance") if builtin else None
+        balance = balance if isinstance(balance, dict) else {}
+        searched = self.search.get("alpha_balance.metric") if builtin else None
         return (self.monitor.farms or self.objective.metric == "alpha_farms"
                 or balance.get("metric") == "alpha_farms"
                 or (searched is not None and "alpha_farms" in getattr(searched, "values", ())))

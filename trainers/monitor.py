@@ -206,8 +206,9 @@ class SpectralMonitor(Callback):
             # the rows' spectra spare a second eigensolve where a layer is its own only window
             known = [(row[RowKey.EIGS], row[RowKey.PRECISION])
                      if row.get(RowKey.EIGS) is not None and RowKey.PRECISION in row else None for row in rows]
-            windowed = farms_alphas(layers, precision=MONITOR_PRECISION, n_windows=self.farms_windows,
-                                    min_eigs=MIN_FIT_EIGS, spectra=known)
+            # on the analyzer's device (the user's device=), not wherever esd_layers would default
+            windowed = farms_alphas(layers, device=getattr(self.analyzer, "device", None), precision=MONITOR_PRECISION,
+                                    n_windows=self.farms_windows, min_eigs=MIN_FIT_EIGS, spectra=known)
             rows = [{**row, **dict(zip(FARMS_KEYS, (f.alpha, f.alpha_hill), strict=True))}
                     for row, f in zip(rows, windowed, strict=True)]
         if self.tail_law:

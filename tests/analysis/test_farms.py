@@ -261,3 +261,16 @@ def test_bad_farms_windows_is_a_one_line_error_at_each_boundary(tmp_path, bad):
         result = CliRunner().invoke(app, ["analyze", str(tmp_path / "w.npy"), "--farms-windows", *args])
         assert result.exit_code == 2
         assert result.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+def test_a_given_spectrum_is_reused_only_when_it_can_be_the_windows():
+    rng = np.random.default_rng(3)
+    square = rng.standard_normal((100, 100))
+    plain = farms([square], device="cpu", precision="float64")
+    short = (np.arange(1.0, 5.0), "float64")  # 4 eigenvalues cannot be a 100-column window's ESD
+    assert farms([square], device="cpu", precision="float64", spectra=[short]) == plain
+    assert farms([square], device="cpu", precision="float64", spectra=[(None, "float64")]) == plain
+    bad = square.copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):  # a caller's spectrum does not hide bad weights
+        farms([bad], device="cpu", precision="float64", spectra=[(np.ones(100), "float64")])

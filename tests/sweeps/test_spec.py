@@ -238,3 +238,10 @@ def test_farms_windows_without_farms_fails_on_one_line():
         SweepSpec.from_dict(_with(monitor={"farms_windows": 2}))
     lines = str(info.value).splitlines()
     assert len(lines) == 2 and "monitor.farms_windows is set but nothing computes FARMS" in lines[1]
+
+
+def test_a_user_loops_train_settings_never_turn_farms_on():
+    loop = {"name": "x", "trainable": "pkg.mod:train"}
+    assert not SweepSpec.from_dict({**loop, "train": {"alpha_balance": "on"}}).computes_farms
+    assert not SweepSpec.from_dict({**loop, "train": {"alpha_balance": {"metric": "alpha_farms"}}}).computes_farms
+    assert SweepSpec.from_dict({**loop, "monitor": {"farms": True, "farms_windows": 2}}).computes_farms
