@@ -159,9 +159,11 @@ class ReportKey:
     #: the model phase by name (:func:`analysis.aggregate.model_phase`): a string, so an MLflow
     #: tag, a Tune result key and an Optuna user attribute, never an MLflow metric
     PHASE: Final = "phase"
-    # MLflow tags: ``phase.<layer>`` and ``phase_step`` (the step the phase tags are of)
+    # MLflow tags: ``phase.<layer>``, ``phase_step`` (the step the phase tags are of) and
+    # ``phase_classifier`` (the classifier version that labelled them: a resumed sweep may mix two)
     LAYER_PHASE_TAG_PREFIX: Final = "phase."
     PHASE_STEP_TAG: Final = "phase_step"
+    PHASE_CLASSIFIER_TAG: Final = "phase_classifier"
 
 
 #: The model-level metrics :func:`analysis.aggregate.spectral_aggregates` reports, in its order.

@@ -119,8 +119,12 @@ from htsweep.analysis.marchenko_pastur import MPFit, _edges, _tw, _unit_quantile
 from htsweep.analysis.powerlaw_fit import PowerLawFit, fit_power_law
 from htsweep.analysis.rmt_references import LEVELS, reference_log_quantiles
 
-__all__ = ["PHASES", "PHASE_CODES", "UNDETERMINED", "UNDETERMINED_CODE", "PhaseClassifier", "PhaseResult",
-           "classify_phase"]
+__all__ = ["CLASSIFIER_VERSION", "PHASES", "PHASE_CODES", "UNDETERMINED", "UNDETERMINED_CODE", "PhaseClassifier",
+           "PhaseResult", "classify_phase"]
+
+#: The default classifier's version (v4: v3's rules with the tail split decided by the whole-ESD
+#: model comparison); MLflow runs carry it as the ``phase_classifier`` tag next to the labels.
+CLASSIFIER_VERSION = "v4"
 
 #: The 5+1 phases, in the order of increasing self-regularization (then rank collapse).
 PHASES: tuple[str, ...] = (

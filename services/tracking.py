@@ -57,6 +57,7 @@ import numpy as np
 from htsweep.analysis.aggregate import model_phase, spectral_aggregates
 from htsweep.analysis.analyze import json_safe
 from htsweep.analysis.metric_names import ReportKey, RowKey, is_spectral_key
+from htsweep.analysis.phases import CLASSIFIER_VERSION
 from htsweep.services.buffer import (
     LOCAL_PREFIX,
     BufferedClient,
@@ -465,8 +466,8 @@ def flush_buffers(config: TrackingConfig, *, timeout: float = 0.0) -> int:
 
 def spectral_tags(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, str]:
     """The MLflow tags of one spectral analysis: ``phase.<layer>`` per layer (and ``tail_law.<layer>``
-    when the rows carry the tail-law verdict), the model ``phase`` and ``phase_step`` (the step they
-    are of); empty without rows."""
+    when the rows carry the tail-law verdict), the model ``phase``, ``phase_step`` (the step they
+    are of) and ``phase_classifier`` (:data:`analysis.phases.CLASSIFIER_VERSION`); empty without rows."""
     tags = {_key(ReportKey.LAYER_PHASE_TAG_PREFIX + str(r[RowKey.NAME])): str(r.get(RowKey.PHASE, "")) for r in rows}
     # the tail-law verdict, when the rows carry it (monitor.tail_law)
     tags.update({_key(f"{RowKey.TAIL_LAW}.{r[RowKey.NAME]}"): str(r[RowKey.TAIL_LAW]) for r in rows
@@ -474,6 +475,7 @@ def spectral_tags(rows: Sequence[Mapping[str, Any]], step: int) -> dict[str, str
     if rows:
         tags[ReportKey.PHASE] = model_phase(list(rows))
         tags[ReportKey.PHASE_STEP_TAG] = str(int(step))
+        tags[ReportKey.PHASE_CLASSIFIER_TAG] = CLASSIFIER_VERSION
     return tags
 
 
