@@ -234,5 +234,10 @@ def reference_log_quantiles(q: float, m: int = M_REF) -> References:
                               refs.m))
 
 
+@lru_cache(maxsize=512)
 def _mp_log_quantiles(q: float) -> np.ndarray:
-    return np.log(np.maximum(mp_quantile(LEVELS, 1.0, q), 1e-300))
+    # cached: every classification needs it at the grid Q and the layer's Q, and a model's layers
+    # share a few aspect ratios (read-only, so the cached array cannot be changed by a caller)
+    out = np.log(np.maximum(mp_quantile(LEVELS, 1.0, q), 1e-300))
+    out.setflags(write=False)
+    return out
