@@ -230,10 +230,12 @@ def farms(mats: Sequence[Any], *, device: str | torch.device | None = None, prec
             continue
         pieces += [LayerMatrix.from_tensor(name, "matrix", w) for w in cut]
         owner += [i] * len(cut)
-    computed = esd_layers(pieces, device=device, precision=precision)
+    windows_of: dict[int, list[tuple[np.ndarray, str]]] = {i: [spectrum] for i, spectrum in reused.items()}
+    for i, spectrum in zip(owner, esd_layers(pieces, device=device, precision=precision), strict=True):
+        windows_of.setdefault(i, []).append(spectrum)
     out = []
     for i, (rows, cols) in enumerate(shapes):
-        parts = [reused[i]] if i in reused else [computed[k] for k, o in enumerate(owner) if o == i]
+        parts = windows_of[i]
         eigs = np.sort(np.concatenate([e for e, _ in parts]))
         used = "float64" if any(u == "float64" for _, u in parts) else "float32"
         alpha, hill = _alphas(eigs, cols, min_eigs)
