@@ -239,8 +239,7 @@ def _monitor_and_logger(config: dict[str, Any], ctx: TrialContext, *, params: di
                                    run_name=tune_ctx.get_trial_name() or trial_id,
                                    tags={"trial_name": tune_ctx.get_trial_name() or "", **ctx.extra_tags},
                                    headline=functools.partial(headline_metrics, objective=ctx.objective))
-    farms = ctx.farms or ctx.objective.metric == RowKey.ALPHA_FARMS
-    return SpectralMonitor(analyzer, conv=ctx.conv, farms=farms, farms_windows=ctx.farms_windows,
+    return SpectralMonitor(analyzer, conv=ctx.conv, farms=ctx.farms, farms_windows=ctx.farms_windows,
                            tail_law=ctx.tail_law), logger
 
 

@@ -213,7 +213,8 @@ def test_monitor_farms_windows_reaches_the_trials_monitor():
 
     assert SweepSpec.from_dict(BASE).monitor.farms_windows == FARMS_WINDOWS  # the paper's 10, kept in step
     spec = SweepSpec.from_dict(_with(monitor={"farms_windows": 2}, objective={"metric": "alpha_farms"}))
-    ctx = TrialContext(base={}, objective=spec.objective, farms_windows=spec.monitor.farms_windows)
+    ctx = TrialContext(base={}, objective=spec.objective, farms=spec.computes_farms,
+                       farms_windows=spec.monitor.farms_windows)
     monitor, _ = _monitor_and_logger({}, ctx, params={})
     assert monitor.farms and monitor.farms_windows == 2
 
