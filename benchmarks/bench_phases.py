@@ -22,6 +22,11 @@ eigenvalues alone, as the monitor does):
   ``bulk_decay`` / ``heavy_tailed``.
 * ``many_spikes`` — a clean MP bulk with k = 1 … 4 % of M clearly separated outliers, any
   orientation, Q ∈ {1, 2, 4, 10}, seed 5150: must be ``bulk_plus_spikes``.
+* ``table7`` / ``table7_final`` — the Table-7 families of :mod:`analysis.synthetic_table7` (issue 23;
+  ``table7`` read while designing v4, ``table7_final`` read once to report v4, then for v5's diagnosis).
+* ``heldout_v5`` / ``table7_v5`` — fresh draws of every construction (held-out ranges) and of the
+  Table-7 families, with their own seeds, sizes and aspect ratios, fixed in this file before any v5
+  change to the classifier and run once, at the end: the splits v5 is reported on.
 
 Plus ``monotone`` (the population power-law sweep ``a = 1.8 … 8``: the label code must never
 increase with a), ``heavy_grid`` (recall of iid heavy tails for μ beyond the family's range) and
@@ -238,6 +243,18 @@ SUITES: dict[str, Suite] = {
         (128, 256, 400, 640, 1000, 1500), (0.15, 0.2, 0.2, 0.2, 0.15, 0.1), (1.2, 2.5, 3.0, 6.0), 0.5,
         table7_params, tolerated=("bleeding_out",),
     ),
+    # v5 (issue 23, second round): fixed before any v5 change, run once at the end
+    "heldout_v5": Suite(
+        "heldout_v5", 505050, 30,
+        tuple(("phase", p) for p in PHASES) + tuple(("family", f) for f in FAMILY_PHASE),
+        (56, 96, 180, 420, 720, 1300, 1900), (0.1, 0.15, 0.2, 0.2, 0.15, 0.12, 0.08),
+        (1.05, 1.4, 2.2, 4.5, 12.0), 0.5, heldout_params,
+    ),
+    "table7_v5": Suite(
+        "table7_v5", 2027, 40, T7_CONSTRUCTIONS,
+        (96, 160, 320, 560, 900, 1400), (0.15, 0.2, 0.2, 0.2, 0.15, 0.1), (1.0, 1.3, 1.7, 3.5, 5.0, 10.0), 0.5,
+        table7_params, tolerated=("bleeding_out",),
+    ),
 }
 
 MONO_A = (1.8, 2.0, 2.2, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0)
@@ -246,7 +263,7 @@ GRID_MU = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
 GRID_M = (64, 128, 256, 512, 1024)
 GRID_Q = (1.0, 2.0, 4.0, 8.0)
 #: Suites whose results were read while designing the classifier (reliability is pooled over the rest).
-SEEN = ("tune", "dev", "table7")
+SEEN = ("tune", "dev", "table7", "heldout", "table7_final")
 CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 
