@@ -60,7 +60,8 @@ Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
        ``< tail_alpha_max``, the CSN α ``< csn_alpha_max`` and its top ``>= heavy_ratio_min · λ+``,
        else ``bulk_decay``.
     4. Otherwise the outliers are spikes: ``bulk_plus_spikes`` if ``λmax/E >= spike_ratio_min``
-       (well above the edge), else ``bleeding_out`` (just past it).
+       (well above the edge) and deformed noise does not explain the ESD and its top, else
+       ``bleeding_out`` (just past it).
 
 Model comparison (issue 23; :mod:`analysis.rmt_references`)
     Past the bulk stage every spectrum is also fitted as a whole by three competing random-matrix
@@ -71,24 +72,33 @@ Model comparison (issue 23; :mod:`analysis.rmt_references`)
     mass_free)`` with ``f`` the fraction above λ+, and admissible only while ``f <= mass_max`` and
     ``D <= good_fit_max``: a good λ+ holding most of the mass), **heavy-tailed RMT** (the best of
     the cached iid-Pareto(μ) and power-law-population references at the layer's Q; score ``ln D``)
-    and **deformed noise** (the best log-normal column-scale reference, s ≤ 0.3; score ``ln D +
-    deform_penalty``; admissible only with ``D <= good_fit_max`` and a top that the reference
-    predicts: the layer's ``ln λmax`` at most ``noise_top_tol`` above the reference's, simulated at
-    the layer's M — Table 7's random-like is MP "with appropriate λ+" and a sharp ``λmax ≈ λ+``).
-    The references are moved from the nearest grid Q to the layer's Q by the exact MP
-    log-quantile shift. ``evidence["fits"]`` holds each model's ``D``, reference and score,
-    ``evidence["model_vote"]`` the best admissible model and ``evidence["model_vote_confidence"]``
-    its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at ``T = score_temperature``. The vote decides
-    the tail split (``compare_models=True``, the default since v4): deformed noise → ``random_like``;
-    ``heavy_tailed`` additionally needs heavy-tailed RMT to beat an admissible MP bulk + mass, else
-    ``bulk_decay``. ``compare_models=False`` gives v3's labels (rules only; the fits stay evidence).
+    and **deformed noise** (the best log-normal reference, scales s ≤ 0.3 on the M columns or on
+    the N rows; score ``ln D + deform_penalty``; admissible only with ``D <= good_fit_max`` and a
+    top that the reference predicts: the layer's ``ln λmax`` at most ``noise_top_tol`` above the
+    reference's, simulated at the layer's M — Table 7's random-like is MP "with appropriate λ+"
+    and a sharp ``λmax ≈ λ+``). The references are moved from the nearest grid Q to the layer's Q
+    by the exact MP log-quantile shift. ``evidence["fits"]`` holds each model's ``D``, reference
+    and score, ``evidence["model_vote"]`` the best admissible model and
+    ``evidence["model_vote_confidence"]`` its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at
+    ``T = score_temperature``. Deformed noise wins when it fits better than heavy-tailed RMT
+    (``D``) and than an *admissible* MP bulk + mass (score); an inadmissible one (no good λ+)
+    cannot block it. The vote decides (``compare_models=True``, the default since v4): deformed
+    noise → ``random_like`` wherever the rules found a decaying mass or spikes well above the edge
+    (noise whose top the reference predicts has neither); ``heavy_tailed`` additionally needs
+    heavy-tailed RMT to beat an admissible MP bulk + mass, else ``bulk_decay``.
+    ``compare_models=False`` gives v3's labels (rules only; the fits stay evidence).
 
-Confidence is the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)``, where ``d`` is the
-log-distance of the deciding feature to its threshold in units of that threshold's tolerance
-(0.5 on a boundary, → 1 far from every boundary), then shrunk toward 0.5 by ``√(M/256)`` below
-M = 256 (features of few eigenvalues are noisy). Matrices with ``min(N, M) < 32`` keep their
-label but their confidence is capped at 0.3 and ``evidence["warning"]`` says why;
-``undetermined`` has confidence 0.
+Confidence starts from the *margin*: the smallest, over the decisions taken, of ``1 - ½·exp(-2 d)``,
+where ``d`` is the log-distance of the deciding feature to its threshold in units of that
+threshold's tolerance (0.5 on a boundary, → 1 far from every boundary; the model vote's softmax
+weight for the decisions it takes), shrunk toward 0.5 by ``√(M/256)`` below M = 256 (features of
+few eigenvalues are noisy); ``evidence["margin_confidence"]``. The stated confidence is that margin
+through a Platt map, ``σ(conf_slope · logit(c) + conf_offset)``, fitted by log-loss to how often
+labels at each margin were right on the benchmark suites read while designing the classifier
+(``benchmarks/bench_phases.py --fit-calibration``): a label on a boundary is still right more often
+than not, so the raw margin understated it (stated 0.53 → right 87 %, 0.85 → 99 %). Matrices with
+``min(N, M) < 32`` keep their label but their confidence is capped at 0.3 and
+``evidence["warning"]`` says why; ``undetermined`` has confidence 0.
 
 References
 ----------
@@ -123,8 +133,10 @@ __all__ = ["CLASSIFIER_VERSION", "PHASES", "PHASE_CODES", "UNDETERMINED", "UNDET
            "PhaseResult", "classify_phase"]
 
 #: The default classifier's version (v4: v3's rules with the tail split decided by the whole-ESD
-#: model comparison); MLflow runs carry it as the ``phase_classifier`` tag next to the labels.
-CLASSIFIER_VERSION = "v4"
+#: model comparison; v5: row- and column-side deformed noise, which also overrules spikes it explains,
+#: a decisive comparison over the tail exponent, and a calibrated confidence); MLflow runs carry it
+#: as the ``phase_classifier`` tag next to the labels.
+CLASSIFIER_VERSION = "v5"
 
 #: The 5+1 phases, in the order of increasing self-regularization (then rank collapse).
 PHASES: tuple[str, ...] = (
@@ -271,10 +283,19 @@ class PhaseClassifier:
     good_fit_max: float = _t(0.075, _F, None,
                              "A good λ+ exists (an MP bulk + mass can beat heavy-tailed RMT) only when that model "
                              "fits the whole ESD to a mean log-quantile residual D at most this.")
-    deform_penalty: float = _t(1.0, _F, None,
-                               "The deformed-noise model (log-normal population, cached reference) replaces the "
-                               "MP + mass model only when its ``ln D`` is lower by this much.")
-    noise_top_tol: float = _t(0.5, _F, None,
+    deform_penalty: float = _t(0.5, _F, None,
+                               "The deformed-noise model (log-normal row or column scales, cached reference) "
+                               "beats an admissible MP + mass model only when its ``ln D`` is lower by this much "
+                               "(it must also fit better than heavy-tailed RMT).")
+    decisive_min: float = _t(0.95, Interval(float, 0.5, 1.0), None,
+                             "Heavy-tailed RMT's softmax weight against an MP bulk + mass from which the "
+                             "comparison is decisive: a steep rank-size tail exponent (a noisy statistic of a "
+                             "few dozen eigenvalues) no longer vetoes ``heavy_tailed`` (1: it always may).")
+    noise_tie: float = _t(1.25, Interval(float, 1.0, None), None,
+                          "With heavy_tailed ruled out by the rules and no good λ+, deformed noise is the model "
+                          "left when its D is at most this many times heavy-tailed RMT's (about the seed-to-seed "
+                          "spread of D); else ``bulk_decay``.")
+    noise_top_tol: float = _t(0.7, _F, None,
                               "A deformed-noise reference explains the ESD only if the layer's log λmax exceeds "
                               "the reference's (simulated at the layer's M, after the fitted offset) by at most "
                               "this (Table 7: random-like has a sharp λmax ≈ λ+).")
@@ -283,6 +304,11 @@ class PhaseClassifier:
                                   "(the model-comparison confidence).")
     spike_ratio_min: float = _t(2.0, Interval(float, 1.0, None, "neither"), 1.25,
                                 "``λmax / E`` from which outliers are well above the edge (``bulk_plus_spikes``).")
+    conf_slope: float = _t(1.02, Interval(float, 0.0, None, "neither"), None,
+                           "Calibration: slope of the Platt map from the margin confidence's logit to the stated "
+                           "confidence's (1 and ``conf_offset`` 0: the raw margin).")
+    conf_offset: float = _t(1.422, Interval(float, None, None), None,
+                            "Calibration: offset of the Platt map (fitted with ``conf_slope``).")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor parameters (the thresholds), as a dict."""
@@ -509,6 +535,10 @@ class _Path:
         conf = min(self.confs) if self.confs else 0.5
         # features measured on fewer eigenvalues are noisier: shrink toward 0.5 below M = 256
         conf = 0.5 + (conf - 0.5) * min(1.0, math.sqrt(self.ev["m"] / _FULL_CONF_M))
+        self.ev["margin_confidence"] = conf
+        t = self.ev["thresholds"]
+        c = min(max(conf, 1e-9), 1.0 - 1e-12)
+        conf = 1.0 / (1.0 + math.exp(-(t["conf_slope"] * math.log(c / (1.0 - c)) + t["conf_offset"])))
         if phase == UNDETERMINED:
             conf = 0.0
         elif self.ev.get("small"):
@@ -564,7 +594,7 @@ def _decide(
         return bulk
     mass = _mass(path, lam, m, bulk, t)
     fits = _competing_fits(path, lam, q, bulk, t)
-    return _tail_split(path, bulk, mass, fits, t) or _spikes(path, bulk, t)
+    return _tail_split(path, bulk, mass, fits, t) or _spikes(path, bulk, fits, t)
 
 
 def _degenerate(path: _Path, lam: np.ndarray, q: float, n: int | None, m: int, t: dict[str, Any]) -> PhaseResult | None:
@@ -672,8 +702,18 @@ class _Fits:
 
     d_mass: float  # MP bulk + Pareto mass above λ+ (random-like … bulk-decay)
     d_heavy: float  # best heavy-tailed reference (heavy-tailed)
-    d_deformed: float  # best log-normal deformed-noise reference (random-like)
+    d_deformed: float  # best admissible log-normal deformed-noise reference (random-like); inf if none
     scores: dict[str, float]
+    mass_ok: bool  # the MP bulk + mass model is admissible (a good λ+ holding most of the mass)
+
+    tie: float = 1.0  # deformed noise within this factor of heavy-tailed RMT's D counts as fitting as well
+
+    @property
+    def noise_best(self) -> bool:
+        """Deformed noise beats every admissible competitor: heavy-tailed RMT on ``D`` (a tie within
+        ``tie`` goes to the simpler model, noise), and an admissible MP bulk + mass on the penalized score."""
+        return self.d_deformed <= self.tie * self.d_heavy and (not self.mass_ok or
+                                                              self.scores["deformed_noise"] < self.scores["mp_mass"])
 
     def prob(self, model: str, among: tuple[str, ...], temperature: float) -> float:
         """Softmax weight of ``model`` among ``among`` at ``temperature`` (lower score, higher weight)."""
@@ -701,7 +741,9 @@ def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict
     # Deformed noise is an MP law "with appropriate λ+" whose λmax ≈ λ+ is sharp (Table 7): the
     # reference must also predict the layer's largest eigenvalue (its top, simulated at the layer's M).
     top_excess = logs[-1] - off - refs.top
-    noise_ok = ~refs.heavy & (top_excess <= t["noise_top_tol"]) & (d_ref <= t["good_fit_max"])
+    # a layer of fewer than 256 eigenvalues (the references' M) scatters its quantiles by ∝ 1/√M more
+    d_max = t["good_fit_max"] * max(1.0, math.sqrt(_FULL_CONF_M / m))
+    noise_ok = ~refs.heavy & (top_excess <= t["noise_top_tol"]) & (d_ref <= d_max)
     i_h = int(np.argmin(np.where(refs.heavy, d_ref, np.inf)))
     i_d = int(np.argmin(np.where(noise_ok if noise_ok.any() else ~refs.heavy, d_ref, np.inf)))
     # MP(σ², Q) for the bulk's share of the levels, a Pareto mass (MLE exponent) from λ+ above it
@@ -723,9 +765,12 @@ def _competing_fits(path: _Path, lam: np.ndarray, q: float, bulk: _Bulk, t: dict
                        "deformed_noise": {"D": float(d_ref[i_d]), "reference": refs.names[i_d],
                                           "top_excess": float(top_excess[i_d]), "admissible": bool(noise_ok.any()),
                                           "score": scores["deformed_noise"]}}
-    fits = _Fits(d_mass, d_heavy, d_def, scores)
+    fits = _Fits(d_mass, d_heavy, d_def, scores, mass_ok=d_mass <= t["good_fit_max"] and f <= t["mass_max"],
+                 tie=t["noise_tie"])
     vote = min(scores, key=scores.get)
-    if vote != "heavy_tailed_rmt" and (d_mass > t["good_fit_max"] or f > t["mass_max"]) and vote == "mp_mass":
+    if fits.noise_best:
+        vote = "deformed_noise"
+    elif vote != "heavy_tailed_rmt" and not fits.mass_ok:
         vote = "heavy_tailed_rmt"  # no admissible MP bulk + mass: no good λ+
     path.ev.update(model_vote=vote, model_vote_confidence=fits.prob(vote, tuple(scores), t["score_temperature"]))
     return fits
@@ -770,7 +815,7 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
                  f"of the bulk is lifted: fitted edge {pull:.3g}·E_max (>= {t['pull_min']})", min(c_mass, c_pull))
     path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
     sc, temp = fits.scores, t["score_temperature"]
-    if t["compare_models"] and sc["deformed_noise"] < sc["mp_mass"] and fits.d_deformed < fits.d_heavy:
+    if t["compare_models"] and fits.noise_best:
         ref = path.ev["fits"]["deformed_noise"]["reference"]
         path.add(f"but deformed noise ({ref}) fits the whole ESD best: D {fits.d_deformed:.3g} vs MP + mass "
                  f"{fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
@@ -786,16 +831,24 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
     c_alpha = _conf(tail_alpha, a_max, _TOL["tail_alpha_max"])
     c_ratio = _conf(ratio, t["heavy_ratio_min"], _TOL["heavy_ratio_min"])
     c_csn = _conf(csn, t["csn_alpha_max"], _TOL["csn_alpha_max"]) if np.isfinite(csn) else 1.0
-    shallow = tail_alpha < a_max
+    p_heavy = fits.prob("heavy_tailed_rmt", ("heavy_tailed_rmt", "mp_mass"), temp)
+    # the rank-size exponent of a few dozen eigenvalues is noisy; where heavy-tailed RMT fits the
+    # whole ESD decisively better than an MP bulk + mass (Table 7's own test), it is not a veto
+    decisive = bool(t["compare_models"] and p_heavy >= t["decisive_min"])
+    shallow = tail_alpha < a_max or decisive
     far = ratio >= t["heavy_ratio_min"]
     light = bool(np.isfinite(csn) and csn >= t["csn_alpha_max"])
     f_mass = path.ev["fits"]["mp_mass"]["mass_fraction"]
-    ht_best = (not t["compare_models"] or sc["heavy_tailed_rmt"] < sc["mp_mass"]
-               or fits.d_mass > t["good_fit_max"] or f_mass > t["mass_max"])
+    ht_best = not t["compare_models"] or sc["heavy_tailed_rmt"] < sc["mp_mass"] or not fits.mass_ok
     pair = ("heavy_tailed_rmt", "mp_mass")
     if shallow and far and not light and ht_best:
-        path.add(f"tail α {tail_alpha:.3g} < {a_max:.3g}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
-                 f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_alpha, c_ratio, c_csn))
+        if tail_alpha < a_max:
+            tail_text, c_tail = f"tail α {tail_alpha:.3g} < {a_max:.3g}", c_alpha
+        else:  # the decisive comparison, not the exponent
+            tail_text, c_tail = (f"tail α {tail_alpha:.3g} >= {a_max:.3g} but heavy-tailed RMT is decisive (weight "
+                                 f"{p_heavy:.3g} >= {t['decisive_min']})", p_heavy)
+        path.add(f"{tail_text}, mass top/λ+ {ratio:.3g} >= {t['heavy_ratio_min']}"
+                 f" and CSN α {csn:.3g} < {t['csn_alpha_max']}", min(c_tail, c_ratio, c_csn))
         if t["compare_models"]:
             path.add(*_why_heavy_rmt(fits, f_mass, t))
         return path.done("heavy_tailed")
@@ -811,6 +864,14 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
         why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
     path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
                                  c_csn if light else 0.0, fits.prob("mp_mass", pair, temp) if not ht_best else 0.0))
+    if t["compare_models"] and ((fits.mass_ok and sc["deformed_noise"] < sc["mp_mass"]) or (
+            not fits.mass_ok and fits.d_deformed <= fits.tie * fits.d_heavy)):
+        # heavy-tailed RMT ruled out: of the models left, deformed noise beats the MP bulk + mass (or,
+        # with no good λ+, fits about as well as heavy-tailed RMT did)
+        path.add(f"but with heavy-tailed RMT ruled out, deformed noise ({path.ev['fits']['deformed_noise']['reference']}) "
+                 f"beats the MP bulk + mass: score {sc['deformed_noise']:.3g} < {sc['mp_mass']:.3g}",
+                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), temp))
+        return path.done("random_like")
     return path.done("bulk_decay")
 
 
@@ -828,10 +889,16 @@ def _why_heavy_rmt(fits: _Fits, f_mass: float, t: dict[str, Any]) -> tuple[str, 
             fits.prob("heavy_tailed_rmt", ("heavy_tailed_rmt", "mp_mass"), t["score_temperature"]))
 
 
-def _spikes(path: _Path, bulk: _Bulk, t: dict[str, Any]) -> PhaseResult:
+def _spikes(path: _Path, bulk: _Bulk, fits: _Fits, t: dict[str, Any]) -> PhaseResult:
     """Step 4: spikes well above the edge (``bulk_plus_spikes``) or just past it (``bleeding_out``)."""
     r_e = bulk.lmax / bulk.edge
     c_spike = _conf(r_e, t["spike_ratio_min"], _TOL["spike_ratio_min"])
+    if r_e >= t["spike_ratio_min"] and t["compare_models"] and fits.noise_best:
+        ref = path.ev["fits"]["deformed_noise"]["reference"]
+        path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}, but deformed noise ({ref}) fits the whole ESD and "
+                 f"its top best: D {fits.d_deformed:.3g} vs MP + mass {fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
+                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), t["score_temperature"]))
+        return path.done("random_like")
     if r_e >= t["spike_ratio_min"]:
         path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}", c_spike)
         return path.done("bulk_plus_spikes")

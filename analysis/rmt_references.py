@@ -17,12 +17,15 @@ Two heavy-tailed reference families, as the issue asks, and one family of deform
 ``population``
     ``W = G C^(1/2)`` with a power-law population spectrum ``c_j ∝ j^(-1/(a-1))`` (density
     exponent ``a``): strongly correlated columns, the multiplicative way to a heavy tail.
-``lognormal`` (deformed noise, not heavy-tailed)
-    ``W = G D`` with log-normal column scales ``D = exp(s z)`` (``s`` up to 0.3): the deformed
-    Marchenko–Pastur law of noise whose population variances spread over a factor of a few (rows
-    or columns of unequal norm, as initializers and data pipelines leave them). Its ESD has a
-    soft but concave edge and no scale-free tail; it is the noise model a graded mass above
-    ``λ+`` must beat.
+``lognormal_cols``, ``lognormal_rows`` (deformed noise, not heavy-tailed)
+    ``W = G D`` with log-normal scales ``D = exp(s z)`` (``s`` up to 0.3) of the ``M`` columns (unequal
+    population variances), or ``W = D G`` with them on the ``N`` rows (unequal sample weights, as
+    row norms of an ``(out, in)`` weight with ``out > in`` are): the deformed Marchenko–Pastur laws
+    of noise whose variances spread over a factor of a few, as initializers and data pipelines
+    leave them. The two sides agree at ``Q = 1`` and part as ``Q`` grows (at ``Q = 1.5`` an
+    ``s = 0.2`` column reference fits ``s = 0.3`` row noise no better than a heavy-tailed one).
+    Their ESDs have a soft but concave edge and no scale-free tail; they are the noise models a
+    graded mass above ``λ+`` must beat.
 
 Each reference is stored as its log-quantile function on :data:`LEVELS` (levels 0.02–0.98 of
 the pooled spectra of :data:`N_SEEDS` matrices with ``M =`` :data:`M_REF`), centred to median
@@ -60,8 +63,8 @@ import numpy as np
 
 from htsweep.analysis.marchenko_pastur import mp_quantile
 
-__all__ = ["LEVELS", "LOGNORMAL_S", "M_GRID", "M_REF", "N_SEEDS", "PARETO_MU", "POPULATION_A", "Q_GRID", "References",
-           "TOP_POOL", "reference_log_quantiles", "simulate_references", "simulate_tops", "snap_m", "snap_q",
+__all__ = ["LEVELS", "LOGNORMAL_S", "M_GRID", "M_REF", "N_SEEDS", "NOISE_SIDES", "PARETO_MU", "POPULATION_A", "Q_GRID", "References",
+           "TOP_MIN_DRAWS", "TOP_POOL", "reference_log_quantiles", "simulate_references", "simulate_tops", "snap_m", "snap_q",
            "write_table"]
 
 #: Quantile levels at which references and layers are compared (the extreme 2 % at each end left out).
@@ -71,9 +74,11 @@ LEVELS.setflags(write=False)
 M_REF = 256
 N_SEEDS = 3
 #: Sizes at which the deformed-noise tops are simulated (a layer's M is snapped to the nearest in log),
-#: each pooling ``max(1, TOP_POOL // M)`` matrices.
+#: each the mean of ``max(TOP_MIN_DRAWS, TOP_POOL // M)`` matrices (one draw's log λmax has an sd of
+#: 0.1–0.16 at M ≥ 1024).
 M_GRID: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
 TOP_POOL = 1024
+TOP_MIN_DRAWS = 4
 #: Aspect ratios at which references are simulated; a layer's Q is snapped to the nearest (in log).
 Q_GRID: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0, 14.0, 20.0)
 #: Tail indices of the iid-Pareto references (μ < 2: infinite variance, MM's "very heavy-tailed").
@@ -85,6 +90,8 @@ POPULATION_A: tuple[float, ...] = (1.5, 1.75, 2.0, 2.5, 3.0)
 #: variance e^(4s²) − 1 = 0.43). At s = 0.4 (0.9) the reference also fitted the ESDs of trained
 #: transformer layers (16 of MiniLM's 36 encoder matrices) better than an MP bulk + mass.
 LOGNORMAL_S: tuple[float, ...] = (0.1, 0.2, 0.3)
+#: Which side of the ``N × M`` matrix carries the log-normal scales: the M columns or the N rows.
+NOISE_SIDES: tuple[str, ...] = ("cols", "rows")
 _SEED = 23_0617
 _TABLE = Path(__file__).with_name("rmt_references.npz")
 
@@ -126,24 +133,31 @@ def _population(rng: np.random.Generator, n: int, m: int, a: float) -> np.ndarra
     return rng.standard_normal((n, m)) * np.sqrt(c / c.mean())
 
 
-def _lognormal(rng: np.random.Generator, n: int, m: int, s: float) -> np.ndarray:
-    return rng.standard_normal((n, m)) * np.exp(s * rng.standard_normal(m))
+def _lognormal(rng: np.random.Generator, n: int, m: int, s: float, side: str) -> np.ndarray:
+    if side == "cols":
+        return rng.standard_normal((n, m)) * np.exp(s * rng.standard_normal(m))
+    return rng.standard_normal((n, m)) * np.exp(s * rng.standard_normal(n))[:, None]
 
 
-def _log_quantiles(mats: list[np.ndarray]) -> tuple[np.ndarray, float]:
-    """Pooled log-quantiles of the ESDs of ``mats`` on :data:`LEVELS`, centred to median zero, and
-    the mean log λmax in the same coordinates."""
-    pooled = []
-    for W in mats:
-        lam = np.linalg.eigvalsh(W.T @ W / W.shape[0])
-        pooled.append(lam / np.median(lam))  # each matrix on its own scale: only the shape is pooled
-    top = float(np.mean([math.log(p[-1]) for p in pooled]))
+def _noise_names() -> list[tuple[str, float]]:
+    return [(side, s) for side in NOISE_SIDES for s in LOGNORMAL_S]
+
+
+def _log_quantiles(spectra: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Pooled log-quantiles of ``spectra`` (eigenvalues of ``WᵀW / N``) on :data:`LEVELS`, centred to
+    median zero, and the mean log λmax in the same coordinates."""
+    pooled = [lam / np.median(lam) for lam in spectra]  # each matrix on its own scale: only the shape is pooled
+    top = float(np.mean([math.log(p.max()) for p in pooled]))
     lam = np.sort(np.concatenate(pooled))
     logs = np.log(np.maximum(lam, lam[-1] * 1e-12))
     p = (np.arange(lam.size) + 0.5) / lam.size
     out = np.interp(LEVELS, p, logs)
     centre = float(np.median(out))
     return out - centre, top - centre
+
+
+def _esd(W: np.ndarray) -> np.ndarray:
+    return np.linalg.eigvalsh(W.T @ W / W.shape[0])
 
 
 def simulate_references(qg: float, mg: int = M_REF) -> References:
@@ -160,27 +174,43 @@ def simulate_references(qg: float, mg: int = M_REF) -> References:
     names, rows = [], []
     for mu in PARETO_MU:
         names.append(f"pareto(mu={mu:g})")
-        rows.append(_log_quantiles([_pareto(rng, n, M_REF, mu) for _ in range(N_SEEDS)])[0])
+        rows.append(_log_quantiles([_esd(_pareto(rng, n, M_REF, mu)) for _ in range(N_SEEDS)])[0])
     for a in POPULATION_A:
         names.append(f"population(a={a:g})")
-        rows.append(_log_quantiles([_population(rng, n, M_REF, a) for _ in range(N_SEEDS)])[0])
+        rows.append(_log_quantiles([_esd(_population(rng, n, M_REF, a)) for _ in range(N_SEEDS)])[0])
     heavy = np.ones(len(names), dtype=bool)
-    for s in LOGNORMAL_S:
-        names.append(f"lognormal(s={s:g})")
-        rows.append(_log_quantiles([_lognormal(rng, n, M_REF, s) for _ in range(N_SEEDS)])[0])
-    heavy = np.concatenate([heavy, np.zeros(len(LOGNORMAL_S), dtype=bool)])
+    for side, s in _noise_names():
+        names.append(f"lognormal_{side}(s={s:g})")
+        rows.append(_log_quantiles([_esd(_lognormal(rng, n, M_REF, s, side)) for _ in range(N_SEEDS)])[0])
+    heavy = np.concatenate([heavy, np.zeros(len(_noise_names()), dtype=bool)])
     top = np.concatenate([np.full(int(heavy.sum()), np.nan), simulate_tops(qg, mg)])
     return _frozen(References(qg, tuple(names), heavy, np.vstack(rows), top, mg))
 
 
 def simulate_tops(qg: float, mg: int) -> np.ndarray:
-    """Mean log λmax of the deformed-noise references (one per :data:`LOGNORMAL_S`) at grid ``qg``, ``mg``,
-    in the centred coordinates of their log-quantiles at that size; ``max(1, TOP_POOL // mg)`` matrices each."""
+    """Mean log λmax of the deformed-noise references (one per side and :data:`LOGNORMAL_S`) at grid
+    ``qg``, ``mg``, in the centred coordinates of their log-quantiles at that size;
+    ``max(TOP_MIN_DRAWS, TOP_POOL // mg)`` matrices each."""
     if qg not in Q_GRID or mg not in M_GRID:
         raise ValueError(f"simulate_tops: (q, m) must be on Q_GRID {Q_GRID} x M_GRID {M_GRID}; got {(qg, mg)!r}")
     rng = np.random.default_rng([_SEED, int(round(100 * qg)), mg])
-    n, k = int(round(qg * mg)), max(1, TOP_POOL // mg)
-    return np.array([_log_quantiles([_lognormal(rng, n, mg, s) for _ in range(k)])[1] for s in LOGNORMAL_S])
+    n, k = int(round(qg * mg)), max(TOP_MIN_DRAWS, TOP_POOL // mg)
+    spectra: list[list[np.ndarray]] = [[] for _ in _noise_names()]
+    for _ in range(k):
+        # float32 and one Gaussian draw shared by every side and s (common random numbers): the
+        # tops at M = 2048, Q = 20 cost seconds instead of minutes; λmax / median to 1e-6
+        g = rng.standard_normal((n, mg), dtype=np.float32)
+        z = {"cols": rng.standard_normal(mg), "rows": rng.standard_normal(n)}
+        gram = g.T @ g
+        for i, (side, s) in enumerate(_noise_names()):
+            d = np.exp(s * z[side]).astype(np.float32)
+            if side == "cols":
+                a = gram * d[:, None] * d[None, :]
+            else:
+                h = g * d[:, None]
+                a = h.T @ h
+            spectra[i].append(np.linalg.eigvalsh(a).astype(np.float64))
+    return np.array([_log_quantiles(sp)[1] for sp in spectra])
 
 
 def _frozen(refs: References) -> References:
@@ -189,10 +219,24 @@ def _frozen(refs: References) -> References:
     return refs
 
 
-def write_table(path: Path = _TABLE) -> None:
-    """Simulate every grid ``Q`` (and ``M`` for the tops) and write the shipped table (float32)."""
-    refs = [simulate_references(qg) for qg in Q_GRID]
-    tops = np.array([[simulate_tops(qg, mg) for mg in M_GRID] for qg in Q_GRID])
+def _grid_row(qg: float) -> tuple[References, np.ndarray]:
+    return simulate_references(qg), np.array([simulate_tops(qg, mg) for mg in M_GRID])
+
+
+def write_table(path: Path = _TABLE, workers: int = 1) -> None:
+    """Simulate every grid ``Q`` (and ``M`` for the tops) and write the shipped table (float32).
+
+    ``workers`` processes share the grid (about 25 CPU-minutes in all, most of it the tops at
+    ``M`` = 2048); the result does not depend on it.
+    """
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(pool.map(_grid_row, Q_GRID[::-1]))[::-1]  # largest Q (slowest) first
+    else:
+        rows = [_grid_row(qg) for qg in Q_GRID]
+    refs, tops = [r for r, _ in rows], np.array([t for _, t in rows])
     np.savez_compressed(path, q_grid=np.asarray(Q_GRID), m_grid=np.asarray(M_GRID), levels=LEVELS,
                         names=np.asarray(refs[0].names), heavy=refs[0].heavy,
                         log_q=np.stack([r.log_q for r in refs]).astype(np.float32), top=tops.astype(np.float32))

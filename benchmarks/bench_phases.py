@@ -263,7 +263,7 @@ GRID_MU = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
 GRID_M = (64, 128, 256, 512, 1024)
 GRID_Q = (1.0, 2.0, 4.0, 8.0)
 #: Suites whose results were read while designing the classifier (reliability is pooled over the rest).
-SEEN = ("tune", "dev", "table7", "heldout", "table7_final")
+SEEN = ("tune", "dev", "table7", "heldout", "table7_final", "nuisance", "many_spikes")
 CONF_BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 
 
@@ -318,7 +318,9 @@ def run_suite(suite: Suite, scale: float = 1.0, alt: PhaseClassifier | None = No
             confusion[PHASES.index(truth), labels.index(res.phase)] += 1
             rows.append({"construction": f"{kind}:{name}", "true": truth, "pred": res.phase,
                          "ok": res.phase == truth or (truth == "random_like" and res.phase in suite.tolerated),
-                         "confidence": round(res.confidence, 4), "n": n, "m": m, "params": _round(params),
+                         "confidence": round(res.confidence, 4),
+                         "margin_confidence": round(res.evidence.get("margin_confidence", 0.0), 4),
+                         "n": n, "m": m, "params": _round(params),
                          "rule": res.evidence.get("rule", "")})
             if a is not None:
                 rows[-1].update(alt_pred=a.phase, alt_confidence=round(a.confidence, 4),
@@ -374,6 +376,27 @@ def reliability(rows: Sequence[dict[str, Any]], prefix: str = "") -> list[dict[s
                     "accuracy": float(np.mean([r[ok] for r in sel])) if sel else None,
                     "mean_confidence": float(np.mean([r[conf] for r in sel])) if sel else None})
     return out
+
+
+def fit_calibration(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The Platt map ``σ(a · logit(c) + b)`` from the margin confidence ``c`` to the probability that
+    the label is right, fitted by log-loss (``PhaseClassifier.conf_slope``/``conf_offset``).
+
+    Matrices with a dimension below 32 (confidence capped) are left out."""
+    from scipy.optimize import minimize
+
+    sel = [r for r in rows if min(r["n"], r["m"]) >= 32]
+    c = np.clip(np.array([r["margin_confidence"] for r in sel]), 1e-6, 1 - 1e-6)
+    ok = np.array([r["ok"] for r in sel], dtype=float)
+    x = np.log(c / (1 - c))
+
+    def log_loss(p: np.ndarray) -> float:
+        z = p[0] * x + p[1]
+        return float(np.mean(np.logaddexp(0.0, -z) * ok + np.logaddexp(0.0, z) * (1 - ok)))
+
+    fit = minimize(log_loss, np.array([1.0, 0.0]), method="Nelder-Mead")
+    return {"conf_slope": round(float(fit.x[0]), 3), "conf_offset": round(float(fit.x[1]), 3), "n": len(sel),
+            "log_loss": round(float(fit.fun), 4), "log_loss_raw_margin": round(log_loss(np.array([1.0, 0.0])), 4)}
 
 
 def monotone_sweep(seeds: Sequence[int] = (0, 1, 2), family: str = "powerlaw_population",
@@ -537,6 +560,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--compare-models", action="store_true",
                     help="v3 (PhaseClassifier(compare_models=False)) in the main columns and the default v4 "
                          "(the whole-ESD model comparison, issue 23) as alt, side by side on the same spectra")
+    ap.add_argument("--fit-calibration", action="store_true",
+                    help="fit the confidence's Platt map (PhaseClassifier conf_slope / conf_offset) on the SEEN "
+                         "suites run and print it (set the defaults in analysis/phases.py from it)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--doc-figure", type=Path, default=DOC_FIGURE,
                     help="second copy of the PNG for docs/phases.md (results/*.png is git-ignored)")
@@ -571,6 +597,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["alt_reliability"] = {"pooled_over": unseen, "bins": reliability(pooled, "alt_")}
         out["reliability_by_suite"] = {s["name"]: {"v3": reliability(s["rows"]), "alt": reliability(s["rows"], "alt_")}
                                        for s in suites if s["name"] in unseen}
+    if args.fit_calibration:
+        out["calibration_fit"] = fit_calibration([r for s in suites if s["name"] in SEEN for r in s["rows"]])
+        print(f"calibration (Platt map fitted on {[s['name'] for s in suites if s['name'] in SEEN]}): "
+              f"{out['calibration_fit']}")
     for key, title in (("reliability", ""), ("alt_reliability", "compare_models=True, ")):
         if key in out:
             print(f"reliability ({title}suites not tuned on: {unseen}):")

@@ -280,7 +280,8 @@ def test_confidence_is_low_where_labels_are_wrong():
         results.append((classify_phase(W), {"graded_bleed": "bulk_decay", "powerlaw_population": "heavy_tailed",
                                             "spiked_population": "bulk_plus_spikes",
                                             "shelf_population": "bleeding_out"}[fam]))
-    confident = [(r.phase == p) for r, p in results if r.confidence >= 0.9]
+    # stated confidence is calibrated (≈ the chance the label is right), so "high" means ≥ 0.95 here
+    confident = [(r.phase == p) for r, p in results if r.confidence >= 0.95]
     assert len(confident) >= 5 and all(confident), [(r.phase, p, r.confidence) for r, p in results]
     assert sum(r.phase == p for r, p in results) >= 14
 
@@ -454,14 +455,65 @@ def test_lognormal_rows_s03_is_deformed_noise_not_a_decay():
     assert any(r.evidence.get("model_vote") == "deformed_noise" for r in labels), labels
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23, open: v3's tail-α cut (and so compare_models, which keeps it) "
-                   "flips heavy_tailed → bulk_decay → heavy_tailed at a = 3.0 → 3.5 on this draw")
-def test_iid_pareto_population_sweep_is_monotone():
+def test_row_norm_noise_on_the_long_side_is_deformed_noise():
+    # issue 23 (v5): log-normal row norms s = 0.3 of an (out, in) weight with out >= in scale the N side,
+    # a deformation the column-scale references do not cover once Q > 1 (v4 called 6 of 40 such
+    # matrices of the Table-7 suite bulk_decay). The row-side references fit them; at Q = 1 the two
+    # sides agree. Own seeds and shapes, none from the benchmark suites.
+    from htsweep.analysis.synthetic_table7 import make_table7
+
+    shapes = ((150, 100), (300, 200), (450, 300), (640, 512), (1200, 800), (500, 500))
+    res = [classify_phase(make_table7("lognormal_rows_s03", n, m, seed=300 + i)) for i, (n, m) in enumerate(shapes)]
+    assert all(r.phase in ("random_like", "bleeding_out") for r in res), [(r.phase, r.evidence["rule"]) for r in res]
+    refs = [r.evidence["fits"]["deformed_noise"]["reference"] for r in res if "fits" in r.evidence]
+    assert any(ref.startswith("lognormal_rows") for ref in refs), refs
+    # small square layers are the hard case (the largest of 200 row scales sets λmax; measured 2 of 150
+    # draws at 200 × 200 still decay / heavy): a rate, not a guarantee
+    small = [classify_phase(make_table7("lognormal_rows_s03", 200, 200, seed=s)).phase for s in range(320, 332)]
+    assert sum(p in ("bulk_decay", "heavy_tailed") for p in small) <= 1, small
+
+
+def test_inadmissible_mp_mass_does_not_block_deformed_noise():
+    # a deformed-noise model that fits better than heavy-tailed RMT wins unless an *admissible* MP bulk +
+    # mass beats it: an MP + mass fit with no good λ+ (D > good_fit_max) is no competitor
+    from htsweep.analysis.synthetic_table7 import make_table7
+
+    for seed in (310, 311, 312):
+        res = classify_phase(make_table7("lognormal_rows_s03", 120, 120, seed=seed))
+        assert res.phase in ("random_like", "bleeding_out"), res
+        fits = res.evidence.get("fits")
+        if fits and fits["mp_mass"]["D"] > PhaseClassifier().good_fit_max and res.evidence["model_vote"] != "deformed_noise":
+            assert fits["deformed_noise"]["D"] >= fits["heavy_tailed_rmt"]["D"] or not fits["deformed_noise"]["admissible"]
+
+
+@pytest.mark.parametrize(("n", "m", "seed"), [(1200, 400, 95), (600, 300, 17), (900, 1800, 23)])
+def test_iid_pareto_population_sweep_is_monotone(n, m, seed):
     # W = G C^(1/2) with iid Pareto(a) population variances, one seed along a (common random numbers):
-    # a heavier population tail never gets an earlier phase
+    # a heavier population tail never gets an earlier phase. The first draw flipped heavy_tailed →
+    # bulk_decay → heavy_tailed at a = 3.0 → 3.5 through the rank-size tail exponent (4.62 vs 3.82,
+    # a statistic of 42 vs 33 eigenvalues) while heavy-tailed RMT fitted both decisively better than
+    # an MP bulk + mass (weight 0.98): a decisive comparison is no longer vetoed by the exponent.
     from htsweep.analysis.synthetic_table7 import make_table7
 
     sweep = (1.8, 2.2, 2.6, 3.0, 3.5, 4.0, 5.0, 6.5, 8.0)
-    labels = [classify_phase(make_table7("powerlaw_population_iid", 1200, 400, seed=95, a=a)).phase for a in sweep]
+    labels = [classify_phase(make_table7("powerlaw_population_iid", n, m, seed=seed, a=a)).phase for a in sweep]
     codes = [PHASE_CODES[p] for p in labels]
     assert all(b <= a for a, b in zip(codes, codes[1:], strict=False)), labels
+    assert labels[0] == "heavy_tailed" and labels[-1] in ("random_like", "bleeding_out"), labels
+
+
+def test_confidence_is_the_platt_map_of_the_margin():
+    # the stated confidence is σ(a·logit(margin) + b); a = 1, b = 0 gives the raw decision margin back,
+    # and the map is increasing (a higher margin never states a lower confidence)
+    W = make("bulk_decay", 800, 400, seed=41)
+    fitted, raw = PhaseClassifier().classify(W), PhaseClassifier(conf_slope=1.0, conf_offset=0.0).classify(W)
+    c = fitted.evidence["margin_confidence"]
+    assert raw.confidence == pytest.approx(raw.evidence["margin_confidence"]) and c == pytest.approx(raw.confidence)
+    clf = PhaseClassifier()
+    expected = 1 / (1 + np.exp(-(clf.conf_slope * np.log(c / (1 - c)) + clf.conf_offset)))
+    assert fitted.confidence == pytest.approx(expected)
+    margins = np.linspace(0.5, 0.999, 20)
+    mapped = 1 / (1 + np.exp(-(clf.conf_slope * np.log(margins / (1 - margins)) + clf.conf_offset)))
+    assert np.all(np.diff(mapped) > 0)
+    with pytest.raises(ValueError, match="conf_slope"):
+        PhaseClassifier(conf_slope=0.0).classify(W)

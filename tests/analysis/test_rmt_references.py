@@ -10,6 +10,7 @@ from htsweep.analysis.rmt_references import (
     LEVELS,
     LOGNORMAL_S,
     M_GRID,
+    NOISE_SIDES,
     PARETO_MU,
     POPULATION_A,
     Q_GRID,
@@ -55,8 +56,8 @@ def test_off_grid_q_is_moved_by_the_mp_quantile_shift():
     # closed form: s = 0.1 column scales are nearly MP, so at Q = 1.1 (between grid points 1 and 1.25,
     # where the lower MP edge moves fast) the moved reference must match MP(1, 1.1) as closely as the
     # on-grid reference matches MP at its own Q, while the raw grid row would be far off
-    row = reference_log_quantiles(1.1).log_q[reference_log_quantiles(1.1).names.index("lognormal(s=0.1)")]
-    raw = reference_log_quantiles(1.0).log_q[reference_log_quantiles(1.0).names.index("lognormal(s=0.1)")]
+    row = reference_log_quantiles(1.1).log_q[reference_log_quantiles(1.1).names.index("lognormal_cols(s=0.1)")]
+    raw = reference_log_quantiles(1.0).log_q[reference_log_quantiles(1.0).names.index("lognormal_cols(s=0.1)")]
     mp = np.log(mp_quantile(LEVELS, 1.0, 1.1))
     assert _dist(row, mp) < 0.04 < 0.1 < _dist(raw, mp), (_dist(row, mp), _dist(raw, mp))
     assert np.all(np.median(reference_log_quantiles(1.1).log_q, axis=1) == 0)
@@ -70,10 +71,11 @@ def test_deformed_noise_tops_grow_with_the_deformation_and_with_m():
         lp_over_median = np.log((1 + q ** -0.5) ** 2 / mp_quantile(0.5, 1.0, q))
         for m in (64, 2048):
             refs = reference_log_quantiles(q, m)
-            tops = [refs.top[refs.names.index(f"lognormal(s={s:g})")] for s in LOGNORMAL_S]
+            tops = [refs.top[refs.names.index(f"lognormal_cols(s={s:g})")] for s in LOGNORMAL_S]
             assert all(a < b for a, b in zip(tops, tops[1:], strict=False)), (q, m, tops)
             assert abs(tops[0] - lp_over_median) < 0.15, (q, m, tops[0], lp_over_median)  # s = 0.1 ≈ MP edge
-    top = [reference_log_quantiles(4.0, m).top[-1] for m in M_GRID]
+    top = [reference_log_quantiles(4.0, m).top[reference_log_quantiles(4.0, m).names.index("lognormal_cols(s=0.3)")]
+           for m in M_GRID]
     assert top[-1] > top[0] + 0.3, top
 
 
@@ -84,8 +86,9 @@ def test_heavier_tails_spread_the_esd_further():
     for family, grid in (("pareto(mu=", PARETO_MU), ("population(a=", POPULATION_A)):
         s = [spread[f"{family}{v:g})"] for v in grid]
         assert all(a > b for a, b in zip(s, s[1:], strict=False)), (family, s)
-    s = [spread[f"lognormal(s={v:g})"] for v in LOGNORMAL_S]
-    assert all(a < b for a, b in zip(s, s[1:], strict=False)), s
+    for side in NOISE_SIDES:
+        s = [spread[f"lognormal_{side}(s={v:g})"] for v in LOGNORMAL_S]
+        assert all(a < b for a, b in zip(s, s[1:], strict=False)), (side, s)
     assert refs.heavy.sum() == len(PARETO_MU) + len(POPULATION_A) and np.all(np.median(refs.log_q, axis=1) == 0)
 
 
@@ -97,7 +100,21 @@ def test_mild_lognormal_reference_is_close_to_marchenko_pastur():
     for q in (1.0, 2.0, 4.0):
         refs = reference_log_quantiles(q)
         mp = np.log(mp_quantile(LEVELS, 1.0, q))
-        d = [dist(refs.log_q[refs.names.index(f"lognormal(s={v:g})")], mp) for v in LOGNORMAL_S]
+        d = [dist(refs.log_q[refs.names.index(f"lognormal_cols(s={v:g})")], mp) for v in LOGNORMAL_S]
         assert d[0] < 0.04 and all(a < b for a, b in zip(d, d[1:], strict=False)), (q, d)
         assert min(dist(row, mp) for row in refs.log_q[refs.heavy]) > d[0], q
         assert dist(refs.log_q[refs.names.index("pareto(mu=1)")], mp) > 0.3, q
+
+
+def test_row_and_column_deformations_agree_at_q1_and_part_beyond():
+    # closed form: at Q = 1 the nonzero eigenvalues of WᵀW and WWᵀ coincide, so log-normal scales of the
+    # rows and of the columns give the same ESD (up to seed noise); at Q = 4 the N = 4M row scales
+    # average out over each eigenvector and deform the ESD less than M column scales do
+    for s in LOGNORMAL_S:
+        refs = reference_log_quantiles(1.0)
+        cols, rows = (refs.log_q[refs.names.index(f"lognormal_{side}(s={s:g})")] for side in NOISE_SIDES)
+        assert _dist(cols, rows) < 0.03, (s, _dist(cols, rows))  # seed noise: 0.016-0.023 measured
+    refs = reference_log_quantiles(4.0)
+    cols, rows = (refs.log_q[refs.names.index(f"lognormal_{side}(s=0.3)")] for side in NOISE_SIDES)
+    mp = np.log(mp_quantile(LEVELS, 1.0, 4.0))
+    assert _dist(rows, mp) < _dist(cols, mp) and _dist(cols, rows) > 0.08, (_dist(rows, mp), _dist(cols, mp))

@@ -11,6 +11,7 @@ from integrations_testutils import metric_steps
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from htsweep.analysis.phases import CLASSIFIER_VERSION  # noqa: E402
 from htsweep.integrations.lightning import SpectralCallback  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def test_alpha_and_phase_per_layer_through_the_trainers_loggers(tmp_path, mlflow
     last = callback.last.layer("net.0")
     assert math.isclose(data.metrics["alpha/net.0"], last["alpha"], rel_tol=1e-12)
     assert data.tags["phase.net.0"] == last["phase"] and data.tags["phase_step"] == "7"
-    assert data.tags["phase_classifier"] == "v4"  # which classifier labelled the run
+    assert data.tags["phase_classifier"] == CLASSIFIER_VERSION  # which classifier labelled the run
     assert metric_steps(client, ml.run_id, "alpha_farms/net.0") == [3, 6, 7]  # the callback's farms=True
     assert math.isclose(data.metrics["alpha_farms/net.0"], last["alpha_farms"], rel_tol=1e-12)
     with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
