@@ -165,27 +165,33 @@ def _actor(r: Mapping[str, Results]) -> tuple[str, str]:
 
 def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
     suites = {suite["name"]: suite for suite in r["bench_phases"]["suites"]}
-    heldout, nuisance, spikes = suites["heldout"], suites["nuisance"], suites["many_spikes"]
+    heldout, nuisance, spikes = suites["heldout_v5"], suites["nuisance"], suites["many_spikes"]
     worst = min(heldout["per_phase_accuracy"].items(), key=lambda kv: kv[1])
-    return (f"phase classifier (v4, the default), held-out split ({heldout['n_matrices']} matrices, seed "
-            f"{heldout['seed']}, fixed before v3's tuning, not tuned on) / nuisance noise / many spikes",
+    return (f"phase classifier (v5, the default), fresh held-out split ({heldout['n_matrices']} matrices, seed "
+            f"{heldout['seed']}, fixed before any v5 change, run once) / nuisance noise / many spikes",
             f"{_pct(heldout['accuracy'])} % (lowest phase: {worst[0]} {_pct(worst[1])} %)"
             f" / {_pct(nuisance['accuracy'])} % ({_pct(nuisance['forbidden_rate'])} % decay or heavy)"
             f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
 
 
-def _phases_compare_models(r: Mapping[str, Results]) -> tuple[str, str]:
-    cm = r["bench_phases_compare_models"]
-    suites = {suite["name"]: suite for suite in cm["suites"]}
-    final, heldout = suites["table7_final"], suites["heldout"]
-    ms = [suite["seconds"]["classify_ms_per_matrix"] for suite in cm["suites"]]
-    minilm = cm["real_layers"]["minilm_encoder"]["compare_models"]
-    return ("phase classifier, v3 (rules only, `compare_models=False`) vs v4 (the whole-ESD model comparison, the default): "
-            f"Table-7 families (report-only split, seed {final['seed']}) / held-out split; cost per matrix",
-            f"{_pct(final['accuracy'])} % vs {_pct(final['alt']['accuracy'])} % / {_pct(heldout['accuracy'])} % vs "
-            f"{_pct(heldout['alt']['accuracy'])} % (MiniLM's 36 encoder matrices: "
-            f"{minilm.get('random_like', 0)} random_like); {min(ms):.2f}–{max(ms):.2f} ms with the three model fits "
-            "as evidence and the MP and power-law fits passed in")
+def _phases_v4_v5(r: Mapping[str, Results]) -> tuple[str, str]:
+    v5 = {suite["name"]: suite for suite in r["bench_phases"]["suites"]}
+    v4 = {suite["name"]: suite for suite in r["bench_phases_v4_fresh"]["suites"]}
+    t7, t7_v4 = v5["table7_v5"], v4["table7_v5"]
+    noise = t7["per_construction"]["table7:lognormal_rows_s03"]["labels"]
+    noise_v4 = t7_v4["per_construction"]["table7:lognormal_rows_s03"]["labels"]
+    ms = [suite["seconds"]["classify_ms_per_matrix"] for suite in r["bench_phases"]["suites"]]
+    minilm = r["bench_phases"]["real_layers"]["minilm_encoder"]["default"]
+
+    def forbidden(labels: Mapping[str, int]) -> int:
+        return labels.get("bulk_decay", 0) + labels.get("heavy_tailed", 0)
+
+    return ("phase classifier, v4 vs v5 (the default) on the fresh Table-7 split (seed "
+            f"{t7['seed']}) / fresh held-out split; log-normal row-norm noise (s = 0.3) called decay or heavy; cost",
+            f"{_pct(t7_v4['accuracy'])} % vs {_pct(t7['accuracy'])} % / {_pct(v4['heldout_v5']['accuracy'])} % vs "
+            f"{_pct(v5['heldout_v5']['accuracy'])} %; {forbidden(noise_v4)} vs {forbidden(noise)} of "
+            f"{sum(noise.values())} (MiniLM's 36 encoder matrices: {minilm.get('random_like', 0)} random_like); "
+            f"{min(ms):.2f}–{max(ms):.2f} ms per matrix with the MP and power-law fits passed in")
 
 
 def _farms(r: Mapping[str, Results]) -> tuple[str, str]:
@@ -312,7 +318,7 @@ def _real_sweeps(r: Mapping[str, Results]) -> tuple[str, str]:
 ROWS: tuple[Callable[[Mapping[str, Results]], tuple[str, str]], ...] = (
     _power_law, _analyze_vs_bare, _analyze_vs_weightwatcher, _llama_block, _float32_floor, _precision,
     lambda r: _llm_scale(r["bench_llm_scale"]), lambda r: _llm_scale(r["bench_llm_scale_7b"]),
-    _llm_projection, _actor, _phases, _phases_compare_models, _monitoring, _farms, _tail_law, _loader, _session, _search, _real_sweeps,
+    _llm_projection, _actor, _phases, _phases_v4_v5, _monitoring, _farms, _tail_law, _loader, _session, _search, _real_sweeps,
 )
 
 
