@@ -82,7 +82,7 @@ Model comparison (issue 23; :mod:`analysis.rmt_references`)
     ``evidence["model_vote_confidence"]`` its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at
     ``T = score_temperature``. Deformed noise wins when it fits better than heavy-tailed RMT
     (``D``) and than an *admissible* MP bulk + mass (score); an inadmissible one (no good λ+)
-    cannot block it. The vote decides (``compare_models=True``, the default since v4): deformed
+    cannot block it. The vote decides (``compare_models=True``, the default since v4; v5 today): deformed
     noise → ``random_like`` wherever the rules found a decaying mass or spikes well above the edge
     (noise whose top the reference predicts has neither); ``heavy_tailed`` additionally needs
     heavy-tailed RMT to beat an admissible MP bulk + mass, else ``bulk_decay``.

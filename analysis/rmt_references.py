@@ -6,10 +6,10 @@ like that of a matrix with heavy-tailed entries. To compare a layer against that
 ESD of such matrices at the layer's aspect ratio ``Q``. No closed form exists for finite ``N``
 (and for ``μ < 2`` not even a simple one for ``N → ∞``), so the references are simulated at fixed
 seeds on a grid of ``Q`` (:func:`simulate_references`) and shipped precomputed in
-``rmt_references.npz`` next to this module (73 kB; rebuilt by :func:`write_table`, checked against a fresh simulation in the tests). A call
+``rmt_references.npz`` next to this module (88 kB; rebuilt by :func:`write_table`, checked against a fresh simulation in the tests). A call
 loads the table once per process and then costs nothing: the monitor never simulates.
 
-Two heavy-tailed reference families, as the issue asks, and one family of deformed noise:
+Two heavy-tailed reference families, as the issue asks, and deformed noise on either side of the matrix:
 
 ``pareto``
     iid entries ``±U^(-1/μ)`` (Pareto tail index ``μ``), the matrices of MM Sec. 3.2; ESD tail
