@@ -486,6 +486,33 @@ def test_inadmissible_mp_mass_does_not_block_deformed_noise():
             assert fits["deformed_noise"]["D"] >= fits["heavy_tailed_rmt"]["D"] or not fits["deformed_noise"]["admissible"]
 
 
+@pytest.mark.parametrize(("n", "m", "seed"), [(1000, 500, 51), (600, 600, 52)])
+def test_fewer_weaker_spikes_never_get_a_later_phase(n, m, seed):
+    # one noise draw and one set of spike directions (common random numbers): outliers placed at
+    # r·λ+ by the BBP map, r from 8 down to 1 (below the threshold), then fewer of them at r = 5 —
+    # weaker or fewer spikes must never move the label to a later phase
+    from htsweep.analysis.marchenko_pastur import bbp_strength
+
+    rng = np.random.default_rng(seed)
+    q = n / m
+    noise = rng.standard_normal((n, m))
+    u = np.linalg.qr(rng.standard_normal((n, 6)))[0]
+    v = np.linalg.qr(rng.standard_normal((m, 6)))[0]
+    lp = (1 + q ** -0.5) ** 2
+
+    def spiked(k, r):
+        theta = bbp_strength(r * lp, q) if r > 1 else 0.5 * (m / n) ** 0.25
+        return noise + np.sqrt(n) * theta * (u[:, :k] @ v[:, :k].T)
+
+    by_strength = [classify_phase(spiked(4, r)).phase for r in (8.0, 4.0, 2.5, 1.6, 1.2, 1.0)]
+    by_count = [classify_phase(spiked(k, 5.0)).phase for k in (6, 4, 2, 1, 0)]
+    for labels in (by_strength, by_count):
+        codes = [PHASE_CODES[p] for p in labels]
+        assert all(b <= a for a, b in zip(codes, codes[1:], strict=False)), labels
+    assert by_strength[0] == "bulk_plus_spikes" and by_strength[-1] == "random_like", by_strength
+    assert by_count[-1] == "random_like", by_count
+
+
 @pytest.mark.parametrize(("n", "m", "seed"), [(1200, 400, 95), (600, 300, 17), (900, 1800, 23)])
 def test_iid_pareto_population_sweep_is_monotone(n, m, seed):
     # W = G C^(1/2) with iid Pareto(a) population variances, one seed along a (common random numbers):
