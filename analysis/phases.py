@@ -49,7 +49,8 @@ The physics each step rests on
 Decision procedure (thresholds are the :class:`PhaseClassifier` parameters)
     0. ``M < min_m``, ``λmax <= 0``, or at most one eigenvalue above ``rank_tol · λmax`` →
        ``undetermined``. An ESD narrower than ``point_mass_tol`` of the MP width → ``random_like``
-       (warning).
+       (warning); so is a point mass over exact zeros (a Dirac conv kernel reshaped to
+       ``(out, in·k·k)``: rank-deficient by construction, not collapsed by training).
     1. ``zero_frac >= zero_frac_min`` and ``zero_gap_decades >= zero_gap_min`` (at least
        ``max(3, 5 %·M)`` eigenvalues above the gap), or a gap of ``deep_gap_min`` decades with any
        number above it → ``rank_collapse``.
@@ -619,6 +620,16 @@ def _degenerate(path: _Path, lam: np.ndarray, q: float, n: int | None, m: int, t
                         "init; no MP bulk, no learned structure")
         path.add(f"ESD width {width:.3g} < {t['point_mass_tol']} of the MP width (point mass)",
                  _conf(width, t["point_mass_tol"], _TOL["point_mass_tol"]))
+        return path.done("random_like")
+    # exact zeros under a point mass: a Dirac / identity kernel reshaped to (out, in·k·k) is rank-deficient
+    # by construction (only the centre tap is set), an init rather than a collapse of a trained spectrum
+    nz = lam[lam > t["rank_tol"] * lmax]
+    nz_width = (lmax - float(nz[0])) / (float(nz.mean()) * (lp1 - lm1))
+    if nz.size < m and nz_width < t["point_mass_tol"]:
+        path.warning = (f"point mass on the {nz.size} nonzero eigenvalues, {m - nz.size} exact zeros: a structurally "
+                        "rank-deficient init (e.g. a Dirac conv kernel); no MP bulk, no learned structure")
+        path.add(f"nonzero ESD width {nz_width:.3g} < {t['point_mass_tol']} of the MP width (point mass over zeros)",
+                 _conf(nz_width, t["point_mass_tol"], _TOL["point_mass_tol"]))
         return path.done("random_like")
     return None
 

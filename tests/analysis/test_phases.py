@@ -56,6 +56,16 @@ def test_every_torch_init_is_random_like(init):
         assert res.evidence["warning"] == "" and res.confidence > 0.8
 
 
+@pytest.mark.parametrize(("n", "m"), [(300, 288), (640, 576), (1024, 1152)])  # out > in: zeros in the ESD
+def test_dirac_conv_kernel_is_an_init_not_a_rank_collapse(n, m):
+    # a 3×3 Dirac kernel reshaped to (out, in·9) sets only the centre tap: 8/9 of the spectrum are exact
+    # zeros under a point mass — rank-deficient by construction, not collapsed by training
+    res = classify_phase(make_family("torch_init", n, m, seed=12, init="dirac"))
+    assert res.phase == "random_like" and "exact zeros" in res.evidence["warning"], res
+    # a trained-like collapse keeps a spread nonzero spectrum and stays rank_collapse
+    assert classify_phase(make("rank_collapse", 1200, 600, seed=13)).phase == "rank_collapse"
+
+
 @pytest.mark.parametrize(("family", "params"), [
     ("scale_deformed", {"delta": 0.2, "axis": "cols"}),
     ("scale_deformed", {"delta": 0.2, "axis": "rows"}),
