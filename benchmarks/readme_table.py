@@ -168,7 +168,7 @@ def _phases(r: Mapping[str, Results]) -> tuple[str, str]:
     heldout, nuisance, spikes = suites["heldout_v5"], suites["nuisance"], suites["many_spikes"]
     worst = min(heldout["per_phase_accuracy"].items(), key=lambda kv: kv[1])
     return (f"phase classifier (v5, the default), fresh held-out split ({heldout['n_matrices']} matrices, seed "
-            f"{heldout['seed']}, fixed before any v5 change, run once) / nuisance noise / many spikes",
+            f"{heldout['seed']}, fixed before any v5 change; rerun once after a fix found on it) / nuisance noise / many spikes",
             f"{_pct(heldout['accuracy'])} % (lowest phase: {worst[0]} {_pct(worst[1])} %)"
             f" / {_pct(nuisance['accuracy'])} % ({_pct(nuisance['forbidden_rate'])} % decay or heavy)"
             f" / {_pct(spikes['accuracy'])} % ([docs/phases.md](docs/phases.md))")
