@@ -293,9 +293,9 @@ class PhaseClassifier:
                              "comparison is decisive: a steep rank-size tail exponent (a noisy statistic of a "
                              "few dozen eigenvalues) no longer vetoes ``heavy_tailed`` (1: it always may).")
     noise_tie: float = _t(1.25, Interval(float, 1.0, None), None,
-                          "With heavy_tailed ruled out by the rules and no good λ+, deformed noise is the model "
-                          "left when its D is at most this many times heavy-tailed RMT's (about the seed-to-seed "
-                          "spread of D); else ``bulk_decay``.")
+                          "Deformed noise fits as well as heavy-tailed RMT when its D is at most this many times "
+                          "heavy-tailed RMT's (about the seed-to-seed spread of D): the tie goes to the simpler "
+                          "model, noise.")
     noise_top_tol: float = _t(0.7, _F, None,
                               "A deformed-noise reference explains the ESD only if the layer's log λmax exceeds "
                               "the reference's (simulated at the layer's M, after the fitted offset) by at most "
@@ -716,7 +716,6 @@ class _Fits:
     d_deformed: float  # best admissible log-normal deformed-noise reference (random-like); inf if none
     scores: dict[str, float]
     mass_ok: bool  # the MP bulk + mass model is admissible (a good λ+ holding most of the mass)
-
     tie: float = 1.0  # deformed noise within this factor of heavy-tailed RMT's D counts as fitting as well
 
     @property
@@ -828,7 +827,7 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
     sc, temp = fits.scores, t["score_temperature"]
     if t["compare_models"] and fits.noise_best:
         ref = path.ev["fits"]["deformed_noise"]["reference"]
-        path.add(f"but deformed noise ({ref}) fits the whole ESD best: D {fits.d_deformed:.3g} vs MP + mass "
+        path.add(f"but deformed noise ({ref}) explains the whole ESD and its top: D {fits.d_deformed:.3g} vs MP + mass "
                  f"{fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
                  fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), temp))
         return path.done("random_like")
