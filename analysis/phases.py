@@ -81,9 +81,10 @@ Model comparison (issue 23; :mod:`analysis.rmt_references`)
     by the exact MP log-quantile shift. ``evidence["fits"]`` holds each model's ``D``, reference
     and score, ``evidence["model_vote"]`` the best admissible model and
     ``evidence["model_vote_confidence"]`` its softmax weight ``exp(-S/T)/Σ exp(-S/T)`` at
-    ``T = score_temperature``. Deformed noise wins when it fits better than heavy-tailed RMT
-    (``D``) and than an *admissible* MP bulk + mass (score); an inadmissible one (no good λ+)
-    cannot block it. The vote decides (``compare_models=True``, the default since v4; v5 today): deformed
+    ``T = score_temperature``. Deformed noise wins when it fits about as well as heavy-tailed RMT
+    (``D`` within ``noise_tie``) and better than an *admissible* MP bulk + mass (score); an
+    inadmissible one (no good λ+) cannot block it. Below M = 256 its ``good_fit_max`` grows by
+    ``√(256/M)`` (the quantiles of fewer eigenvalues scatter more than the references'). The vote decides (``compare_models=True``, the default since v4; v5 today): deformed
     noise → ``random_like`` wherever the rules found a decaying mass or spikes well above the edge
     (noise whose top the reference predicts has neither); ``heavy_tailed`` additionally needs
     heavy-tailed RMT to beat an admissible MP bulk + mass, else ``bulk_decay``.
@@ -719,11 +720,20 @@ class _Fits:
     tie: float = 1.0  # deformed noise within this factor of heavy-tailed RMT's D counts as fitting as well
 
     @property
+    def noise_fits_as_heavy(self) -> bool:
+        """Deformed noise fits at least as well as heavy-tailed RMT (``D``; a tie within ``tie`` goes to
+        the simpler model, noise)."""
+        return self.d_deformed <= self.tie * self.d_heavy
+
+    @property
+    def noise_beats_mass(self) -> bool:
+        """Deformed noise beats the MP bulk + mass on the penalized score, or that model is inadmissible."""
+        return not self.mass_ok or self.scores["deformed_noise"] < self.scores["mp_mass"]
+
+    @property
     def noise_best(self) -> bool:
-        """Deformed noise beats every admissible competitor: heavy-tailed RMT on ``D`` (a tie within
-        ``tie`` goes to the simpler model, noise), and an admissible MP bulk + mass on the penalized score."""
-        return self.d_deformed <= self.tie * self.d_heavy and (not self.mass_ok or
-                                                              self.scores["deformed_noise"] < self.scores["mp_mass"])
+        """Deformed noise beats every admissible competitor."""
+        return self.noise_fits_as_heavy and self.noise_beats_mass
 
     def prob(self, model: str, among: tuple[str, ...], temperature: float) -> float:
         """Softmax weight of ``model`` among ``among`` at ``temperature`` (lower score, higher weight)."""
@@ -826,11 +836,7 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
     path.confs.append(c_steep)  # how far the mass is from a sharp, deformed-noise edge
     sc, temp = fits.scores, t["score_temperature"]
     if t["compare_models"] and fits.noise_best:
-        ref = path.ev["fits"]["deformed_noise"]["reference"]
-        path.add(f"but deformed noise ({ref}) explains the whole ESD and its top: D {fits.d_deformed:.3g} vs MP + mass "
-                 f"{fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
-                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), temp))
-        return path.done("random_like")
+        return _deformed_noise(path, fits, t, "but ")
     # separated spikes on top of the mass are not its tail: λ/λ+ at the top of the mass itself
     ratio = float(mass.att[0]) / bulk.lp
     # finite-size fat tails read steeper the further they reach (MM Sec. 3.2: α ≈ b + aμ), so
@@ -874,15 +880,21 @@ def _tail_split(path: _Path, bulk: _Bulk, mass: _Mass, fits: _Fits, t: dict[str,
         why.append(f"CSN α {csn:.3g} >= {t['csn_alpha_max']}")
     path.add(", ".join(why), max(c_alpha if not shallow else 0.0, c_ratio if not far else 0.0,
                                  c_csn if light else 0.0, fits.prob("mp_mass", pair, temp) if not ht_best else 0.0))
-    if t["compare_models"] and ((fits.mass_ok and sc["deformed_noise"] < sc["mp_mass"]) or (
-            not fits.mass_ok and fits.d_deformed <= fits.tie * fits.d_heavy)):
-        # heavy-tailed RMT ruled out: of the models left, deformed noise beats the MP bulk + mass (or,
-        # with no good λ+, fits about as well as heavy-tailed RMT did)
-        path.add(f"but with heavy-tailed RMT ruled out, deformed noise ({path.ev['fits']['deformed_noise']['reference']}) "
-                 f"beats the MP bulk + mass: score {sc['deformed_noise']:.3g} < {sc['mp_mass']:.3g}",
-                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), temp))
-        return path.done("random_like")
+    # heavy-tailed RMT ruled out: of the models left, deformed noise beats an admissible MP bulk + mass
+    # (or, with no good λ+, fits about as well as heavy-tailed RMT did)
+    if t["compare_models"] and (fits.noise_beats_mass if fits.mass_ok else fits.noise_fits_as_heavy):
+        return _deformed_noise(path, fits, t, "but with heavy-tailed RMT ruled out, ")
     return path.done("bulk_decay")
+
+
+def _deformed_noise(path: _Path, fits: _Fits, t: dict[str, Any], lead: str) -> PhaseResult:
+    """The vote's deformed-noise verdict: ``random_like``, with the competing fits in the rule."""
+    ref = path.ev["fits"]["deformed_noise"]["reference"]
+    path.add(f"{lead}deformed noise ({ref}) explains the whole ESD and its top: D {fits.d_deformed:.3g} vs MP + mass "
+             f"{fits.d_mass:.3g} (score {fits.scores['deformed_noise']:.3g} vs {fits.scores['mp_mass']:.3g}), "
+             f"heavy-tailed {fits.d_heavy:.3g}",
+             fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), t["score_temperature"]))
+    return path.done("random_like")
 
 
 def _why_heavy_rmt(fits: _Fits, f_mass: float, t: dict[str, Any]) -> tuple[str, float]:
@@ -904,11 +916,7 @@ def _spikes(path: _Path, bulk: _Bulk, fits: _Fits, t: dict[str, Any]) -> PhaseRe
     r_e = bulk.lmax / bulk.edge
     c_spike = _conf(r_e, t["spike_ratio_min"], _TOL["spike_ratio_min"])
     if r_e >= t["spike_ratio_min"] and t["compare_models"] and fits.noise_best:
-        ref = path.ev["fits"]["deformed_noise"]["reference"]
-        path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}, but deformed noise ({ref}) fits the whole ESD and "
-                 f"its top best: D {fits.d_deformed:.3g} vs MP + mass {fits.d_mass:.3g}, heavy-tailed {fits.d_heavy:.3g}",
-                 fits.prob("deformed_noise", ("deformed_noise", "mp_mass"), t["score_temperature"]))
-        return path.done("random_like")
+        return _deformed_noise(path, fits, t, f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}, but ")
     if r_e >= t["spike_ratio_min"]:
         path.add(f"λmax/E {r_e:.3g} >= {t['spike_ratio_min']}", c_spike)
         return path.done("bulk_plus_spikes")

@@ -220,7 +220,8 @@ def _frozen(refs: References) -> References:
 
 
 def _grid_row(qg: float) -> tuple[References, np.ndarray]:
-    return simulate_references(qg), np.array([simulate_tops(qg, mg) for mg in M_GRID])
+    refs = simulate_references(qg)  # its tops are those at M_REF (simulate_tops is seeded per (Q, M))
+    return refs, np.array([refs.top[~refs.heavy] if mg == refs.m else simulate_tops(qg, mg) for mg in M_GRID])
 
 
 def write_table(path: Path = _TABLE, workers: int = 1) -> None:
